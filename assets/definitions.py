@@ -1,0 +1,43 @@
+"""The code location: assets by stage, checks, resources and the shard sensor, built from one Settings."""
+
+from __future__ import annotations
+
+import warnings
+
+import dagster as dg
+
+from assets import checks, diagnostics, edited, raw, scores, sensors
+from assets.resources import PriorResource, TleditResource
+from tledit_pipeline.settings import Settings
+
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+
+PER_SHARD = ["raw_corpus", "token_scores", "edited_corpus", "ngram_profile"]
+
+
+def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
+    return [
+        raw.build(settings),
+        scores.build(settings),
+        edited.build(settings),
+        diagnostics.ngram_profile,
+        diagnostics.distribution_health,
+    ]
+
+
+def build_resources(settings: Settings) -> dict:
+    return {"tledit": TleditResource.from_settings(settings), "prior": PriorResource.from_settings(settings)}
+
+
+def build_defs(settings: Settings | None = None) -> dg.Definitions:
+    settings = settings or Settings.from_env()
+    return dg.Definitions(
+        assets=build_assets(settings),
+        asset_checks=checks.CHECKS,
+        resources=build_resources(settings),
+        sensors=[sensors.shard_sensor],
+    )
+
+
+defs = build_defs()

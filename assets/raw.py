@@ -1,0 +1,41 @@
+"""raw_corpus: one source shard normalized to (shard, doc_id, text, passthrough) plus its rejects."""
+
+import dagster as dg
+
+from assets.partitions import shards
+from assets.resources import TleditResource
+from tledit_pipeline.lake import partition_file, write_partition
+from tledit_pipeline.settings import Settings
+from tledit_pipeline.source import file_fingerprint, find_shard, read_shard
+
+ENGINE_VERSION = "1"
+
+
+def build(settings: Settings) -> dg.AssetsDefinition:
+    @dg.asset(
+        partitions_def=shards,
+        group_name="corpus",
+        kinds={"parquet"},
+        code_version=f"raw-{ENGINE_VERSION}|text_field={settings.text_field}",
+    )
+    def raw_corpus(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
+        """Documents of one source shard; every row is accepted or rejected with a reason."""
+        s = tledit.settings()
+        shard = find_shard(s.source, s.home, context.partition_key)
+        read = read_shard(shard, s.text_field)
+        write_partition(s.home, "raw_corpus", shard.key, read.accepted)
+        write_partition(s.home, "rejected_documents", shard.key, read.rejected)
+        texts = read.accepted.column("text").to_pylist()
+        return dg.MaterializeResult(
+            metadata={
+                "source_file": str(shard.path),
+                "rows_in": read.rows_in,
+                "documents": read.accepted.num_rows,
+                "rejected": read.rejected.num_rows,
+                "characters": sum(len(t) for t in texts),
+                "path": dg.MetadataValue.path(str(partition_file(s.home, "raw_corpus", shard.key))),
+            },
+            data_version=dg.DataVersion(file_fingerprint(shard.path)),
+        )
+
+    return raw_corpus

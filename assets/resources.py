@@ -1,0 +1,82 @@
+"""Resources: the run's settings, and the prior model loaded once per process for all partitions."""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Optional
+
+import dagster as dg
+
+from tledit_pipeline.prior import Prior, cached_prior
+from tledit_pipeline.settings import Settings
+
+
+class TleditResource(dg.ConfigurableResource):
+    """Every setting of a run (see tledit_pipeline.settings); built from TLEDIT_* variables or CLI flags."""
+
+    home: str
+    source: str
+    model: str
+    text_field: str
+    model_cache: Optional[str] = None
+    threshold: float
+    top_k: int
+    beta: float
+    seed: int
+    window: int
+    overlap: int
+    candidates: int
+    batch_tokens: int
+    device: str
+    dtype: str
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "TleditResource":
+        return cls(
+            home=str(s.home),
+            source=s.source,
+            model=s.model,
+            text_field=s.text_field,
+            model_cache=str(s.model_cache) if s.model_cache else None,
+            threshold=s.edit.threshold,
+            top_k=s.edit.top_k,
+            beta=s.edit.beta,
+            seed=s.edit.seed,
+            window=s.scoring.window,
+            overlap=s.scoring.overlap,
+            candidates=s.scoring.candidates,
+            batch_tokens=s.scoring.batch_tokens,
+            device=s.scoring.device,
+            dtype=s.scoring.dtype,
+        )
+
+    def settings(self) -> Settings:
+        return Settings.from_env(env={}, **self.model_dump())
+
+
+class PriorResource(dg.ConfigurableResource):
+    """Loads the prior on first use; later partitions in the same process reuse it."""
+
+    model: str
+    models_dir: str
+    device: str = "auto"
+    dtype: str = "auto"
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> "PriorResource":
+        return cls(model=s.model, models_dir=str(s.models_dir), device=s.scoring.device, dtype=s.scoring.dtype)
+
+    def load(self) -> Prior:
+        return cached_prior(self.model, self.models_dir, self.device, self.dtype)
+
+
+def reporter(context: dg.AssetExecutionContext) -> Callable[[str], None]:
+    """Progress lines go to the run log (UI) and to the `tledit` logger (the CLI's terminal)."""
+    term = logging.getLogger("tledit")
+    key = context.partition_key if context.has_partition_key else "all"
+
+    def report(msg: str) -> None:
+        context.log.info(msg)
+        term.info("[%s] %s", key, msg)
+
+    return report

@@ -1,0 +1,58 @@
+"""token_scores: the prior's teacher-forced log-probs and top-k candidates for every token."""
+
+import dagster as dg
+import numpy as np
+
+from assets.partitions import shards
+from assets.resources import PriorResource, TleditResource, reporter
+from tledit_pipeline.health import histogram_chart, probability_histogram
+from tledit_pipeline.lake import partition_file, read_partition, write_partition
+from tledit_pipeline.prior import describe
+from tledit_pipeline.scoring import score_table
+from tledit_pipeline.settings import Settings
+from tledit_pipeline.vocab import write_vocab
+
+ENGINE_VERSION = "1"
+
+
+def build(settings: Settings) -> dg.AssetsDefinition:
+    @dg.asset(
+        partitions_def=shards,
+        group_name="corpus",
+        kinds={"pytorch", "parquet"},
+        deps=["raw_corpus"],
+        pool="prior",
+        code_version=f"scores-{ENGINE_VERSION}|model={settings.model}|{settings.scoring.version()}",
+    )
+    def token_scores(context: dg.AssetExecutionContext, tledit: TleditResource, prior: PriorResource) -> dg.MaterializeResult:
+        """One teacher-forced pass of the prior; long documents in overlapping windows, nothing truncated."""
+        s = tledit.settings()
+        key = context.partition_key
+        raw = read_partition(s.home, "raw_corpus", key, columns=["doc_id", "text"])
+        model = prior.load()
+        table, stats = score_table(model, key, raw, s.scoring, report=reporter(context))
+        vocab = write_vocab(s.home, model)
+        info = describe(model) | {"vocab": vocab.name, "scoring": s.scoring.version()}
+        write_partition(s.home, "token_scores", key, table, meta=info)
+        lp = table.column("logprob").to_numpy(zero_copy_only=False).astype(np.float32)
+        hist = probability_histogram(lp)
+        return dg.MaterializeResult(
+            metadata={
+                "documents": stats.documents,
+                "tokens": stats.tokens,
+                "windows": stats.windows,
+                "batches": stats.batches,
+                "padding_share": round(1 - stats.fed_tokens / max(stats.padded_tokens, 1), 4),
+                "tokens_per_s": round(stats.tokens / max(stats.seconds, 1e-9), 1),
+                "inexact_documents": stats.inexact_documents,
+                "share_p_ge_0.99": round(hist.get("prob_bin_099", 0.0), 4),
+                "device": model.device,
+                "dtype": model.dtype,
+                "model": model.name,
+                "prior_fingerprint": model.fingerprint,
+                "probability_histogram": dg.MetadataValue.md(histogram_chart(hist)),
+                "path": dg.MetadataValue.path(str(partition_file(s.home, "token_scores", key))),
+            }
+        )
+
+    return token_scores

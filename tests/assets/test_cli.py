@@ -1,0 +1,36 @@
+"""`tledit run` end to end, in process, against a persistent instance under a temporary home."""
+
+import dagster as dg
+import duckdb
+
+from assets.cli import main
+
+
+def test_run_materializes_every_shard_and_prints_a_summary(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))  # restored after the test
+    home = tmp_path / "home"
+    code = main(["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir), "--threshold", "0.9"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "ToEdit run complete" in out and "shards          2" in out and "5 accepted, 0 rejected" in out
+    assert str(home / "tledit.duckdb") in out and "make ui" in out
+
+    instance = dg.DagsterInstance.from_config(str(home / "dagster_home"))
+    assert sorted(instance.get_dynamic_partitions("shards")) == ["alpha", "beta"]
+    for asset in ("raw_corpus", "token_scores", "edited_corpus", "ngram_profile"):
+        assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {"alpha", "beta"}
+    assert instance.get_latest_materialization_event(dg.AssetKey("distribution_health")) is not None
+
+    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    assert con.execute("SELECT count(*) FROM edited_corpus").fetchone()[0] == 5
+
+
+def test_unknown_source_is_a_clear_error(tmp_path, capsys):
+    code = main(["run", "--home", str(tmp_path), "--source", str(tmp_path / "missing")])
+    assert code == 2
+    assert "is not a folder, file or glob that exists" in capsys.readouterr().err
+
+
+def test_bad_setting_is_a_clear_error(tmp_path, capsys):
+    assert main(["run", "--home", str(tmp_path), "--threshold", "1.5"]) == 2
+    assert "threshold p must be in (0, 1]" in capsys.readouterr().err

@@ -1,0 +1,27 @@
+"""The code location loads the way `dagster dev` and the webserver load it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_workspace_validates():
+    dagster = Path(sys.executable).parent / "dagster"
+    out = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Validation successful" in out.stdout + out.stderr
+
+
+def test_graph_shape():
+    from assets.definitions import defs
+
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    assert keys == {"raw_corpus", "token_scores", "edited_corpus", "ngram_profile", "distribution_health"}
+    assert graph.get(dg.AssetKey("edited_corpus")).parent_keys == {dg.AssetKey("raw_corpus"), dg.AssetKey("token_scores")}
+    assert graph.get(dg.AssetKey("distribution_health")).partitions_def is None
+    assert graph.get(dg.AssetKey("token_scores")).partitions_def.name == "shards"

@@ -1,0 +1,112 @@
+"""Shared fixtures: a tiny randomly-initialised Llama prior over a real byte-level BPE tokenizer.
+
+Real transformers code on small weights: fast enough for unit tests, same code paths as the bundled prior.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TRAIN_TEXT = [
+    "Fair is foul, and foul is fair: hover through the fog and filthy air. " * 8,
+    "When shall we three meet again? In thunder, lightning, or in rain? " * 8,
+    "The quick brown fox jumps over the lazy dog. 0123456789 " * 4,
+    "Caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u65e5\u672c\u8a9e \u4e2d\u6587 \U0001F600 \U0001F680 e\u0301 \r\n\t",
+]
+
+
+def build_tiny_model(folder: Path, vocab_size: int = 400, context: int = 256, seed: int = 0) -> Path:
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(TRAIN_TEXT, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>")
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(fast),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=context,
+        pad_token_id=fast.pad_token_id,
+        eos_token_id=fast.eos_token_id,
+        bos_token_id=fast.eos_token_id,
+    )
+    model = LlamaForCausalLM(cfg)
+    # Sharpen the output so some tokens clear p = 0.99 and the edit rule has work to do.
+    with torch.no_grad():
+        model.lm_head.weight.mul_(40.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    fast.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-prior"))
+
+
+@pytest.fixture(scope="session")
+def tiny_prior(tiny_model_dir, tmp_path_factory):
+    from tledit_pipeline.prior import load_prior
+
+    return load_prior(str(tiny_model_dir), tmp_path_factory.mktemp("models"), device="cpu", dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def models_cache(tmp_path_factory) -> Path:
+    """Where the bundled prior is converted: TLEDIT_MODEL_CACHE (shared with `make demo`) or a temp dir."""
+    cache = os.environ.get("TLEDIT_MODEL_CACHE")
+    return Path(cache) if cache else tmp_path_factory.mktemp("bundled-models")
+
+
+def write_jsonl(path: Path, rows: list[dict], gz: bool = False) -> Path:
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode("utf-8")
+    path.write_bytes(gzip.compress(data, mtime=0) if gz else data)
+    return path
+
+
+@pytest.fixture
+def small_source(tmp_path) -> Path:
+    """Two shards of real text in two formats, with passthrough fields and one long document."""
+    src = tmp_path / "source"
+    src.mkdir()
+    write_jsonl(
+        src / "alpha.jsonl",
+        [
+            {"text": "When shall we three meet again? In thunder, lightning, or in rain?", "lang": "en", "n": 1},
+            {"text": "Fair is foul, and foul is fair. Hover through the fog and filthy air.", "lang": "en", "n": 2},
+            {"text": "Caf\u00e9 \u65e5\u672c\u8a9e \U0001F600 e\u0301 done.\r\nNext line.", "lang": "mixed", "n": 3},
+        ],
+    )
+    write_jsonl(
+        src / "beta.jsonl.gz",
+        [
+            {"text": "The quick brown fox jumps over the lazy dog. " * 30, "lang": "en", "n": 4},
+            {"text": "Is this a dagger which I see before me?", "lang": "en", "n": 5},
+        ],
+        gz=True,
+    )
+    return src

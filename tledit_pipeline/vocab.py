@@ -1,0 +1,31 @@
+"""The prior's vocabulary as text, stored once per prior so the edit step never needs the model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from tledit_pipeline.lake import lake_root, write_partition
+from tledit_pipeline.prior import Prior
+
+VOCAB_ASSET = "prior_vocab"
+
+
+def vocab_path(home: Path, fingerprint: str) -> Path:
+    return lake_root(home) / VOCAB_ASSET / f"shard={fingerprint}" / "data.parquet"
+
+
+def write_vocab(home: Path, prior: Prior) -> Path:
+    path = vocab_path(home, prior.fingerprint)
+    if not path.exists():
+        write_partition(home, VOCAB_ASSET, prior.fingerprint, prior.vocab_table())
+    return path
+
+
+def read_vocab(home: Path, fingerprint: str) -> list:
+    """token_id -> text (None where a token may not be a replacement)."""
+    path = vocab_path(home, fingerprint)
+    if not path.exists():
+        raise FileNotFoundError(f"prior vocabulary {path} is missing; re-materialize token_scores")
+    return pq.read_table(path, columns=["text"]).column("text").to_pylist()

@@ -1,0 +1,48 @@
+"""Cutting long documents into overlapping windows so every token is scored with real left context.
+
+Nothing is truncated: a document of n tokens is covered by windows of at most `window` tokens; each
+window after the first re-reads `overlap` tokens of left context that it does not score again. Every
+position 1..n-1 is scored exactly once; position 0 has no context and is never scored.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Window(NamedTuple):
+    doc: int  # index of the document in its batch of documents
+    start: int  # first token fed to the model
+    end: int  # one past the last token fed
+    score_from: int  # first token whose probability this window reports
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start
+
+
+def plan_windows(doc: int, n_tokens: int, window: int, overlap: int) -> list[Window]:
+    if n_tokens < 2:
+        return []
+    out = [Window(doc, 0, min(n_tokens, window), 1)]
+    while out[-1].end < n_tokens:
+        prev = out[-1]
+        start = prev.end - overlap
+        out.append(Window(doc, start, min(start + window, n_tokens), prev.end))
+    return out
+
+
+def pack_batches(windows: list[Window], batch_tokens: int) -> list[list[Window]]:
+    """Longest first, then greedy: each batch holds windows of similar length under a padded-token budget."""
+    ordered = sorted(windows, key=lambda w: (-w.length, w.doc, w.start))
+    batches: list[list[Window]] = []
+    current: list[Window] = []
+    for w in ordered:
+        width = current[0].length if current else w.length
+        if current and (len(current) + 1) * width > batch_tokens:
+            batches.append(current)
+            current = []
+        current.append(w)
+    if current:
+        batches.append(current)
+    return batches
