@@ -82,6 +82,14 @@ def sql_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def _view_files(folder: Path) -> str:
+    """A glob (new partitions show up without a refresh) unless the path itself holds glob characters."""
+    if not any(ch in str(folder) for ch in "*?[]{}"):
+        return sql_literal(str(folder / "shard=*" / DATA_FILE))
+    files = sorted(str(f) for f in folder.glob(f"shard=*/{DATA_FILE}"))
+    return "[" + ", ".join(sql_literal(f) for f in files) + "]"
+
+
 def refresh_views(con: duckdb.DuckDBPyConnection, home: Path) -> list[str]:
     """(Re)create one view per asset folder that holds data; returns the view names made."""
     made = []
@@ -89,10 +97,10 @@ def refresh_views(con: duckdb.DuckDBPyConnection, home: Path) -> list[str]:
         folder = lake_root(home) / view
         if not any(folder.glob(f"shard=*/{DATA_FILE}")):
             continue
-        pattern = str(folder.absolute() / "shard=*" / DATA_FILE)
+        files = _view_files(folder.absolute())
         con.execute(
             f"CREATE OR REPLACE VIEW {sql_identifier(view)} AS SELECT * FROM read_parquet("
-            f"{sql_literal(pattern)}, hive_partitioning = false, union_by_name = true)"
+            f"{files}, hive_partitioning = false, union_by_name = true)"
         )
         made.append(view)
     return made

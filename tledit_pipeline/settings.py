@@ -59,10 +59,8 @@ class ScoringSettings:
     def __post_init__(self) -> None:
         if self.window < 2:
             raise SettingsError(f"window must be >= 2 tokens, got {self.window}")
-        if not 0 <= self.overlap < self.window - 1:
-            raise SettingsError(
-                f"overlap must be in [0, window - 1), got overlap={self.overlap} window={self.window}"
-            )
+        if not 1 <= self.overlap < self.window:
+            raise SettingsError(f"overlap must be in [1, window), got overlap={self.overlap} window={self.window}")
         if self.candidates < 1:
             raise SettingsError(f"candidates must be >= 1, got {self.candidates}")
         if self.batch_tokens < self.window:

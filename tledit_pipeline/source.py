@@ -50,10 +50,13 @@ def _suffix(name: str) -> str:
     return ""
 
 
+def _stem(filename: str) -> str:
+    return filename[: len(filename) - len(_suffix(filename))] if _suffix(filename) else filename
+
+
 def shard_key(filename: str) -> str:
     """A partition key from a file name: lowercase letters, digits, '-' and '_' only (no path tricks)."""
-    stem = filename[: len(filename) - len(_suffix(filename))] if _suffix(filename) else filename
-    key = _KEY_RE.sub("-", stem.lower()).strip("-_")
+    key = _KEY_RE.sub("-", _stem(filename).lower()).strip("-_")
     return key[:80] or "shard"
 
 
@@ -79,7 +82,9 @@ def discover_shards(source: str, home: Path) -> list[Shard]:
     shards: dict[str, Shard] = {}
     for f in sorted(files, key=lambda f: f.name):
         key = shard_key(f.name)
-        if key in shards:  # two files map to one key: keep both apart with a stable hash of the name
+        # A name that sanitizing changed gets a hash of the exact name, so a later file whose name
+        # sanitizes to the same key never takes over an existing file's partition.
+        if key != _stem(f.name) or key in shards:
             key = f"{key}-{hashlib.sha1(f.name.encode()).hexdigest()[:8]}"
         shards[key] = Shard(key=key, path=f.absolute())
     return sorted(shards.values(), key=lambda s: s.key)
@@ -151,6 +156,32 @@ def doc_ids(texts: list[str], given: list | None) -> list[str]:
     return out
 
 
+def _json_field(shard: Shard, field: str, rows: int) -> list:
+    """One field of every JSON line, in the row order `datasets` uses (blank lines skipped)."""
+    import gzip
+    import json
+
+    opener = gzip.open if shard.path.name.lower().endswith(".gz") else open
+    values = []
+    with opener(shard.path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                values.append(json.loads(line).get(field))
+    if len(values) != rows:
+        raise SourceError(
+            f"shard {shard.key!r}: {shard.path.name} has {len(values)} JSON lines but {rows} rows were read"
+        )
+    return values
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
 def read_shard(shard: Shard, text_field: str = "text") -> ShardRead:
     table = load_table(shard)
     n = table.num_rows
@@ -158,6 +189,10 @@ def read_shard(shard: Shard, text_field: str = "text") -> ShardRead:
     if n and text_field not in table.column_names:
         reasons = [f"no field {text_field!r}"] * n
         texts: list = [None] * n
+    elif shard.format == "json":
+        # `datasets` JSON-encodes a column whose rows mix types ("hello" -> '"hello"'); the text is taken
+        # from each line's own JSON value instead, so it is never altered and a non-string is caught.
+        texts = _json_field(shard, text_field, n)
     else:
         texts = table.column(text_field).to_pylist() if n else []
     for i, t in enumerate(texts):
@@ -171,6 +206,8 @@ def read_shard(shard: Shard, text_field: str = "text") -> ShardRead:
             reasons[i] = f"field {text_field!r} is empty or whitespace only"
         elif "\x00" in t:
             reasons[i] = f"field {text_field!r} contains NUL characters"
+        elif not _encodable(t):
+            reasons[i] = f"field {text_field!r} is not valid Unicode (lone surrogate)"
     given = table.column("id").to_pylist() if "id" in table.column_names else None
     safe_texts = [t if isinstance(t, str) else "" for t in texts]
     ids = doc_ids(safe_texts, given)
@@ -195,7 +232,9 @@ def read_shard(shard: Shard, text_field: str = "text") -> ShardRead:
     )
     kept_rows = table.take(pa.array(keep, pa.int64())) if n else table
     for col in passthrough:
-        name = col if col not in RESERVED else f"source_{col}"
+        name = col
+        while name in RESERVED or name in accepted.column_names:
+            name = f"source_{name}"
         accepted = accepted.append_column(name, kept_rows.column(col))
     bad = [i for i in range(n) if reasons[i] is not None]
     rejected = pa.table(

@@ -27,7 +27,7 @@ def plan_windows(doc: int, n_tokens: int, window: int, overlap: int) -> list[Win
     out = [Window(doc, 0, min(n_tokens, window), 1)]
     while out[-1].end < n_tokens:
         prev = out[-1]
-        start = prev.end - overlap
+        start = prev.end - max(overlap, 1)  # the token before the first scored one is always re-read
         out.append(Window(doc, start, min(start + window, n_tokens), prev.end))
     return out
 

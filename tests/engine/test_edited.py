@@ -1,0 +1,195 @@
+"""The edited corpus of a shard: real scores from the tiny prior, the edit rule, and the text rebuild."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tledit_pipeline.edit import eligible
+from tledit_pipeline.edited import EDITED_SCHEMA, ScoresMismatch, edit_shard
+from tledit_pipeline.scoring import score_table, tokenize
+from tledit_pipeline.settings import EditSettings, ScoringSettings
+
+HUMAN = [
+    "When shall we three meet again? In thunder, lightning, or in rain?",
+    "Caf\u00e9 \u65e5\u672c\u8a9e \U0001F600 e\u0301 done.\r\nNext line.",
+    "x",
+    "Fair is foul, and foul is fair: hover through the fog and filthy air. " * 3,
+]
+PROMPTS = ["When shall", "Fair is", "The quick", "Caf\u00e9", "Is this"]
+SCORING = ScoringSettings(window=48, overlap=16, batch_tokens=192)
+
+
+def _generate(prior, prompt: str, n: int, seed: int) -> str:
+    """Text the tiny prior itself finds likely (sampled at a low temperature): it has tokens with P >= p."""
+    import torch
+
+    allowed = np.array(
+        [bool(b) and ok and all(c >= 0x20 or c in (0x09, 0x0A) for c in b) for b, ok in zip(prior.token_bytes, prior.replaceable)]
+    )
+    ids = tokenize(prior, [prompt])[0].tolist()
+    gen = torch.Generator().manual_seed(seed)
+    with torch.inference_mode():
+        for _ in range(n):
+            logits = prior.model(input_ids=torch.tensor([ids])).logits[0, -1]
+            logits[~torch.from_numpy(allowed)] = -float("inf")
+            ids.append(int(torch.multinomial(torch.softmax(logits / 0.5, -1), 1, generator=gen)))
+    return prior.tokenizer.decode(ids)
+
+
+@pytest.fixture(scope="module")
+def raw(tiny_prior) -> pa.Table:
+    texts = HUMAN + [_generate(tiny_prior, p, 50, i) for i, p in enumerate(PROMPTS)]
+    assert all(t.strip() and "\x00" not in t for t in texts)
+    return pa.table({"doc_id": [f"doc-{i:02d}" for i in range(len(texts))], "text": texts})
+
+
+@pytest.fixture(scope="module")
+def scores(tiny_prior, raw) -> pa.Table:
+    table, stats = score_table(tiny_prior, "s", raw, SCORING)
+    assert stats.inexact_documents == 0
+    return table
+
+
+@pytest.fixture(scope="module")
+def vocab(tiny_prior) -> list:
+    return tiny_prior.vocab_table().column("text").to_pylist()
+
+
+def _edit(raw, scores, vocab, **kw):
+    return edit_shard("s", raw, scores, vocab, EditSettings(**kw))
+
+
+def _eligible_counts(scores, threshold):
+    lp = scores["logprob"].to_numpy(zero_copy_only=False).astype(np.float32)
+    el = eligible(lp, scores["whole"].to_numpy(zero_copy_only=False), scores["pos"].to_numpy(), threshold)
+    return int(el.sum())
+
+
+def test_fixture_has_confident_tokens(scores):
+    # The generated documents are what the prior expects, so the edit rule has work to do.
+    assert _eligible_counts(scores, 0.5) >= 20
+
+
+@pytest.mark.parametrize("threshold", [0.05, 0.3, 0.5, 0.99, 1.0])
+def test_output_shape_and_unchanged_docs(raw, scores, vocab, threshold):
+    out, stats = _edit(raw, scores, vocab, threshold=threshold)
+    assert out.schema == EDITED_SCHEMA
+    assert out.num_rows == raw.num_rows == stats.documents
+    assert out["doc_id"].to_pylist() == raw["doc_id"].to_pylist()
+    assert set(out["shard"].to_pylist()) == {"s"}
+    assert sum(out["n_tokens"].to_pylist()) == stats.tokens == scores.num_rows
+    assert sum(out["n_eligible"].to_pylist()) == stats.eligible
+    assert sum(out["n_changed"].to_pylist()) == stats.changed <= stats.eligible
+    for row, before in zip(out.to_pylist(), raw["text"].to_pylist()):
+        assert row["n_changed"] <= row["n_eligible"] < max(row["n_tokens"], 1)
+        row["text"].encode("utf-8")  # valid UTF-8 (no lone surrogates)
+        if row["n_changed"] == 0:
+            assert row["text"].encode("utf-8") == before.encode("utf-8")
+
+
+def test_only_eligible_token_spans_change(raw, scores, vocab):
+    threshold = 0.3
+    out, stats = _edit(raw, scores, vocab, threshold=threshold, seed=3)
+    assert stats.changed > 0
+    lp = scores["logprob"].to_numpy(zero_copy_only=False).astype(np.float32)
+    el = eligible(lp, scores["whole"].to_numpy(zero_copy_only=False), scores["pos"].to_numpy(), threshold)
+    doc_ids = scores["doc_id"].to_pylist()
+    starts, ends = scores["char_start"].to_numpy(), scores["char_end"].to_numpy()
+    for doc_id, before, after in zip(raw["doc_id"].to_pylist(), raw["text"].to_pylist(), out["text"].to_pylist()):
+        rows = [i for i, d in enumerate(doc_ids) if d == doc_id and el[i]]
+        # The text between eligible spans must survive verbatim and in order.
+        at, gaps = 0, []
+        for i in rows:
+            gaps.append(before[at : starts[i]])
+            at = ends[i]
+        gaps.append(before[at:])
+        pattern = "(?s)" + ".*?".join(re.escape(g) for g in gaps)
+        assert re.fullmatch(pattern, after), doc_id
+
+
+def test_edit_is_deterministic(raw, scores, vocab):
+    a, sa = _edit(raw, scores, vocab, threshold=0.3, seed=7)
+    b, sb = _edit(raw, scores, vocab, threshold=0.3, seed=7)
+    assert a.equals(b)
+    assert sa == sb
+
+
+def test_edit_does_not_depend_on_batching_or_doc_order(tiny_prior, raw, scores, vocab):
+    order = list(range(raw.num_rows))[::-1]
+    reordered = raw.take(pa.array(order))
+    other, _ = score_table(
+        tiny_prior, "s", reordered, ScoringSettings(window=48, overlap=16, batch_tokens=48), docs_per_chunk=2
+    )
+    assert other["doc_id"].to_pylist() != scores["doc_id"].to_pylist()  # the rows really are in another order
+    for threshold in (0.3, 0.99):
+        a, _ = _edit(raw, scores, vocab, threshold=threshold, seed=11)
+        b, _ = _edit(raw, other, vocab, threshold=threshold, seed=11)
+        assert a.equals(b)
+        # Editing a reordered raw table gives the same documents, reordered.
+        c, _ = _edit(reordered, other, vocab, threshold=threshold, seed=11)
+        assert c.equals(a.take(pa.array(order)))
+
+
+def test_edit_of_one_doc_does_not_depend_on_its_neighbours(raw, scores, vocab):
+    full, _ = _edit(raw, scores, vocab, threshold=0.3, seed=5)
+    target = raw["doc_id"].to_pylist()[-1]
+    one_raw = raw.filter(pa.compute.equal(raw["doc_id"], target))
+    one_scores = scores.filter(pa.compute.equal(scores["doc_id"], target))
+    alone, _ = _edit(one_raw, one_scores, vocab, threshold=0.3, seed=5)
+    assert alone["text"].to_pylist() == [full["text"].to_pylist()[-1]]
+
+
+def test_lower_threshold_gives_more_eligible_tokens(raw, scores, vocab):
+    _, low = _edit(raw, scores, vocab, threshold=0.05)
+    _, mid = _edit(raw, scores, vocab, threshold=0.5)
+    _, high = _edit(raw, scores, vocab, threshold=0.99)
+    assert low.eligible > mid.eligible >= high.eligible
+    assert low.eligible > high.eligible
+    assert high.eligible == _eligible_counts(scores, 0.99)
+    assert 0.0 <= high.eligible_share <= mid.eligible_share <= low.eligible_share <= 1.0
+
+
+def test_threshold_one_changes_nothing_in_practice(raw, scores, vocab):
+    out, stats = _edit(raw, scores, vocab, threshold=1.0)
+    assert stats.changed == 0
+    assert out["text"].to_pylist() == raw["text"].to_pylist()
+
+
+def test_seed_changes_some_edit(raw, scores, vocab):
+    base, s0 = _edit(raw, scores, vocab, threshold=0.3, seed=0)
+    assert s0.eligible > 0
+    others = [_edit(raw, scores, vocab, threshold=0.3, seed=s)[0] for s in (1, 2, 3)]
+    assert any(o["text"].to_pylist() != base["text"].to_pylist() for o in others)
+    # Eligibility itself never depends on the seed.
+    assert all(o["n_eligible"].to_pylist() == base["n_eligible"].to_pylist() for o in others)
+
+
+def test_top_k_one_has_no_randomness(raw, scores, vocab):
+    """With k = 1 an eligible token becomes the prior's top candidate whatever the seed."""
+    out, stats = _edit(raw, scores, vocab, threshold=0.05, top_k=1, seed=0)
+    again, _ = _edit(raw, scores, vocab, threshold=0.05, top_k=1, seed=99)
+    assert out.equals(again)  # no randomness left
+    assert stats.changed <= stats.eligible
+
+
+def test_missing_scores_raise(raw, scores, vocab):
+    extra = pa.concat_tables([raw, pa.table({"doc_id": ["not-scored"], "text": ["hello there"]})])
+    with pytest.raises(ScoresMismatch, match="not-scored") as info:
+        _edit(extra, scores, vocab)
+    assert "'s'" in str(info.value)
+    dropped = scores.filter(pa.compute.not_equal(scores["doc_id"], "doc-00"))
+    with pytest.raises(ScoresMismatch, match="doc-00"):
+        _edit(raw, dropped, vocab)
+
+
+def test_top_k_above_stored_candidates_raises(raw, tiny_prior, vocab):
+    small = raw.slice(0, 2)
+    few, _ = score_table(tiny_prior, "s", small, ScoringSettings(window=48, overlap=16, batch_tokens=192, candidates=2))
+    with pytest.raises(ScoresMismatch, match="top_k=8"):
+        _edit(small, few, vocab, top_k=8)
+    out, _ = _edit(small, few, vocab, top_k=2, threshold=0.05)
+    assert out.num_rows == 2

@@ -1,0 +1,247 @@
+"""Settings: defaults, TLEDIT_* environment parsing, overrides, validation and the edit code version."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from tledit_pipeline.errors import TleditError
+from tledit_pipeline.settings import EditSettings, ScoringSettings, Settings, SettingsError
+
+
+def test_defaults():
+    s = Settings.from_env(env={})
+    assert s.edit == EditSettings()
+    assert (s.edit.threshold, s.edit.top_k, s.edit.beta, s.edit.seed) == (0.99, 8, 1.5, 0)
+    assert s.scoring == ScoringSettings()
+    assert s.scoring.candidates >= s.edit.top_k
+    assert s.source == "sample"
+    assert s.text_field == "text"
+    assert s.home.is_absolute()
+    assert s.models_dir == s.home / "models"
+
+
+def test_settings_error_is_a_user_facing_value_error():
+    assert issubclass(SettingsError, TleditError)
+    assert issubclass(SettingsError, ValueError)
+
+
+def test_env_parsing_of_every_kind_of_value(tmp_path):
+    env = {
+        "TLEDIT_HOME": str(tmp_path / "home"),
+        "TLEDIT_SOURCE": "/data/corpus",
+        "TLEDIT_MODEL": "some/model",
+        "TLEDIT_TEXT_FIELD": "content",
+        "TLEDIT_MODEL_CACHE": str(tmp_path / "cache"),
+        "TLEDIT_THRESHOLD": "0.95",
+        "TLEDIT_TOP_K": "4",
+        "TLEDIT_BETA": "2.5",
+        "TLEDIT_SEED": "17",
+        "TLEDIT_WINDOW": "1024",
+        "TLEDIT_OVERLAP": "128",
+        "TLEDIT_CANDIDATES": "12",
+        "TLEDIT_BATCH_TOKENS": "4096",
+        "TLEDIT_DEVICE": "cpu",
+        "TLEDIT_DTYPE": "bfloat16",
+    }
+    s = Settings.from_env(env=env)
+    assert s.home == (tmp_path / "home").absolute()
+    assert s.source == "/data/corpus"
+    assert s.model == "some/model"
+    assert s.text_field == "content"
+    assert s.model_cache == (tmp_path / "cache").absolute()
+    assert s.models_dir == (tmp_path / "cache").absolute()
+    assert s.edit == EditSettings(threshold=0.95, top_k=4, beta=2.5, seed=17)
+    assert s.scoring == ScoringSettings(
+        window=1024, overlap=128, candidates=12, batch_tokens=4096, device="cpu", dtype="bfloat16"
+    )
+    assert isinstance(s.edit.top_k, int) and isinstance(s.edit.threshold, float)
+
+
+def test_empty_env_values_are_ignored():
+    s = Settings.from_env(env={"TLEDIT_THRESHOLD": "", "TLEDIT_SEED": ""})
+    assert s.edit == EditSettings()
+
+
+def test_unrelated_env_variables_are_ignored():
+    s = Settings.from_env(env={"THRESHOLD": "0.1", "TLEDIT_UNKNOWN": "x", "HOME": "/nowhere"})
+    assert s.edit.threshold == 0.99
+
+
+def test_relative_home_is_made_absolute():
+    s = Settings.from_env(env={"TLEDIT_HOME": "some/relative/dir"})
+    assert s.home.is_absolute()
+    assert s.home == Path("some/relative/dir").absolute()
+    assert s.duckdb_path == s.home / "tledit.duckdb"
+    assert s.dagster_home == s.home / "dagster_home"
+
+
+def test_overrides_win_over_env():
+    env = {"TLEDIT_THRESHOLD": "0.5", "TLEDIT_SEED": "3", "TLEDIT_SOURCE": "from-env", "TLEDIT_WINDOW": "512",
+           "TLEDIT_OVERLAP": "64"}
+    s = Settings.from_env(env=env, threshold=0.7, seed=9, source="from-flag", window=256)
+    assert s.edit.threshold == 0.7
+    assert s.edit.seed == 9
+    assert s.source == "from-flag"
+    assert s.scoring.window == 256
+    assert s.scoring.overlap == 64  # not overridden: the env value stays
+
+
+def test_none_overrides_do_not_hide_env():
+    s = Settings.from_env(env={"TLEDIT_THRESHOLD": "0.5"}, threshold=None, seed=None)
+    assert s.edit.threshold == 0.5
+    assert s.edit.seed == 0
+
+
+def test_with_overrides_rejects_unknown_names():
+    with pytest.raises(SettingsError, match="unknown setting 'colour'"):
+        Settings().with_overrides(colour="blue")
+
+
+@pytest.mark.parametrize("value", ["0", "0.0", "-0.5", "1.01", "2", "nan"])
+def test_threshold_out_of_range_is_rejected(value):
+    with pytest.raises(SettingsError, match="threshold"):
+        Settings.from_env(env={"TLEDIT_THRESHOLD": value})
+
+
+@pytest.mark.parametrize("value", [0.0, 1.0000001, -1.0])
+def test_threshold_out_of_range_direct(value):
+    with pytest.raises(SettingsError, match=r"threshold p must be in \(0, 1\]"):
+        EditSettings(threshold=value)
+
+
+def test_threshold_one_is_allowed():
+    assert EditSettings(threshold=1.0).threshold == 1.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"top_k": 0}, "top_k"),
+        ({"beta": 0.0}, "beta"),
+        ({"beta": -1.0}, "beta"),
+        ({"seed": -1}, "seed"),
+    ],
+)
+def test_bad_edit_values(kwargs, pattern):
+    with pytest.raises(SettingsError, match=pattern):
+        EditSettings(**kwargs)
+
+
+def test_top_k_above_candidates_is_rejected():
+    with pytest.raises(SettingsError, match="top_k=9 exceeds the 8 candidates") as info:
+        Settings.from_env(env={"TLEDIT_TOP_K": "9"})
+    assert "TLEDIT_CANDIDATES" in str(info.value)
+    with pytest.raises(SettingsError, match="exceeds"):
+        Settings.from_env(env={"TLEDIT_CANDIDATES": "4"})  # default top_k 8 > 4
+    with pytest.raises(SettingsError, match="exceeds"):
+        Settings.from_env(env={}, top_k=20, candidates=16)
+
+
+def test_top_k_equal_to_raised_candidates_is_fine():
+    s = Settings.from_env(env={"TLEDIT_TOP_K": "16", "TLEDIT_CANDIDATES": "16"})
+    assert s.edit.top_k == s.scoring.candidates == 16
+
+
+@pytest.mark.parametrize("dtype", ["float16", "fp32", "FLOAT32", "int8"])
+def test_bad_dtype(dtype):
+    with pytest.raises(SettingsError, match="dtype"):
+        Settings.from_env(env={"TLEDIT_DTYPE": dtype})
+    with pytest.raises(SettingsError, match=repr(dtype)):
+        ScoringSettings(dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", ["auto", "float32", "bfloat16"])
+def test_good_dtypes(dtype):
+    assert Settings.from_env(env={"TLEDIT_DTYPE": dtype}).scoring.dtype == dtype
+
+
+@pytest.mark.parametrize(
+    "kwargs, pattern",
+    [
+        ({"window": 1}, "window must be >= 2"),
+        ({"window": 16, "overlap": 16}, "overlap"),
+        ({"window": 16, "overlap": 0}, "overlap"),
+        ({"window": 16, "overlap": -1}, "overlap"),
+        ({"candidates": 0}, "candidates"),
+        ({"window": 64, "overlap": 8, "batch_tokens": 32}, "batch_tokens"),
+    ],
+)
+def test_bad_scoring_values(kwargs, pattern):
+    with pytest.raises(SettingsError, match=pattern):
+        ScoringSettings(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "var, value",
+    [
+        ("TLEDIT_THRESHOLD", "high"),
+        ("TLEDIT_TOP_K", "eight"),
+        ("TLEDIT_TOP_K", "8.0"),
+        ("TLEDIT_BETA", "1,5"),
+        ("TLEDIT_SEED", "0x10"),
+        ("TLEDIT_WINDOW", "2k"),
+        ("TLEDIT_OVERLAP", "half"),
+        ("TLEDIT_CANDIDATES", "many"),
+        ("TLEDIT_BATCH_TOKENS", "1e4"),
+    ],
+)
+def test_non_numeric_env_value_names_the_variable(var, value):
+    with pytest.raises(SettingsError) as info:
+        Settings.from_env(env={var: value})
+    msg = str(info.value)
+    assert var in msg
+    assert repr(value) in msg
+
+
+def test_empty_text_field_is_rejected():
+    with pytest.raises(SettingsError, match="text_field"):
+        Settings(text_field="")
+
+
+EDIT_CHANGES = [
+    {"threshold": 0.98},
+    {"threshold": 0.5},
+    {"top_k": 4},
+    {"top_k": 1},
+    {"beta": 1.0},
+    {"beta": 1.5000001},
+    {"seed": 1},
+    {"seed": 12345},
+]
+
+
+@pytest.mark.parametrize("change", EDIT_CHANGES)
+def test_edit_version_changes_with_any_edit_setting(change):
+    base = EditSettings()
+    assert replace(base, **change).version() != base.version()
+
+
+def test_edit_versions_are_all_distinct_and_stable():
+    versions = [replace(EditSettings(), **c).version() for c in EDIT_CHANGES] + [EditSettings().version()]
+    assert len(set(versions)) == len(versions)
+    assert EditSettings().version() == EditSettings(threshold=0.99, top_k=8, beta=1.5, seed=0).version()
+    # Settings that reach EditSettings through the environment give the same version as direct ones.
+    s = Settings.from_env(env={"TLEDIT_THRESHOLD": "0.9", "TLEDIT_SEED": "2"})
+    assert s.edit.version() == EditSettings(threshold=0.9, seed=2).version()
+
+
+def test_scoring_version_ignores_batching_and_device_only():
+    base = ScoringSettings()
+    assert replace(base, batch_tokens=16384).version() == base.version()
+    assert replace(base, device="cpu").version() == base.version()
+    for change in ({"window": 1024}, {"overlap": 256}, {"candidates": 16}, {"dtype": "float32"}):
+        assert replace(base, **change).version() != base.version()
+
+
+def test_to_json_round_trips_key_values(tmp_path):
+    import json
+
+    s = Settings.from_env(env={"TLEDIT_HOME": str(tmp_path), "TLEDIT_SEED": "5"})
+    d = json.loads(s.to_json())
+    assert d["home"] == str(tmp_path.absolute())
+    assert d["edit"]["seed"] == 5
+    assert d["model_cache"] is None
+    assert s.to_json() == Settings.from_env(env={"TLEDIT_HOME": str(tmp_path), "TLEDIT_SEED": "5"}).to_json()
