@@ -34,10 +34,10 @@ test: install
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml
 
+# dagster dev on the instance and remembered settings of $(TLEDIT_HOME) (see `tledit ui`).
 ui: install
-	mkdir -p $(TLEDIT_HOME)/dagster_home
-	test -f $(TLEDIT_HOME)/dagster_home/dagster.yaml || printf 'telemetry:\n  enabled: false\n' > $(TLEDIT_HOME)/dagster_home/dagster.yaml
-	DAGSTER_HOME=$(TLEDIT_HOME)/dagster_home $(BIN)/dagster dev -w workspace.yaml
+	$(BIN)/tledit ui
 
+# Removes the virtualenv and the default ./data only (never a TLEDIT_HOME pointing elsewhere).
 clean:
-	rm -rf $(VENV) $(TLEDIT_HOME) .pytest_cache
+	rm -rf $(VENV) $(CURDIR)/data .pytest_cache

@@ -8,30 +8,28 @@ import os
 import sys
 import time
 import warnings
-from pathlib import Path
 
 from tledit_pipeline.errors import TleditError
-from tledit_pipeline.settings import Settings
+from tledit_pipeline.settings import SETTINGS_FILE, Settings
 
-INSTANCE_YAML = """# written by tledit: the persistent instance shared by `tledit run` and `make ui`
+# One instance for `tledit run`, `tledit ui` (make ui) and the daemon: runs, lineage and metadata in one place.
+# Pools: at most one step of the `prior` pool (token_scores) runs at a time, so runs never fight over a device.
+INSTANCE_YAML = """# written by tledit
 telemetry:
   enabled: false
+concurrency:
+  pools:
+    default_limit: 1
 """
 
 
+class RunFailed(TleditError):
+    pass
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(
-        home=args.home,
-        source=args.source,
-        model=args.model,
-        text_field=args.text_field,
-        threshold=args.threshold,
-        top_k=args.top_k,
-        beta=args.beta,
-        seed=args.seed,
-        device=args.device,
-        dtype=args.dtype,
-    )
+    flags = {k: getattr(args, k, None) for k in ("home", "source", "model", "text_field", "threshold", "top_k", "beta", "seed", "device", "dtype")}
+    return Settings.load(**flags)
 
 
 def prepare_instance(settings: Settings):
@@ -46,7 +44,7 @@ def prepare_instance(settings: Settings):
     return DagsterInstance.get()
 
 
-def _materialize(defs, instance, selection, partition_key=None):
+def _materialize(defs, instance, selection: list[str], partition_key: str | None = None):
     import dagster as dg
 
     job = defs.resolve_implicit_global_asset_job_def()
@@ -59,7 +57,7 @@ def _materialize(defs, instance, selection, partition_key=None):
         raise_on_error=False,
     )
     if not result.success:
-        raise RunFailed(f"{partition_key or 'distribution_health'}: {_root_cause(result)} (run {result.run_id}, see `make ui`)")
+        raise RunFailed(f"{partition_key or 'distribution_health'}: {_root_cause(result)} (run {result.run_id[:8]}, see `make ui`)")
     return result
 
 
@@ -76,68 +74,76 @@ def _root_cause(result) -> str:
     return f"asset check(s) failed: {', '.join(failed)}" if failed else "run failed"
 
 
-class RunFailed(TleditError):
-    pass
-
-
 def cmd_run(args: argparse.Namespace) -> int:
-    from assets.definitions import PER_SHARD, build_defs
-    from assets.partitions import SHARDS
+    from assets.definitions import build_defs
+    from assets.partitions import PER_SHARD, SHARDS
     from tledit_pipeline.lake import connect
     from tledit_pipeline.source import discover_shards
 
     settings = _settings(args)
-    instance = prepare_instance(settings)
     found = discover_shards(settings.source, settings.home)
     if args.shard:
         unknown = set(args.shard) - {s.key for s in found}
         if unknown:
-            raise SystemExit(f"tledit: unknown shard(s) {sorted(unknown)}; found {[s.key for s in found]}")
+            raise TleditError(f"unknown shard(s) {sorted(unknown)}; the source has {[s.key for s in found]}")
         found = [s for s in found if s.key in args.shard]
     if not found:
-        raise SystemExit(f"tledit: no shard files (.jsonl, .jsonl.gz, .parquet, .txt) in source {settings.source!r}")
+        raise TleditError(f"no shard files (.jsonl, .jsonl.gz, .parquet, .txt) in source {settings.source!r}")
+    settings.save()  # `make ui`, the sensor and the next run see these settings
+    instance = prepare_instance(settings)
     known = set(instance.get_dynamic_partitions(SHARDS))
     new = [s.key for s in found if s.key not in known]
     if new:
         instance.add_dynamic_partitions(SHARDS, new)
-    print(f"tledit: {len(found)} shard(s) from {settings.source} -> {settings.home}  (p={settings.edit.threshold}, k={settings.edit.top_k}, beta={settings.edit.beta}, seed={settings.edit.seed})", flush=True)
+    e = settings.edit
+    print(f"tledit: {len(found)} shard(s) from {settings.source} -> {settings.home}  (p={e.threshold}, k={e.top_k}, beta={e.beta}, seed={e.seed})", flush=True)
     defs = build_defs(settings)
     t0 = time.perf_counter()
+    failed: list[str] = []
     for i, shard in enumerate(found, 1):
         t = time.perf_counter()
         print(f"[{i}/{len(found)}] {shard.key}: materializing {', '.join(PER_SHARD)}", flush=True)
-        _materialize(defs, instance, PER_SHARD, shard.key)
+        try:
+            _materialize(defs, instance, PER_SHARD, shard.key)
+        except RunFailed as exc:  # one bad shard does not stop the others
+            failed.append(str(exc))
+            print(f"[{i}/{len(found)}] {shard.key}: FAILED: {exc}", file=sys.stderr, flush=True)
+            continue
         print(f"[{i}/{len(found)}] {shard.key}: done in {time.perf_counter() - t:.1f}s", flush=True)
-    print("distribution_health: building DuckDB views and health table", flush=True)
-    _materialize(defs, instance, ["distribution_health"])
-    elapsed = time.perf_counter() - t0
-    with connect(settings.home, read_only=True) as con:
-        summary(con, settings, elapsed, [s.key for s in found])
+    done = [s.key for s in found if not any(f.startswith(f"{s.key}:") for f in failed)]
+    if done:
+        print("distribution_health: building DuckDB views and health table", flush=True)
+        _materialize(defs, instance, ["distribution_health"])
+        with connect(settings.home, read_only=True) as con:
+            summary(con, settings, time.perf_counter() - t0, done)
+    if failed:
+        raise RunFailed(f"{len(failed)} of {len(found)} shard(s) failed:\n  " + "\n  ".join(failed))
     return 0
 
 
 def summary(con, settings: Settings, elapsed: float, keys: list[str]) -> None:
+    """What a person wants after a run: counts, shares, and where to look next."""
     docs, rejected = con.execute(
         "SELECT (SELECT count(*) FROM raw_corpus WHERE list_contains($keys, shard)),"
         " (SELECT count(*) FROM rejected_documents WHERE list_contains($keys, shard))",
         {"keys": keys},
     ).fetchone()
     tokens, scored, eligible, changed = con.execute(
-        "SELECT sum(n_tokens), sum(n_tokens - 1), sum(n_eligible), sum(n_changed) FROM edited_corpus"
-        " WHERE list_contains($keys, shard)",
+        "SELECT coalesce(sum(n_tokens), 0), coalesce(sum(n_tokens - 1), 0), coalesce(sum(n_eligible), 0),"
+        " coalesce(sum(n_changed), 0) FROM edited_corpus WHERE list_contains($keys, shard)",
         {"keys": keys},
     ).fetchone()
-    scored = max(scored or 0, 1)
     print()
     print("ToEdit run complete")
     print(f"  shards          {len(keys)}")
     print(f"  documents       {docs:,} accepted, {rejected:,} rejected (see view rejected_documents)")
     print(f"  tokens          {tokens:,}")
-    print(f"  eligible share  {eligible / scored:.2%}  (P >= {settings.edit.threshold})")
-    print(f"  changed share   {changed / scored:.2%}  ({changed:,} tokens; {changed / max(eligible, 1):.1%} of eligible)")
+    print(f"  eligible share  {eligible / max(scored, 1):.2%}  (P >= {settings.edit.threshold})")
+    print(f"  changed share   {changed / max(scored, 1):.2%}  ({changed:,} tokens; {changed / max(eligible, 1):.1%} of eligible)")
     print(f"  time            {elapsed:.1f}s")
     print(f"  DuckDB          {settings.duckdb_path}")
-    print(f"                  views raw_corpus, token_scores, edited_corpus, ngram_profile; table distribution_health")
+    print("                  views raw_corpus, token_scores, edited_corpus, ngram_profile; table distribution_health")
+    print(f"  settings        {settings.home / SETTINGS_FILE}")
     print(f"  UI              make ui   (dagster dev, DAGSTER_HOME={settings.dagster_home}) -> http://127.0.0.1:3000")
 
 
@@ -150,33 +156,50 @@ def cmd_shards(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    """`dagster dev` on the run's instance and settings (what `make ui` calls)."""
+    from pathlib import Path
+
+    settings = _settings(args)
+    prepare_instance(settings)
+    os.environ["TLEDIT_HOME"] = str(settings.home)
+    dagster = Path(sys.executable).parent / "dagster"
+    workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
+    os.chdir(workspace.parent)
+    os.execv(str(dagster), [str(dagster), "dev", "-w", str(workspace), *args.dagster_args])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tledit", description="Token-Level Editing (ToEdit) as a Dagster pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (
         ("run", cmd_run, "register shards and materialize the whole graph in process"),
         ("shards", cmd_shards, "list the shards found at the source"),
+        ("ui", cmd_ui, "open the Dagster UI (dagster dev) on this data directory's instance"),
     ):
         p = sub.add_parser(name, help=help_)
         p.set_defaults(fn=fn)
         p.add_argument("--home", help="data directory (TLEDIT_HOME, default ./data)")
+        if name == "ui":
+            p.add_argument("dagster_args", nargs="*", help="passed to `dagster dev` (after --)")
+            continue
         p.add_argument("--source", help="'sample', a folder, a glob or a file (TLEDIT_SOURCE)")
-        p.add_argument("--model", help="prior: bundled default, a Hugging Face id or a folder (TLEDIT_MODEL)")
         p.add_argument("--text-field", help="field holding the text (TLEDIT_TEXT_FIELD, default text)")
+        if name == "shards":
+            continue
+        p.add_argument("--model", help="prior: bundled default, a Hugging Face id or a folder (TLEDIT_MODEL)")
         p.add_argument("--threshold", type=float, help="threshold p (TLEDIT_THRESHOLD, default 0.99)")
         p.add_argument("--top-k", type=int, help="top-k k (TLEDIT_TOP_K, default 8)")
         p.add_argument("--beta", type=float, help="temperature beta (TLEDIT_BETA, default 1.5)")
         p.add_argument("--seed", type=int, help="seed (TLEDIT_SEED, default 0)")
         p.add_argument("--device", help="auto | cpu | cuda (TLEDIT_DEVICE)")
         p.add_argument("--dtype", help="auto | float32 | bfloat16 (TLEDIT_DTYPE)")
-        if name == "run":
-            p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
+        p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    term = logging.getLogger("tledit")
-    term.setLevel(logging.INFO)
+    logging.getLogger("tledit").setLevel(logging.INFO)
     for name in ("transformers", "datasets", "huggingface_hub"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     warnings.filterwarnings("ignore")
     try:
         return args.fn(args)

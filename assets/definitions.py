@@ -7,14 +7,12 @@ import warnings
 import dagster as dg
 
 from assets import checks, diagnostics, edited, raw, scores, sensors
+from assets.partitions import PER_SHARD  # noqa: F401  (re-exported for the CLI and tests)
 from assets.resources import PriorResource, TleditResource
 from tledit_pipeline.settings import Settings
 
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
-
-PER_SHARD = ["raw_corpus", "token_scores", "edited_corpus", "ngram_profile"]
-
 
 def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     return [
@@ -31,7 +29,8 @@ def build_resources(settings: Settings) -> dict:
 
 
 def build_defs(settings: Settings | None = None) -> dg.Definitions:
-    settings = settings or Settings.from_env()
+    """Settings default to the data directory's remembered ones (the last `tledit run`), then TLEDIT_*."""
+    settings = settings or Settings.load()
     return dg.Definitions(
         assets=build_assets(settings),
         asset_checks=checks.CHECKS,

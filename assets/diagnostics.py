@@ -3,7 +3,7 @@
 import dagster as dg
 import polars as pl
 
-from assets.partitions import shards
+from assets.partitions import SHARDS, shards
 from assets.resources import TleditResource
 from tledit_pipeline.health import (
     build_health_table,
@@ -12,7 +12,7 @@ from tledit_pipeline.health import (
     overview_markdown,
     per_shard_markdown,
 )
-from tledit_pipeline.lake import connect, partition_file, read_partition, refresh_views, write_partition
+from tledit_pipeline.lake import connect, partition_file, partition_meta, read_partition, refresh_views, write_partition
 from tledit_pipeline.ngrams import profile
 
 ENGINE_VERSION = "1"
@@ -40,14 +40,21 @@ def ngram_profile(context: dg.AssetExecutionContext, tledit: TleditResource) -> 
 def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
     """Cross-shard health in DuckDB: views over the lake plus table distribution_health(variant, shard, metric, value)."""
     s = tledit.settings()
+    keys = context.instance.get_dynamic_partitions(SHARDS)
     with connect(s.home, read_only=False) as con:
-        views = refresh_views(con, s.home)
+        views = refresh_views(con, s.home, keys)
         health = build_health_table(con)
+    edit_versions = sorted(
+        {partition_meta(s.home, "edited_corpus", k).get("edit", "?") for k in keys if partition_file(s.home, "edited_corpus", k).exists()}
+    )
+    if len(edit_versions) > 1:
+        context.log.warning(f"shards were edited with different settings: {edit_versions}; backfill the stale ones")
     overall = {f"{r['variant']}/{r['metric']}": round(r["value"], 5) for r in health.filter(pl.col("shard") == "__all__").iter_rows(named=True)}
     hist = {r["metric"]: r["value"] for r in health.filter((pl.col("shard") == "__all__") & (pl.col("variant") == "raw")).iter_rows(named=True)}
     return dg.MaterializeResult(
         metadata={
             "duckdb": dg.MetadataValue.path(str(s.duckdb_path)),
+            "edit_settings": "; ".join(edit_versions),
             "views": ", ".join(views),
             "rows": health.height,
             "shards": health.filter(pl.col("shard") != "__all__").get_column("shard").n_unique(),

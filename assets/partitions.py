@@ -4,3 +4,6 @@ import dagster as dg
 
 SHARDS = "shards"
 shards = dg.DynamicPartitionsDefinition(name=SHARDS)
+
+# The per-shard chain, in dependency order; distribution_health is the one unpartitioned asset.
+PER_SHARD = ["raw_corpus", "token_scores", "edited_corpus", "ngram_profile"]

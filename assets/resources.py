@@ -32,23 +32,7 @@ class TleditResource(dg.ConfigurableResource):
 
     @classmethod
     def from_settings(cls, s: Settings) -> "TleditResource":
-        return cls(
-            home=str(s.home),
-            source=s.source,
-            model=s.model,
-            text_field=s.text_field,
-            model_cache=str(s.model_cache) if s.model_cache else None,
-            threshold=s.edit.threshold,
-            top_k=s.edit.top_k,
-            beta=s.edit.beta,
-            seed=s.edit.seed,
-            window=s.scoring.window,
-            overlap=s.scoring.overlap,
-            candidates=s.scoring.candidates,
-            batch_tokens=s.scoring.batch_tokens,
-            device=s.scoring.device,
-            dtype=s.scoring.dtype,
-        )
+        return cls(**s.flat())
 
     def settings(self) -> Settings:
         return Settings.from_env(env={}, **self.model_dump())

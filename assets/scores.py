@@ -6,7 +6,7 @@ import numpy as np
 from assets.partitions import shards
 from assets.resources import PriorResource, TleditResource, reporter
 from tledit_pipeline.health import histogram_chart, probability_histogram
-from tledit_pipeline.lake import partition_file, read_partition, write_partition
+from tledit_pipeline.lake import partition_digest, partition_file, read_partition, write_partition
 from tledit_pipeline.prior import describe
 from tledit_pipeline.scoring import score_table
 from tledit_pipeline.settings import Settings
@@ -32,7 +32,11 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         model = prior.load()
         table, stats = score_table(model, key, raw, s.scoring, report=reporter(context))
         vocab = write_vocab(s.home, model)
-        info = describe(model) | {"vocab": vocab.name, "scoring": s.scoring.version()}
+        info = describe(model) | {
+            "vocab": vocab.name,
+            "scoring": s.scoring.version(),
+            "raw_digest": partition_digest(s.home, "raw_corpus", key),
+        }
         write_partition(s.home, "token_scores", key, table, meta=info)
         lp = table.column("logprob").to_numpy(zero_copy_only=False).astype(np.float32)
         hist = probability_histogram(lp)

@@ -2,14 +2,12 @@
 
 import dagster as dg
 
-from assets.partitions import SHARDS, shards
+from assets.partitions import PER_SHARD, SHARDS, shards
 from assets.resources import TleditResource
 from tledit_pipeline.source import discover_shards
 
-PER_SHARD = dg.AssetSelection.assets("raw_corpus", "token_scores", "edited_corpus", "ngram_profile")
 
-
-@dg.sensor(target=PER_SHARD, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(target=dg.AssetSelection.assets(*PER_SHARD), minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def shard_sensor(context: dg.SensorEvaluationContext, tledit: TleditResource) -> dg.SensorResult:
     s = tledit.settings()
     found = [sh.key for sh in discover_shards(s.source, s.home)]

@@ -72,6 +72,7 @@ def apply_edit_rule(
     doc_keys: np.ndarray,
     settings: EditSettings,
 ) -> EditDecision:
+    """The rule over aligned per-token arrays (any number of documents, any order)."""
     elig = eligible(logprob, whole, pos, settings.threshold)
     new_ids = token_ids.copy()
     idx = np.flatnonzero(elig)

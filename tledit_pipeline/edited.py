@@ -55,13 +55,16 @@ class EditStats:
 
 
 def _fixed_list(col: pa.ChunkedArray, width: int, dtype) -> np.ndarray:
-    """FixedSizeList column -> [n, width] array; null rows (position 0) become NaN/0."""
+    """FixedSizeList column -> [n, width] array; null rows (position 0, never eligible) become 0."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     flat = arr.flatten() if arr.null_count == 0 else arr.fill_null(pa.scalar([0] * width, arr.type)).flatten()
     return flat.to_numpy(zero_copy_only=False).astype(dtype).reshape(-1, width)
 
 
-def edit_shard(shard: str, raw: pa.Table, scores: pa.Table, vocab_text: list, settings: EditSettings) -> tuple[pa.Table, EditStats]:
+def edit_shard(
+    shard: str, raw: pa.Table, scores: pa.Table, vocab_text: list[str | None], settings: EditSettings
+) -> tuple[pa.Table, EditStats]:
+    """One edited row per raw document, in raw order; the rule runs vectorized over the whole shard."""
     doc_ids = np.asarray(scores.column("doc_id").to_numpy(zero_copy_only=False), dtype=object)
     n = len(doc_ids)
     token_ids = scores.column("token_id").to_numpy()

@@ -7,9 +7,15 @@ measures; these functions turn n-gram counts and token probabilities into those 
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
+
+from tledit_pipeline.errors import TleditError
+
+if TYPE_CHECKING:
+    import duckdb
 
 PROB_BINS = 10  # the U-shape histogram: [0, 0.1), ..., [0.9, 1.0]
 TOP_K_SHARE = (40, 64)
@@ -85,20 +91,19 @@ ngram_metrics AS (
     SELECT variant, shard, 'top64_share', sum(count) FILTER (WHERE rk <= 64) / any_value(total)
     FROM r WHERE n = 2 GROUP BY variant, shard
 ),
-p AS (
-    SELECT shard, exp(logprob) AS p FROM token_scores WHERE logprob IS NOT NULL
-    UNION ALL
-    SELECT '__all__', exp(logprob) FROM token_scores WHERE logprob IS NOT NULL
+pb AS (
+    SELECT shard, least(floor(exp(logprob) * 10), 9)::BIGINT AS bin, count(*) AS k,
+           count(*) FILTER (WHERE exp(logprob) >= 0.99) AS top
+    FROM token_scores WHERE logprob IS NOT NULL GROUP BY ALL
 ),
-bins AS (
-    SELECT s.shard, b.bin, count(p.p) FILTER (WHERE least(floor(p.p * 10), 9) = b.bin) AS k, count(p.p) AS total
-    FROM (SELECT DISTINCT shard FROM p) s CROSS JOIN range(10) b(bin) JOIN p ON p.shard = s.shard
-    GROUP BY s.shard, b.bin
-),
+pb_all AS (SELECT shard, bin, k, top FROM pb UNION ALL SELECT '__all__', bin, sum(k), sum(top) FROM pb GROUP BY bin),
+grid AS (SELECT s.shard, r.bin FROM (SELECT DISTINCT shard FROM pb_all) s CROSS JOIN range(10) r(bin)),
 prob_metrics AS (
-    SELECT 'raw' AS variant, shard, printf('prob_bin_%02d', bin) AS metric, k / total AS value FROM bins
+    SELECT 'raw' AS variant, g.shard, printf('prob_bin_%02d', g.bin) AS metric,
+           coalesce(b.k, 0) / sum(coalesce(b.k, 0)) OVER (PARTITION BY g.shard) AS value
+    FROM grid g LEFT JOIN pb_all b ON b.shard = g.shard AND b.bin = g.bin
     UNION ALL
-    SELECT 'raw', shard, 'prob_bin_099', avg((p >= 0.99)::INT) FROM p GROUP BY shard
+    SELECT 'raw', shard, 'prob_bin_099', sum(top) / sum(k) FROM pb_all GROUP BY shard
 ),
 ppl AS (
     SELECT shard, exp(-avg(logprob)) AS ppl FROM token_scores WHERE logprob IS NOT NULL GROUP BY shard, doc_id
@@ -125,8 +130,15 @@ ORDER BY variant, shard, metric
 """
 
 
-def build_health_table(con) -> pl.DataFrame:
+HEALTH_VIEWS = ("ngram_profile", "token_scores", "edited_corpus")
+
+
+def build_health_table(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
     """Create or replace table distribution_health(variant, shard, metric, value) and return it."""
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    missing = [v for v in HEALTH_VIEWS if v not in views]
+    if missing:
+        raise TleditError(f"distribution_health needs {', '.join(missing)} for at least one shard; materialize them first")
     con.execute("CREATE OR REPLACE TABLE distribution_health AS " + HEALTH_SQL)
     return pl.from_arrow(con.execute("SELECT * FROM distribution_health ORDER BY variant, shard, metric").to_arrow_table())
 

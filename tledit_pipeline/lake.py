@@ -7,11 +7,12 @@ for writing; that keeps parallel partition runs free of DuckDB's single-writer l
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -60,12 +61,22 @@ def write_partition(
 
 
 def read_partition(home: Path, asset: str, shard: str, columns: list[str] | None = None) -> pa.Table:
+    """One partition's table; a missing one is a clear error naming the asset and shard."""
     path = partition_file(home, asset, shard)
     if not path.exists():
         raise FileNotFoundError(
             f"{asset} has no data for shard {shard!r} ({path}); materialize it first"
         )
     return pq.read_table(path, columns=columns)
+
+
+def partition_digest(home: Path, asset: str, shard: str) -> str:
+    """Content hash of a partition file: lets a downstream step prove which upstream bytes it was built from."""
+    h = hashlib.sha256()
+    with open(partition_file(home, asset, shard), "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
 def partition_meta(home: Path, asset: str, shard: str) -> dict[str, Any]:
@@ -82,22 +93,20 @@ def sql_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
-def _view_files(folder: Path) -> str:
-    """A glob (new partitions show up without a refresh) unless the path itself holds glob characters."""
-    if not any(ch in str(folder) for ch in "*?[]{}"):
-        return sql_literal(str(folder / "shard=*" / DATA_FILE))
-    files = sorted(str(f) for f in folder.glob(f"shard=*/{DATA_FILE}"))
-    return "[" + ", ".join(sql_literal(f) for f in files) + "]"
+def refresh_views(con: duckdb.DuckDBPyConnection, home: Path, shards: Sequence[str]) -> list[str]:
+    """(Re)create one view per asset over the given shards' files; returns the view names made.
 
-
-def refresh_views(con: duckdb.DuckDBPyConnection, home: Path) -> list[str]:
-    """(Re)create one view per asset folder that holds data; returns the view names made."""
+    Explicit file lists, not a glob: a view shows exactly the registered shards, never leftovers of an
+    earlier source, and paths with glob characters in them stay literal.
+    """
     made = []
     for view in VIEWS:
-        folder = lake_root(home) / view
-        if not any(folder.glob(f"shard=*/{DATA_FILE}")):
+        paths = [partition_file(home, view, s).absolute() for s in sorted(shards)]
+        paths = [p for p in paths if p.exists()]
+        if not paths:
+            con.execute(f"DROP VIEW IF EXISTS {sql_identifier(view)}")
             continue
-        files = _view_files(folder.absolute())
+        files = "[" + ", ".join(sql_literal(str(p)) for p in paths) + "]"
         con.execute(
             f"CREATE OR REPLACE VIEW {sql_identifier(view)} AS SELECT * FROM read_parquet("
             f"{files}, hive_partitioning = false, union_by_name = true)"

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -17,12 +16,16 @@ import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from tledit_pipeline.errors import TleditError
 from tledit_pipeline.settings import BUNDLED_MODEL
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger("tledit")
 
@@ -120,10 +123,12 @@ def _byte_decoder() -> dict[str, int]:
     return _BYTE_DECODER
 
 
-def vocab_bytes(tokenizer) -> list[bytes | None]:
+def vocab_bytes(tokenizer: "PreTrainedTokenizerBase") -> list[bytes | None]:
     """The exact bytes each token id stands for (None for special tokens), so spans can be byte-exact."""
     n = len(tokenizer)
-    special = set(tokenizer.all_special_ids)
+    # all_special_ids lists only the named specials; added tokens such as <file_sep> are special too.
+    added = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+    special = set(tokenizer.all_special_ids) | {i for i, t in added.items() if getattr(t, "special", False)}
     tokens = tokenizer.convert_ids_to_tokens(list(range(n)))
     decoder = getattr(getattr(tokenizer, "backend_tokenizer", None), "decoder", None)
     kind = type(decoder).__name__ if decoder is not None else ""
@@ -203,12 +208,18 @@ def load_prior(
     dtype: str = "auto",
     trust_remote_code: bool = False,
 ) -> Prior:
+    """Load once (see cached_prior). Remote code only when the caller opts in; weights from safetensors only."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    path = resolve_model(model, models_dir)
+    try:
+        path = resolve_model(model, models_dir)
+    except PriorError:
+        raise
+    except Exception as exc:  # a missing `gguf` package, a corrupt file, a full disk
+        raise PriorError(f"cannot prepare the bundled prior: {type(exc).__name__}: {exc}") from None
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     local_only = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(path).exists()
@@ -221,7 +232,7 @@ def load_prior(
             use_safetensors=True,  # never unpickle a checkpoint
             local_files_only=local_only,
         )
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EnvironmentError) as exc:
         raise PriorError(f"cannot load prior model {model!r} from {path}: {exc}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise PriorError(f"prior {model!r} has no fast tokenizer; byte-exact spans need one")
@@ -249,6 +260,7 @@ def cached_prior(model: str, models_dir: str, device: str = "auto", dtype: str =
 
 
 def describe(prior: Prior) -> dict:
+    """What the run used, for asset metadata and the scores' parquet footer (no secrets, no paths to tokens)."""
     return {
         "model": prior.name,
         "fingerprint": prior.fingerprint,
@@ -259,6 +271,3 @@ def describe(prior: Prior) -> dict:
         "replaceable_tokens": int(prior.replaceable.sum()),
     }
 
-
-def describe_json(prior: Prior) -> str:
-    return json.dumps(describe(prior), sort_keys=True)

@@ -33,9 +33,6 @@ class Progress:
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
 
-    def tokens_per_s(self) -> float:
-        return self.tokens / max(self.elapsed, 1e-9)
-
     def line(self) -> str:
         el = max(self.elapsed, 1e-9)
         return (

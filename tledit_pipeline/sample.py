@@ -14,6 +14,7 @@ import json
 import re
 import sys
 import sysconfig
+import uuid
 from pathlib import Path
 
 from tledit_pipeline.errors import TleditError
@@ -98,7 +99,7 @@ def write_jsonl_gz(path: Path, docs: list[dict]) -> None:
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as gz:
         for d in docs:
             gz.write((json.dumps(d, ensure_ascii=False) + "\n").encode("utf-8"))
-    tmp = path.with_suffix(".tmp")
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
     tmp.write_bytes(buf.getvalue())
     tmp.replace(path)
 

@@ -63,7 +63,10 @@ class ScoreStats:
 def tokenize(prior: Prior, texts: Sequence[str]) -> list[np.ndarray]:
     if not len(texts):
         return []
-    enc = prior.tokenizer(list(texts), add_special_tokens=False, return_attention_mask=False)["input_ids"]
+    # split_special_tokens: a literal "<|endoftext|>" in a human document is text, not a control token.
+    enc = prior.tokenizer(
+        list(texts), add_special_tokens=False, split_special_tokens=True, return_attention_mask=False
+    )["input_ids"]
     return [np.asarray(ids, dtype=np.int64) for ids in enc]
 
 
@@ -88,8 +91,11 @@ class Scorer:
         self.pad_id = int(pad) if pad is not None else 0
         self.body = prior.model.get_decoder() if hasattr(prior.model, "get_decoder") else prior.model.base_model
         self.head = prior.model.get_output_embeddings()
+        # Logits in float32 even for a bf16 body, so the P >= p boundary is not blurred by rounding.
+        self.head_weight = self.head.weight if self.head.weight.dtype == torch.float32 else self.head.weight.float()
+        self.head_bias = None if getattr(self.head, "bias", None) is None else self.head.bias.float()
 
-    def forward_batch(self, batch: list[Window], ids: list[np.ndarray]):
+    def forward_batch(self, batch: list[Window], ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Hidden states of one padded batch, then log-probs and top-k only at scored positions."""
         torch = self.torch
         dev = self.prior.device
@@ -109,12 +115,12 @@ class Scorer:
         inp_t = torch.from_numpy(inp).to(dev)
         with torch.inference_mode():
             attn = None if mask.all() else torch.from_numpy(mask).to(dev)
-            hidden = self.body(input_ids=inp_t, attention_mask=attn).last_hidden_state
+            hidden = self.body(input_ids=inp_t, attention_mask=attn, use_cache=False).last_hidden_state
             picked = hidden[row_t, col_t]
             target = inp_t[row_t, col_t + 1]
             lp_out, ids_out, tlp_out = [], [], []
             for s in range(0, picked.shape[0], LOGIT_ROWS):
-                logits = self.head(picked[s : s + LOGIT_ROWS]).float()
+                logits = torch.nn.functional.linear(picked[s : s + LOGIT_ROWS].float(), self.head_weight, self.head_bias)
                 lse = torch.logsumexp(logits, dim=-1)
                 lp_out.append(logits.gather(1, target[s : s + LOGIT_ROWS, None])[:, 0] - lse)
                 top_v, top_i = torch.topk(logits + self.bias, self.k, dim=-1)

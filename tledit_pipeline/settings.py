@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from tledit_pipeline.errors import TleditError
 
 BUNDLED_MODEL = "bundled:smollm2-135m"
+SETTINGS_FILE = "settings.json"
 
 
 class SettingsError(TleditError, ValueError):
@@ -109,11 +110,35 @@ class Settings:
     def duckdb_path(self) -> Path:
         return self.home / "tledit.duckdb"
 
-    def to_json(self) -> str:
-        d = asdict(self)
-        d["home"] = str(self.home)
-        d["model_cache"] = str(self.model_cache) if self.model_cache else None
-        return json.dumps(d, sort_keys=True)
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its flag name: the form saved in <home>/settings.json and given to resources."""
+        d: dict[str, Any] = {"home": str(self.home), "source": self.source, "model": self.model,
+                             "text_field": self.text_field,
+                             "model_cache": str(self.model_cache) if self.model_cache else None}
+        return d | asdict(self.edit) | asdict(self.scoring)
+
+    def save(self) -> Path:
+        """Remember these settings in the data directory, so the UI, the sensor and later runs use them."""
+        path = self.home / SETTINGS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{SETTINGS_FILE}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.flat(), indent=2, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+        return path
+
+    @classmethod
+    def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
+        """Defaults, then <home>/settings.json (the last `tledit run`), then TLEDIT_* variables, then overrides."""
+        env = os.environ if env is None else env
+        home = Path(overrides.get("home") or env.get("TLEDIT_HOME") or cls.home).expanduser()
+        saved: dict[str, Any] = {}
+        if (home / SETTINGS_FILE).exists():
+            try:
+                saved = json.loads((home / SETTINGS_FILE).read_text())
+            except ValueError as exc:
+                raise SettingsError(f"{home / SETTINGS_FILE} is not valid JSON: {exc}") from None
+            saved = {k: v for k, v in saved.items() if k in _ENV and k != "home"}
+        return cls.from_env(env, **(saved | _env_values(env) | {k: v for k, v in overrides.items() if v is not None}))
 
     def with_overrides(self, **overrides: Any) -> "Settings":
         """Replace top-level, edit or scoring fields by name; None values are ignored."""
@@ -142,17 +167,22 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Defaults, then TLEDIT_* variables, then explicit overrides (CLI flags)."""
         env = os.environ if env is None else env
-        values: dict[str, Any] = {}
-        for name, (var, cast) in _ENV.items():
-            raw = env.get(var)
-            if raw is None or raw == "":
-                continue
-            try:
-                values[name] = cast(raw)
-            except ValueError:
-                raise SettingsError(f"{var}={raw!r} is not a valid {cast.__name__}") from None
+        values = _env_values(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls().with_overrides(**values)
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, (var, cast) in _ENV.items():
+        raw = env.get(var)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[name] = cast(raw)
+        except ValueError:
+            raise SettingsError(f"{var}={raw!r} is not a valid {cast.__name__}") from None
+    return values
 
 
 _ENV: dict[str, tuple[str, type]] = {

@@ -23,6 +23,7 @@ from tledit_pipeline.sample import ensure_sample
 FORMATS = {".jsonl.gz": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
 _KEY_RE = re.compile(r"[^a-z0-9_-]+")
 RESERVED = ("shard", "doc_id", "text")
+MISSING = object()  # a JSON line without the text field, told apart from an explicit null
 
 REJECT_SCHEMA = pa.schema(
     [("shard", pa.string()), ("source_file", pa.string()), ("locator", pa.string()), ("reason", pa.string())]
@@ -74,6 +75,8 @@ def discover_shards(source: str, home: Path) -> list[Shard]:
     if p.is_dir():
         files = [f for f in p.iterdir() if f.is_file() and _suffix(f.name) and not f.name.startswith(".")]
     elif p.is_file():
+        if not _suffix(p.name):
+            raise SourceError(f"source {source!r}: {p.name} is not a .jsonl, .jsonl.gz, .parquet or .txt file")
         files = [p]
     else:
         files = [Path(f) for f in glob.glob(resolved) if Path(f).is_file() and _suffix(Path(f).name)]
@@ -91,6 +94,7 @@ def discover_shards(source: str, home: Path) -> list[Shard]:
 
 
 def find_shard(source: str, home: Path, key: str) -> Shard:
+    """The shard file behind a partition key, re-derived from the source (keys are never paths)."""
     for shard in discover_shards(source, home):
         if shard.key == key:
             return shard
@@ -164,9 +168,14 @@ def _json_field(shard: Shard, field: str, rows: int) -> list:
     opener = gzip.open if shard.path.name.lower().endswith(".gz") else open
     values = []
     with opener(shard.path, "rt", encoding="utf-8") as fh:
-        for line in fh:
+        for number, line in enumerate(fh, 1):
             if line.strip():
-                values.append(json.loads(line).get(field))
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise SourceError(
+                        f"shard {shard.key!r}: {shard.path.name} line {number} is a JSON {type(record).__name__}, not an object"
+                    )
+                values.append(record.get(field, MISSING))
     if len(values) != rows:
         raise SourceError(
             f"shard {shard.key!r}: {shard.path.name} has {len(values)} JSON lines but {rows} rows were read"
@@ -183,6 +192,7 @@ def _encodable(text: str) -> bool:
 
 
 def read_shard(shard: Shard, text_field: str = "text") -> ShardRead:
+    """Every row of the file, accepted (with a stable doc_id) or rejected with a reason and its row number."""
     table = load_table(shard)
     n = table.num_rows
     reasons: list[str | None] = [None] * n
@@ -198,7 +208,9 @@ def read_shard(shard: Shard, text_field: str = "text") -> ShardRead:
     for i, t in enumerate(texts):
         if reasons[i]:
             continue
-        if t is None:
+        if t is MISSING:
+            reasons[i] = f"no field {text_field!r}"
+        elif t is None:
             reasons[i] = f"field {text_field!r} is null"
         elif not isinstance(t, str):
             reasons[i] = f"field {text_field!r} is {type(t).__name__}, not a string"

@@ -17,6 +17,7 @@ def vocab_path(home: Path, fingerprint: str) -> Path:
 
 
 def write_vocab(home: Path, prior: Prior) -> Path:
+    """Once per prior fingerprint; later shards reuse the file."""
     path = vocab_path(home, prior.fingerprint)
     if not path.exists():
         write_partition(home, VOCAB_ASSET, prior.fingerprint, prior.vocab_table())

@@ -22,6 +22,7 @@ class Window(NamedTuple):
 
 
 def plan_windows(doc: int, n_tokens: int, window: int, overlap: int) -> list[Window]:
+    """The windows of one document, left to right; empty for documents of fewer than two tokens."""
     if n_tokens < 2:
         return []
     out = [Window(doc, 0, min(n_tokens, window), 1)]

@@ -34,3 +34,38 @@ def test_unknown_source_is_a_clear_error(tmp_path, capsys):
 def test_bad_setting_is_a_clear_error(tmp_path, capsys):
     assert main(["run", "--home", str(tmp_path), "--threshold", "1.5"]) == 2
     assert "threshold p must be in (0, 1]" in capsys.readouterr().err
+
+
+def test_unsupported_single_file_is_a_clear_error(tmp_path, capsys):
+    (tmp_path / "data.csv").write_text("text\nhello\n")
+    assert main(["run", "--home", str(tmp_path / "home"), "--source", str(tmp_path / "data.csv")]) == 2
+    assert "data.csv is not a .jsonl, .jsonl.gz, .parquet or .txt file" in capsys.readouterr().err
+
+
+def test_a_bad_shard_does_not_stop_the_others(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
+    (small_source / "gamma.jsonl").write_text('{"text": "fine"}\n{broken\n')
+    (small_source / "empty-texts.jsonl").write_text('{"text": ""}\n{"text": null}\n{"other": 1}\n')
+    home = tmp_path / "home"
+    code = main(["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir)])
+    captured = capsys.readouterr()
+    assert code == 2
+    assert "1 of 4 shard(s) failed" in captured.err and "gamma.jsonl" in captured.err
+    # The good shards, and the one whose every row was rejected, are done; health covers them.
+    assert "shards          3" in captured.out and "5 accepted, 3 rejected" in captured.out
+    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    reasons = sorted(r[0] for r in con.execute("SELECT reason FROM rejected_documents").fetchall())
+    assert reasons == ["field 'text' is empty or whitespace only", "field 'text' is null", "no field 'text'"]
+    assert con.execute("SELECT count(DISTINCT shard) FROM distribution_health WHERE shard <> '__all__'").fetchone()[0] >= 2
+
+
+def test_flags_are_remembered_for_the_ui_and_the_next_run(tmp_path, small_source, tiny_model_dir, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
+    home = tmp_path / "home"
+    assert main(["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir), "--threshold", "0.5"]) == 0
+    from assets.definitions import build_defs
+
+    monkeypatch.setenv("TLEDIT_HOME", str(home))
+    defs = build_defs()  # what `make ui` loads: no flags, only the data directory
+    settings = defs.resources["tledit"].settings()
+    assert (settings.source, settings.model, settings.edit.threshold) == (str(small_source), str(tiny_model_dir), 0.5)

@@ -92,3 +92,21 @@ def test_bad_shard_fails_with_a_clear_message(settings, small_source):
         while error.cause is not None:
             error = error.cause
         assert "broken.jsonl" in error.message and "broken" in error.message
+
+
+def test_edit_refuses_scores_of_other_raw_bytes(settings, small_source):
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(SHARDS, ["alpha"])
+        assert run(settings, instance, PER_SHARD, "alpha").success
+        # The source changes and raw_corpus is refreshed, but token_scores is not.
+        (small_source / "alpha.jsonl").write_text('{"text": "Entirely different words now."}\n')
+        assert run(settings, instance, ["raw_corpus"], "alpha").success
+        result = dg.materialize(
+            [*build_assets(settings), *CHECKS], selection=["edited_corpus"], partition_key="alpha",
+            instance=instance, resources=build_resources(settings), raise_on_error=False,
+        )
+        assert not result.success
+        error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
+        while error.cause is not None:
+            error = error.cause
+        assert "token_scores were computed from other raw_corpus bytes" in error.message

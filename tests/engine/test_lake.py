@@ -135,7 +135,7 @@ def test_refresh_views_only_for_folders_with_data(tmp_path, home_name):
     (lake_root(home) / "token_scores" / "shard=a").mkdir(parents=True)  # a folder without data
     (lake_root(home) / "ngram_profile").mkdir(parents=True)
     con = duckdb.connect()
-    made = refresh_views(con, home)
+    made = refresh_views(con, home, ["a", "b"])
     assert made == ["raw_corpus", "edited_corpus"]
     assert set(made) <= set(VIEWS)
     assert con.execute("SELECT count(*) FROM raw_corpus").fetchone()[0] == 5
@@ -152,17 +152,28 @@ def test_refresh_views_with_brackets_in_home_path(tmp_path):
     home = tmp_path / "runs [v2]"
     write_partition(home, "raw_corpus", "a", _table("a", 3))
     con = duckdb.connect()
-    assert refresh_views(con, home) == ["raw_corpus"]
+    assert refresh_views(con, home, ["a"]) == ["raw_corpus"]
     assert con.execute("SELECT count(*) FROM raw_corpus").fetchone()[0] == 3
+
+
+def test_views_show_only_the_registered_shards(tmp_path):
+    write_partition(tmp_path, "raw_corpus", "a", _table("a", 3))
+    write_partition(tmp_path, "raw_corpus", "old", _table("old", 2))  # left over from an earlier source
+    con = duckdb.connect()
+    assert refresh_views(con, tmp_path, ["a", "not-yet-materialized"]) == ["raw_corpus"]
+    assert con.execute("SELECT DISTINCT shard FROM raw_corpus").fetchall() == [("a",)]
+    assert refresh_views(con, tmp_path, []) == []
+    with pytest.raises(duckdb.CatalogException):  # a view with no registered data is dropped, not stale
+        con.execute("SELECT * FROM raw_corpus")
 
 
 def test_refresh_views_picks_up_new_partitions_and_schema_union(tmp_path):
     con = duckdb.connect()
-    assert refresh_views(con, tmp_path) == []
+    assert refresh_views(con, tmp_path, ["a", "b"]) == []
     write_partition(tmp_path, "ngram_profile", "a", pa.table({"shard": ["a"], "n": [1]}))
-    assert refresh_views(con, tmp_path) == ["ngram_profile"]
+    assert refresh_views(con, tmp_path, ["a", "b"]) == ["ngram_profile"]
     write_partition(tmp_path, "ngram_profile", "b", pa.table({"shard": ["b"], "n": [2], "more": ["x"]}))
-    refresh_views(con, tmp_path)
+    refresh_views(con, tmp_path, ["a", "b"])
     rows = con.execute("SELECT shard, n, more FROM ngram_profile ORDER BY shard").fetchall()
     assert rows == [("a", 1, None), ("b", 2, "x")]
 
@@ -172,7 +183,7 @@ def test_connect(tmp_path):
         connect(tmp_path / "home")
     con = connect(tmp_path / "home", read_only=False)
     write_partition(tmp_path / "home", "raw_corpus", "a", _table())
-    assert refresh_views(con, tmp_path / "home") == ["raw_corpus"]
+    assert refresh_views(con, tmp_path / "home", ["a"]) == ["raw_corpus"]
     con.close()
     ro = connect(tmp_path / "home")
     assert ro.execute("SELECT count(*) FROM raw_corpus").fetchone()[0] == 3

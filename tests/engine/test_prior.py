@@ -34,6 +34,9 @@ def test_bundled_prior_facts(bundled):
     assert bundled.dtype == "float32" and bundled.device == "cpu"
     special = bundled.tokenizer.all_special_ids
     assert not bundled.replaceable[special].any()
+    # Added specials outside all_special_ids (<repo_name>, <file_sep>, <jupyter_code>, ...) are excluded too.
+    added = [i for i, t in bundled.tokenizer.added_tokens_decoder.items() if t.special]
+    assert len(added) > len(special) and not bundled.replaceable[added].any()
     assert bundled.replaceable.mean() > 0.95
 
 

@@ -85,3 +85,13 @@ def test_empty_input(tiny_prior):
     table, stats = score_table(tiny_prior, "s", docs_table([]), ScoringSettings(window=32, overlap=8, batch_tokens=64))
     assert table.num_rows == 0 and stats.documents == 0
     assert "topk_ids" in table.column_names
+
+
+def test_literal_special_token_text_is_just_text(tiny_prior):
+    text = "Human text that quotes <|endoftext|> literally, and goes on."
+    table, stats = score_table(tiny_prior, "s", docs_table([text]), ScoringSettings(window=64, overlap=16, batch_tokens=256))
+    assert stats.inexact_documents == 0
+    eos = tiny_prior.tokenizer.eos_token_id
+    assert eos not in table["token_id"].to_pylist()
+    spans = zip(table["char_start"].to_pylist(), table["char_end"].to_pylist())
+    assert "".join(text[s:e] for s, e in spans) == text

@@ -236,12 +236,25 @@ def test_scoring_version_ignores_batching_and_device_only():
         assert replace(base, **change).version() != base.version()
 
 
-def test_to_json_round_trips_key_values(tmp_path):
-    import json
+def test_saved_settings_are_remembered_per_data_directory(tmp_path):
+    home = tmp_path / "home"
+    saved = Settings.from_env(env={}, home=home, source="/corpus", threshold=0.95, seed=5).save()
+    assert saved == home / "settings.json"
+    # What the UI and the sensor see: the last run's settings, with no flags or variables given.
+    again = Settings.load(env={"TLEDIT_HOME": str(home)})
+    assert (again.source, again.edit.threshold, again.edit.seed) == ("/corpus", 0.95, 5)
+    assert again.flat() == Settings.from_env(env={}, home=home, source="/corpus", threshold=0.95, seed=5).flat()
 
-    s = Settings.from_env(env={"TLEDIT_HOME": str(tmp_path), "TLEDIT_SEED": "5"})
-    d = json.loads(s.to_json())
-    assert d["home"] == str(tmp_path.absolute())
-    assert d["edit"]["seed"] == 5
-    assert d["model_cache"] is None
-    assert s.to_json() == Settings.from_env(env={"TLEDIT_HOME": str(tmp_path), "TLEDIT_SEED": "5"}).to_json()
+
+def test_load_precedence_saved_then_env_then_flags(tmp_path):
+    Settings.from_env(env={}, home=tmp_path, threshold=0.95, beta=1.0).save()
+    s = Settings.load(env={"TLEDIT_HOME": str(tmp_path), "TLEDIT_BETA": "2.0"}, seed=3)
+    assert (s.edit.threshold, s.edit.beta, s.edit.seed) == (0.95, 2.0, 3)
+    assert Settings.load(env={}, home=tmp_path, threshold=0.9).edit.threshold == 0.9
+    assert Settings.load(env={}, home=tmp_path / "fresh").edit.threshold == 0.99  # no file: defaults
+
+
+def test_corrupt_saved_settings_are_a_clear_error(tmp_path):
+    (tmp_path / "settings.json").write_text("{not json")
+    with pytest.raises(SettingsError, match="settings.json is not valid JSON"):
+        Settings.load(env={"TLEDIT_HOME": str(tmp_path)})

@@ -232,7 +232,7 @@ def test_rejects_with_reasons(tmp_path):
     rej = r.rejected.to_pylist()
     assert [x["locator"] for x in rej] == ["row 2", "row 3", "row 4", "row 5", "row 6"]
     assert [x["reason"] for x in rej] == [
-        "field 'text' is null",
+        "no field 'text'",
         "field 'text' is null",
         "field 'text' is empty or whitespace only",
         "field 'text' is empty or whitespace only",
