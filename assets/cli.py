@@ -99,25 +99,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"tledit: {len(found)} shard(s) from {settings.source} -> {settings.home}  (p={e.threshold}, k={e.top_k}, beta={e.beta}, seed={e.seed})", flush=True)
     defs = build_defs(settings)
     t0 = time.perf_counter()
-    failed: list[str] = []
+    failed: dict[str, str] = {}  # shard key -> what went wrong
     for i, shard in enumerate(found, 1):
         t = time.perf_counter()
         print(f"[{i}/{len(found)}] {shard.key}: materializing {', '.join(PER_SHARD)}", flush=True)
         try:
             _materialize(defs, instance, PER_SHARD, shard.key)
         except RunFailed as exc:  # one bad shard does not stop the others
-            failed.append(str(exc))
+            failed[shard.key] = str(exc)
             print(f"[{i}/{len(found)}] {shard.key}: FAILED: {exc}", file=sys.stderr, flush=True)
             continue
         print(f"[{i}/{len(found)}] {shard.key}: done in {time.perf_counter() - t:.1f}s", flush=True)
-    done = [s.key for s in found if not any(f.startswith(f"{s.key}:") for f in failed)]
+    done = [s.key for s in found if s.key not in failed]
     if done:
         print("distribution_health: building DuckDB views and health table", flush=True)
         _materialize(defs, instance, ["distribution_health"])
         with connect(settings.home, read_only=True) as con:
             summary(con, settings, time.perf_counter() - t0, done)
     if failed:
-        raise RunFailed(f"{len(failed)} of {len(found)} shard(s) failed:\n  " + "\n  ".join(failed))
+        raise RunFailed(f"{len(failed)} of {len(found)} shard(s) failed:\n  " + "\n  ".join(failed.values()))
     return 0
 
 

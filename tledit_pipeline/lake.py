@@ -70,13 +70,18 @@ def read_partition(home: Path, asset: str, shard: str, columns: list[str] | None
     return pq.read_table(path, columns=columns)
 
 
-def partition_digest(home: Path, asset: str, shard: str) -> str:
-    """Content hash of a partition file: lets a downstream step prove which upstream bytes it was built from."""
+def file_digest(path: Path) -> str:
+    """Content hash of a file (16 hex digits): data versions and lineage checks."""
     h = hashlib.sha256()
-    with open(partition_file(home, asset, shard), "rb") as fh:
+    with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()[:16]
+
+
+def partition_digest(home: Path, asset: str, shard: str) -> str:
+    """Lets a downstream step prove which upstream bytes it was built from."""
+    return file_digest(partition_file(home, asset, shard))
 
 
 def partition_meta(home: Path, asset: str, shard: str) -> dict[str, Any]:

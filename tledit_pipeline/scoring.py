@@ -45,7 +45,6 @@ class DocScores:
     logprob: np.ndarray  # float32
     topk_ids: np.ndarray  # int32 [n, k]
     topk_logprobs: np.ndarray  # float32 [n, k]
-    exact: bool
 
 
 @dataclass
@@ -156,7 +155,6 @@ class Scorer:
                     logprob=np.full(n, np.nan, dtype=np.float32),
                     topk_ids=np.zeros((n, self.k), dtype=np.int32),
                     topk_logprobs=np.full((n, self.k), np.nan, dtype=np.float32),
-                    exact=sp.exact,
                 )
             )
             stats.inexact_documents += not sp.exact

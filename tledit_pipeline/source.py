@@ -17,6 +17,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from tledit_pipeline.errors import TleditError
+from tledit_pipeline.lake import file_digest as file_fingerprint  # a shard file's data version  # noqa: F401
 from tledit_pipeline.sample import ensure_sample
 
 # Longest suffix first, so `x.jsonl.gz` is not taken for `.gz`.
@@ -99,15 +100,6 @@ def find_shard(source: str, home: Path, key: str) -> Shard:
         if shard.key == key:
             return shard
     raise SourceError(f"shard {key!r} is not in source {source!r} (the file was removed or renamed?)")
-
-
-def file_fingerprint(path: Path) -> str:
-    """Content hash of a shard file: its data version."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def load_table(shard: Shard) -> pa.Table:
