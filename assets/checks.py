@@ -1,12 +1,16 @@
-"""Asset checks: nothing lost between raw and edited, every token scored, edit shares reported."""
+"""Asset checks: nothing lost between raw and edited, every token scored, edit shares reported,
+and the distribution health of the edited corpus (blocking) and of the synthetic baseline (a warning)."""
 
 import dagster as dg
 import numpy as np
+import polars as pl
 import pyarrow.compute as pc
 
 from assets.partitions import shards
 from assets.resources import TleditResource
-from tledit_pipeline.lake import read_partition
+from tledit_pipeline.health import profile_health
+from tledit_pipeline.lake import connect, partition_file, read_partition
+from tledit_pipeline.settings import CheckSettings
 
 
 @dg.asset_check(asset="edited_corpus", partitions_def=shards, blocking=True)
@@ -82,4 +86,79 @@ def every_token_scored(context: dg.AssetCheckExecutionContext, tledit: TleditRes
     )
 
 
-CHECKS = [every_raw_document_edited, edit_shares, every_token_scored]
+def health_verdict(health: pl.DataFrame, variant: str, shard: str, t: CheckSettings) -> tuple[bool, dict]:
+    """Does `variant` keep raw's long tail (coverage ratio) and stay close to raw (JS over hashed features)?"""
+    v = {(r["variant"], r["metric"]): r["value"] for r in health.filter(pl.col("shard") == shard).iter_rows(named=True)}
+    raw_cov = v.get(("raw", "tail_coverage"))
+    cov = v.get((variant, "tail_coverage"))
+    js = v.get((variant, "js_divergence_vs_raw"))
+    ratio = None if raw_cov is None or cov is None else cov / raw_cov
+    passed = (ratio is None or ratio >= t.min_tail_coverage) and (js is None or js <= t.max_js_divergence)
+    meta = {
+        "tail_coverage": cov,
+        "tail_coverage_of_raw": raw_cov,
+        "coverage_ratio": ratio,
+        "min_tail_coverage": t.min_tail_coverage,
+        "js_divergence_vs_raw": js,
+        "max_js_divergence": t.max_js_divergence,
+    }
+    for m in ("top64_share", "distinct_2", "hashed_effective_buckets", "ppl_p10", "ppl_p50", "ppl_p90"):
+        for var in (variant, "raw", "raw_matched") if variant == "synthetic" else (variant, "raw"):
+            if (var, m) in v:
+                meta[f"{var}/{m}"] = v[(var, m)]
+    return passed, {k: (round(x, 6) if isinstance(x, float) else x) for k, x in meta.items() if x is not None}
+
+
+def _profile_health(context: dg.AssetCheckExecutionContext, tledit: TleditResource) -> pl.DataFrame:
+    return profile_health(partition_file(tledit.settings().home, "ngram_profile", context.partition_key))
+
+
+@dg.asset_check(asset="ngram_profile", partitions_def=shards, blocking=True)
+def edited_keeps_the_tail(context: dg.AssetCheckExecutionContext, tledit: TleditResource) -> dg.AssetCheckResult:
+    """Per shard: edited keeps at least min_tail_coverage of raw's rare bigrams and its hashed features stay
+    within max_js_divergence of raw. ERROR and blocking: a bad edit stops here."""
+    s = tledit.settings()
+    passed, meta = health_verdict(_profile_health(context, tledit), "edited", context.partition_key, s.checks)
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, metadata=meta)
+
+
+@dg.asset_check(asset="ngram_profile", partitions_def=shards)
+def synthetic_collapse_signal(context: dg.AssetCheckExecutionContext, tledit: TleditResource) -> dg.AssetCheckResult:
+    """Per shard: the synthetic baseline against the same thresholds. Expected to warn: that is the collapse
+    signal (lost tail, shifted features) the edited corpus is meant to avoid. Never fails the run."""
+    s = tledit.settings()
+    health = _profile_health(context, tledit)
+    if not health.filter(pl.col("variant") == "synthetic").height:
+        return dg.AssetCheckResult(passed=True, metadata={"note": "no documents of this shard are in the baseline's sample"})
+    passed, meta = health_verdict(health, "synthetic", context.partition_key, s.checks)
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=meta)
+
+
+def _overall(tledit: TleditResource) -> pl.DataFrame:
+    with connect(tledit.settings().home, read_only=True) as con:
+        return pl.from_arrow(con.execute("SELECT * FROM distribution_health WHERE shard = '__all__'").to_arrow_table())
+
+
+@dg.asset_check(asset="distribution_health")
+def edited_health_overall(tledit: TleditResource) -> dg.AssetCheckResult:
+    """Whole corpus: the edited corpus within the thresholds of raw (ERROR)."""
+    passed, meta = health_verdict(_overall(tledit), "edited", "__all__", tledit.settings().checks)
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, metadata=meta)
+
+
+@dg.asset_check(asset="distribution_health")
+def synthetic_collapse_overall(tledit: TleditResource) -> dg.AssetCheckResult:
+    """Whole corpus: the synthetic baseline against the same thresholds, with its perplexity spread (WARN)."""
+    passed, meta = health_verdict(_overall(tledit), "synthetic", "__all__", tledit.settings().checks)
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=meta)
+
+
+CHECKS = [
+    every_raw_document_edited,
+    edit_shares,
+    every_token_scored,
+    edited_keeps_the_tail,
+    synthetic_collapse_signal,
+    edited_health_overall,
+    synthetic_collapse_overall,
+]

@@ -27,8 +27,20 @@ class RunFailed(TleditError):
     pass
 
 
+# The synthetic baseline's and the health checks' settings, by flag name (see settings.SyntheticSettings, CheckSettings).
+HEALTH_FLAGS = {
+    "prefix_tokens": (int, "m: tokens of each document the baseline starts from (TLEDIT_PREFIX_TOKENS, default 32)"),
+    "max_new_tokens": (int, "cap on tokens the baseline generates per document (TLEDIT_MAX_NEW_TOKENS, default 128)"),
+    "synthetic_sample": (float, "share of documents in the baseline, (0, 1] (TLEDIT_SYNTHETIC_SAMPLE, default 0.25)"),
+    "synthetic_seed": (int, "seed of the baseline's sample and sampling (TLEDIT_SYNTHETIC_SEED, default 0)"),
+    "min_tail_coverage": (float, "edited tail_coverage / raw's must be at least this (TLEDIT_MIN_TAIL_COVERAGE, default 0.98)"),
+    "max_js_divergence": (float, "edited js_divergence_vs_raw must be at most this (TLEDIT_MAX_JS_DIVERGENCE, default 0.01)"),
+}
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     flags = {k: getattr(args, k, None) for k in ("home", "source", "model", "text_field", "threshold", "top_k", "beta", "seed", "device", "dtype")}
+    flags |= {k: getattr(args, k, None) for k in HEALTH_FLAGS}
     return Settings.load(**flags)
 
 
@@ -147,6 +159,35 @@ def summary(con, settings: Settings, elapsed: float, keys: list[str]) -> None:
     print(f"  UI              make ui   (dagster dev, DAGSTER_HOME={settings.dagster_home}) -> http://127.0.0.1:3000")
 
 
+def cmd_health(args: argparse.Namespace) -> int:
+    """The '__all__' rows of distribution_health: metrics as rows, variants as columns (read-only)."""
+    import polars as pl
+
+    from tledit_pipeline.health import VARIANTS
+    from tledit_pipeline.lake import connect
+
+    settings = Settings.load(home=args.home)
+    try:
+        con = connect(settings.home, read_only=True)
+    except FileNotFoundError as exc:
+        raise TleditError(str(exc)) from None
+    with con:
+        if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'distribution_health'").fetchone()[0]:
+            raise TleditError(f"{settings.duckdb_path} has no distribution_health table; run `tledit run` first")
+        rows = pl.from_arrow(
+            con.execute("SELECT variant, metric, value FROM distribution_health WHERE shard = '__all__'").to_arrow_table()
+        )
+    wide = rows.pivot(on="variant", index="metric", values="value").sort("metric")
+    cols = [v for v in VARIANTS if v in wide.columns]
+    width = max([len(m) for m in wide["metric"].to_list()] + [6])
+    print(f"distribution_health, whole corpus ({settings.duckdb_path})")
+    print(f"{'metric':<{width}}  " + "  ".join(f"{c:>12}" for c in cols))
+    for row in wide.iter_rows(named=True):
+        cells = ["" if row[c] is None else f"{row[c]:.4f}" for c in cols]
+        print(f"{row['metric']:<{width}}  " + "  ".join(f"{x:>12}" for x in cells))
+    return 0
+
+
 def cmd_shards(args: argparse.Namespace) -> int:
     from tledit_pipeline.source import discover_shards
 
@@ -176,12 +217,15 @@ def main(argv: list[str] | None = None) -> int:
         ("run", cmd_run, "register shards and materialize the whole graph in process"),
         ("shards", cmd_shards, "list the shards found at the source"),
         ("ui", cmd_ui, "open the Dagster UI (dagster dev) on this data directory's instance"),
+        ("health", cmd_health, "print the whole corpus's distribution health (raw, edited, synthetic)"),
     ):
         p = sub.add_parser(name, help=help_)
         p.set_defaults(fn=fn)
         p.add_argument("--home", help="data directory (TLEDIT_HOME, default ./data)")
         if name == "ui":
             p.add_argument("dagster_args", nargs="*", help="passed to `dagster dev` (after --)")
+            continue
+        if name == "health":
             continue
         p.add_argument("--source", help="'sample', a folder, a glob or a file (TLEDIT_SOURCE)")
         p.add_argument("--text-field", help="field holding the text (TLEDIT_TEXT_FIELD, default text)")
@@ -195,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--device", help="auto | cpu | cuda (TLEDIT_DEVICE)")
         p.add_argument("--dtype", help="auto | float32 | bfloat16 (TLEDIT_DTYPE)")
         p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
+        for flag, (kind, help_) in HEALTH_FLAGS.items():
+            p.add_argument("--" + flag.replace("_", "-"), type=kind, help=help_)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("tledit").setLevel(logging.INFO)

@@ -6,7 +6,7 @@ import warnings
 
 import dagster as dg
 
-from assets import checks, diagnostics, edited, raw, scores, sensors
+from assets import checks, diagnostics, edited, raw, scores, sensors, synthetic
 from assets.partitions import PER_SHARD  # noqa: F401  (re-exported for the CLI and tests)
 from assets.resources import PriorResource, TleditResource
 from tledit_pipeline.settings import Settings
@@ -19,6 +19,7 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         raw.build(settings),
         scores.build(settings),
         edited.build(settings),
+        synthetic.build(settings),
         diagnostics.ngram_profile,
         diagnostics.distribution_health,
     ]

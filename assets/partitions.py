@@ -6,4 +6,4 @@ SHARDS = "shards"
 shards = dg.DynamicPartitionsDefinition(name=SHARDS)
 
 # The per-shard chain, in dependency order; distribution_health is the one unpartitioned asset.
-PER_SHARD = ["raw_corpus", "token_scores", "edited_corpus", "ngram_profile"]
+PER_SHARD = ["raw_corpus", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile"]

@@ -29,6 +29,13 @@ class TleditResource(dg.ConfigurableResource):
     batch_tokens: int
     device: str
     dtype: str
+    prefix_tokens: int = 32
+    max_new_tokens: int = 128
+    synthetic_sample: float = 0.25
+    synthetic_seed: int = 0
+    synthetic_batch: int = 32
+    min_tail_coverage: float = 0.98
+    max_js_divergence: float = 0.01
 
     @classmethod
     def from_settings(cls, s: Settings) -> "TleditResource":

@@ -7,34 +7,20 @@ measures; these functions turn n-gram counts and token probabilities into those 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from tledit_pipeline.errors import TleditError
+from tledit_pipeline.lake import sql_literal
 
 if TYPE_CHECKING:
     import duckdb
 
 PROB_BINS = 10  # the U-shape histogram: [0, 0.1), ..., [0.9, 1.0]
-TOP_K_SHARE = (40, 64)
-
-
-def concentration(counts: pl.DataFrame) -> dict[str, float]:
-    """Per n: distinct-n ratio, Shannon entropy (nats), and the mass share of the k most frequent n-grams."""
-    out: dict[str, float] = {}
-    for n in sorted(counts.get_column("n").unique().to_list()):
-        c = counts.filter(pl.col("n") == n).get_column("count").sort(descending=True).to_numpy().astype(np.float64)
-        total = c.sum()
-        if total == 0:
-            continue
-        p = c / total
-        out[f"distinct_{n}"] = float(len(c) / total)
-        out[f"entropy_{n}"] = float(-(p * np.log(p)).sum())
-        for k in TOP_K_SHARE:
-            out[f"top{k}_share_{n}"] = float(c[:k].sum() / total)
-    return out
+VARIANTS = ("raw", "edited", "synthetic", "raw_matched")  # raw_matched: raw text at the baseline's documents and lengths
 
 
 def probability_histogram(logprob: np.ndarray) -> dict[str, float]:
@@ -70,12 +56,14 @@ def histogram_chart(hist: dict[str, float], title: str = "Token probability unde
     return bar_chart(rows, title=title)
 
 
-# Long-format metrics over the lake's DuckDB views, per (variant, shard) and for shard '__all__'.
-HEALTH_SQL = """
-WITH c AS (
-    SELECT variant, shard, n, ngram, count::DOUBLE AS count FROM ngram_profile
+# The n-gram half of the health metrics: needs only the view `ngram_profile` (shard, variant, n, ngram,
+# count, bucket). One place for these numbers: distribution_health runs it over the whole lake, the
+# ngram_profile asset and its checks over one partition's file. Rare = count <= 2 in that (variant, shard).
+_NGRAM_CTES = """
+c AS (
+    SELECT variant, shard, n, ngram, count::DOUBLE AS count, bucket FROM ngram_profile
     UNION ALL
-    SELECT variant, '__all__', n, ngram, sum(count)::DOUBLE FROM ngram_profile GROUP BY variant, n, ngram
+    SELECT variant, '__all__', n, ngram, sum(count)::DOUBLE, any_value(bucket) FROM ngram_profile GROUP BY variant, n, ngram
 ),
 r AS (
     SELECT *, sum(count) OVER w AS total, row_number() OVER (w ORDER BY count DESC, ngram) AS rk
@@ -90,29 +78,94 @@ ngram_metrics AS (
     UNION ALL
     SELECT variant, shard, 'top64_share', sum(count) FILTER (WHERE rk <= 64) / any_value(total)
     FROM r WHERE n = 2 GROUP BY variant, shard
+    UNION ALL
+    SELECT variant, shard, 'tail_mass', coalesce(sum(count) FILTER (WHERE count <= 2), 0) / sum(count)
+    FROM c WHERE n = 2 GROUP BY variant, shard
+),
+vs AS (SELECT DISTINCT variant, shard FROM c),
+rare AS (SELECT shard, ngram FROM c WHERE variant = 'raw' AND n = 2 AND count <= 2),
+tail AS (
+    SELECT vs.variant, vs.shard, 'tail_coverage' AS metric, count(x.ngram) / count(*) AS value
+    FROM vs JOIN rare ON rare.shard = vs.shard
+    LEFT JOIN c x ON x.variant = vs.variant AND x.shard = vs.shard AND x.n = 2 AND x.ngram = rare.ngram
+    GROUP BY vs.variant, vs.shard
+),
+hp AS (
+    SELECT variant, shard, bucket, sum(count) / sum(sum(count)) OVER (PARTITION BY variant, shard) AS p
+    FROM c WHERE n <= 2 GROUP BY variant, shard, bucket
+),
+hashed AS (
+    SELECT variant, shard, 'hashed_entropy' AS metric, -sum(p * ln(p)) AS value FROM hp GROUP BY variant, shard
+    UNION ALL
+    SELECT variant, shard, 'hashed_effective_buckets', exp(-sum(p * ln(p))) FROM hp GROUP BY variant, shard
+),
+pq AS (
+    SELECT vs.variant, vs.shard, coalesce(v.p, 0) AS p, coalesce(w.p, 0) AS q
+    FROM vs JOIN (SELECT DISTINCT shard, bucket FROM hp) b ON b.shard = vs.shard
+    LEFT JOIN hp v ON v.variant = vs.variant AND v.shard = vs.shard AND v.bucket = b.bucket
+    LEFT JOIN hp w ON w.variant = 'raw' AND w.shard = vs.shard AND w.bucket = b.bucket
+    WHERE EXISTS (SELECT 1 FROM hp z WHERE z.variant = 'raw' AND z.shard = vs.shard)
+),
+js AS (  -- Jensen-Shannon divergence in bits (0 = same distribution, 1 = disjoint)
+    SELECT variant, shard, 'js_divergence_vs_raw' AS metric, greatest(sum(
+        CASE WHEN p > 0 THEN 0.5 * p * log2(2 * p / (p + q)) ELSE 0 END
+        + CASE WHEN q > 0 THEN 0.5 * q * log2(2 * q / (p + q)) ELSE 0 END), 0) AS value
+    FROM pq WHERE p > 0 OR q > 0 GROUP BY variant, shard
+)
+"""
+_NGRAM_UNION = "SELECT * FROM ngram_metrics UNION ALL SELECT * FROM tail UNION ALL SELECT * FROM hashed UNION ALL SELECT * FROM js"
+
+NGRAM_SQL = (
+    "WITH" + _NGRAM_CTES + "SELECT variant, shard, metric, value::DOUBLE AS value FROM ("
+    + _NGRAM_UNION + ") ORDER BY variant, shard, metric"
+)
+
+# Per-document perplexity under the prior. raw: teacher-forced scores of every token after the first;
+# synthetic: the log-probs recorded while sampling; raw_matched: the raw tokens at the positions the
+# baseline generated (same documents, same prefix, same length).
+_PPL_CTES = """
+ppl AS (
+    SELECT 'raw' AS variant, shard, exp(-avg(logprob)) AS ppl
+    FROM token_scores WHERE logprob IS NOT NULL GROUP BY shard, doc_id
+    UNION ALL
+    SELECT 'synthetic', shard, exp(-list_avg(logprobs)) FROM synthetic_corpus WHERE new_tokens > 0
+    UNION ALL
+    SELECT 'raw_matched', t.shard, exp(-avg(t.logprob))
+    FROM token_scores t JOIN synthetic_corpus s ON s.shard = t.shard AND s.doc_id = t.doc_id
+    WHERE s.new_tokens > 0 AND t.pos >= s.prefix_tokens AND t.pos < s.prefix_tokens + s.new_tokens
+    GROUP BY t.shard, t.doc_id
+)
+"""
+PPL_SQL = "WITH" + _PPL_CTES + "SELECT variant, shard, ppl FROM ppl ORDER BY variant, shard, ppl"
+
+_OTHER_CTES = """
+lp AS (
+    SELECT 'raw' AS variant, shard, logprob AS lp FROM token_scores WHERE logprob IS NOT NULL
+    UNION ALL
+    SELECT 'synthetic', shard, unnest(logprobs) FROM synthetic_corpus
 ),
 pb AS (
-    SELECT shard, least(floor(exp(logprob) * 10), 9)::BIGINT AS bin, count(*) AS k,
-           count(*) FILTER (WHERE exp(logprob) >= 0.99) AS top
-    FROM token_scores WHERE logprob IS NOT NULL GROUP BY ALL
+    SELECT variant, shard, least(floor(exp(lp) * 10), 9)::BIGINT AS bin, count(*) AS k,
+           count(*) FILTER (WHERE exp(lp) >= 0.99) AS top
+    FROM lp GROUP BY ALL
 ),
-pb_all AS (SELECT shard, bin, k, top FROM pb UNION ALL SELECT '__all__', bin, sum(k), sum(top) FROM pb GROUP BY bin),
-grid AS (SELECT s.shard, r.bin FROM (SELECT DISTINCT shard FROM pb_all) s CROSS JOIN range(10) r(bin)),
+pb_all AS (
+    SELECT variant, shard, bin, k, top FROM pb
+    UNION ALL SELECT variant, '__all__', bin, sum(k), sum(top) FROM pb GROUP BY variant, bin
+),
+pgrid AS (SELECT s.variant, s.shard, r.bin FROM (SELECT DISTINCT variant, shard FROM pb_all) s CROSS JOIN range(10) r(bin)),
 prob_metrics AS (
-    SELECT 'raw' AS variant, g.shard, printf('prob_bin_%02d', g.bin) AS metric,
-           coalesce(b.k, 0) / sum(coalesce(b.k, 0)) OVER (PARTITION BY g.shard) AS value
-    FROM grid g LEFT JOIN pb_all b ON b.shard = g.shard AND b.bin = g.bin
+    SELECT g.variant, g.shard, printf('prob_bin_%02d', g.bin) AS metric,
+           coalesce(b.k, 0) / sum(coalesce(b.k, 0)) OVER (PARTITION BY g.variant, g.shard) AS value
+    FROM pgrid g LEFT JOIN pb_all b ON b.variant = g.variant AND b.shard = g.shard AND b.bin = g.bin
     UNION ALL
-    SELECT 'raw', shard, 'prob_bin_099', sum(top) / sum(k) FROM pb_all GROUP BY shard
-),
-ppl AS (
-    SELECT shard, exp(-avg(logprob)) AS ppl FROM token_scores WHERE logprob IS NOT NULL GROUP BY shard, doc_id
-),
-ppl_all AS (SELECT shard, ppl FROM ppl UNION ALL SELECT '__all__', ppl FROM ppl),
+    SELECT variant, shard, 'prob_bin_099', sum(top) / sum(k) FROM pb_all GROUP BY variant, shard
+),""" + _PPL_CTES + """,
+ppl_all AS (SELECT variant, shard, ppl FROM ppl UNION ALL SELECT variant, '__all__', ppl FROM ppl),
 ppl_metrics AS (
-    SELECT 'raw' AS variant, shard, unnest(['ppl_p10', 'ppl_p50', 'ppl_p90']) AS metric,
+    SELECT variant, shard, unnest(['ppl_p10', 'ppl_p50', 'ppl_p90']) AS metric,
            unnest(quantile_cont(ppl, [0.1, 0.5, 0.9])) AS value
-    FROM ppl_all GROUP BY shard
+    FROM ppl_all GROUP BY variant, shard
 ),
 e AS (SELECT shard, n_tokens, n_eligible, n_changed FROM edited_corpus),
 e_all AS (SELECT * FROM e UNION ALL SELECT '__all__', n_tokens, n_eligible, n_changed FROM e),
@@ -122,15 +175,46 @@ edit_metrics AS (
     UNION ALL
     SELECT 'edited', shard, 'changed_share', sum(n_changed) / greatest(sum(n_tokens - 1), 1) FROM e_all GROUP BY shard
 )
-SELECT variant, shard, metric, value::DOUBLE AS value FROM (
-    SELECT * FROM ngram_metrics UNION ALL SELECT * FROM prob_metrics
-    UNION ALL SELECT * FROM ppl_metrics UNION ALL SELECT * FROM edit_metrics
+"""
+
+# Long-format metrics over the lake's DuckDB views, per (variant, shard) and for shard '__all__'.
+HEALTH_SQL = (
+    "WITH" + _NGRAM_CTES + "," + _OTHER_CTES + "SELECT variant, shard, metric, value::DOUBLE AS value FROM ("
+    + _NGRAM_UNION
+    + " UNION ALL SELECT * FROM prob_metrics UNION ALL SELECT * FROM ppl_metrics UNION ALL SELECT * FROM edit_metrics"
+    + ") ORDER BY variant, shard, metric"
 )
-ORDER BY variant, shard, metric
+
+HEALTH_VIEWS = ("ngram_profile", "token_scores", "edited_corpus", "synthetic_corpus")
+
+# Log-spaced ranks for the rank-frequency chart (about 20 points per decade are plenty).
+RANK_FREQUENCY_SQL = """
+SELECT variant, rk AS rank, freq FROM (
+    SELECT variant, row_number() OVER (PARTITION BY variant ORDER BY sum(count) DESC, ngram) AS rk,
+           sum(count) / sum(sum(count)) OVER (PARTITION BY variant) AS freq,
+           count(*) OVER (PARTITION BY variant) AS distinct_n
+    FROM ngram_profile WHERE n = $n GROUP BY variant, ngram
+) WHERE rk IN (SELECT DISTINCT round(pow(10, i / 20.0))::BIGINT FROM range(0, 161) t(i)) OR rk = distinct_n
+ORDER BY variant, rank
 """
 
 
-HEALTH_VIEWS = ("ngram_profile", "token_scores", "edited_corpus")
+def _frame(con: "duckdb.DuckDBPyConnection", sql: str, params: dict | None = None) -> pl.DataFrame:
+    return pl.from_arrow(con.execute(sql, params or {}).to_arrow_table())
+
+
+def ngram_health(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
+    """The n-gram metrics (variant, shard, metric, value) over the connection's `ngram_profile` view."""
+    return _frame(con, NGRAM_SQL)
+
+
+def profile_health(path: Path) -> pl.DataFrame:
+    """n-gram metrics of one ngram_profile parquet file (one shard): the same SQL, in memory."""
+    import duckdb
+
+    with duckdb.connect() as con:
+        con.execute(f"CREATE VIEW ngram_profile AS SELECT * FROM read_parquet({sql_literal(str(path))})")
+        return ngram_health(con).filter(pl.col("shard") != "__all__")
 
 
 def build_health_table(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
@@ -140,7 +224,16 @@ def build_health_table(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
     if missing:
         raise TleditError(f"distribution_health needs {', '.join(missing)} for at least one shard; materialize them first")
     con.execute("CREATE OR REPLACE TABLE distribution_health AS " + HEALTH_SQL)
-    return pl.from_arrow(con.execute("SELECT * FROM distribution_health ORDER BY variant, shard, metric").to_arrow_table())
+    return _frame(con, "SELECT * FROM distribution_health ORDER BY variant, shard, metric")
+
+
+def rank_frequency(con: "duckdb.DuckDBPyConnection", n: int = 1) -> pl.DataFrame:
+    """(variant, rank, freq) at log-spaced ranks over the whole corpus: the Zipf curve of each variant."""
+    return _frame(con, RANK_FREQUENCY_SQL, {"n": n})
+
+
+def document_perplexities(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
+    return _frame(con, PPL_SQL)
 
 
 def overview_markdown(health: pl.DataFrame, shard: str = "__all__") -> str:
@@ -150,7 +243,7 @@ def overview_markdown(health: pl.DataFrame, shard: str = "__all__") -> str:
         .pivot(on="variant", index="metric", values="value")
         .sort("metric")
     )
-    cols = [c for c in ("raw", "edited", "synthetic") if c in wide.columns]
+    cols = [c for c in VARIANTS if c in wide.columns]
     lines = ["| metric | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for row in wide.iter_rows(named=True):
         cells = ["" if row[c] is None else f"{row[c]:.4f}" for c in cols]
@@ -168,3 +261,41 @@ def per_shard_markdown(health: pl.DataFrame, metrics: tuple[str, ...]) -> str:
     for row in wide.iter_rows(named=True):
         lines.append(f"| {row['shard']} | " + " | ".join("" if row[c] is None else f"{row[c]:.4f}" for c in cols) + " |")
     return "\n".join(lines)
+
+
+def histograms_markdown(health: pl.DataFrame, shard: str = "__all__", width: int = 30) -> str:
+    """Token-probability histograms side by side (raw: teacher-forced; synthetic: the sampled tokens)."""
+    rows = health.filter((pl.col("shard") == shard) & pl.col("metric").str.starts_with("prob_bin_"))
+    variants = [v for v in VARIANTS if v in set(rows.get_column("variant").to_list())]
+    value = {(r["variant"], r["metric"]): r["value"] for r in rows.iter_rows(named=True)}
+    top = max((v for (_, m), v in value.items() if m != "prob_bin_099"), default=0.0) or 1.0
+    lines = [
+        "**Token probability under the prior (the U-shape)**",
+        "",
+        "| P bin | " + " | ".join(variants) + " | " + " | ".join(f"{v} bar" for v in variants) + " |",
+        "|---|" + "---:|" * len(variants) + "---|" * len(variants),
+    ]
+    labels = [(f"prob_bin_{i:02d}", f"[{i / PROB_BINS:.1f}, {(i + 1) / PROB_BINS:.1f})") for i in range(PROB_BINS)]
+    for metric, label in labels + [("prob_bin_099", "P >= 0.99")]:
+        vals = [value.get((v, metric), 0.0) for v in variants]
+        bars = [f"`{'█' * round(width * x / top)}`" for x in vals]
+        lines.append(f"| {label} | " + " | ".join(f"{x:.3f}" for x in vals) + " | " + " | ".join(bars) + " |")
+    return "\n".join(lines)
+
+
+def perplexity_polygons(ppl: pl.DataFrame, bins: int = 24) -> dict[str, list[tuple[float, float]]]:
+    """Share of documents per log-spaced perplexity bin, per variant (bin centres): the spread at a glance."""
+    vals = ppl.filter(pl.col("ppl").is_finite() & (pl.col("ppl") > 0))
+    if not vals.height:
+        return {}
+    lo, hi = math.log10(vals["ppl"].min()), math.log10(vals["ppl"].max())
+    hi = hi if hi > lo else lo + 1
+    edges = np.linspace(lo, hi, bins + 1)
+    centres = 10 ** ((edges[:-1] + edges[1:]) / 2)
+    out = {}
+    for v in VARIANTS:
+        x = np.log10(vals.filter(pl.col("variant") == v)["ppl"].to_numpy())
+        if len(x):
+            h, _ = np.histogram(x, bins=edges)
+            out[v] = list(zip(centres.tolist(), (h / len(x)).tolist()))
+    return out

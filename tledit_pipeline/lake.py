@@ -23,7 +23,7 @@ DATA_FILE = "data.parquet"
 META_KEY = b"tledit"
 
 # Asset name -> the view exposed in DuckDB over its parquet folder.
-VIEWS = ("raw_corpus", "rejected_documents", "token_scores", "edited_corpus", "ngram_profile")
+VIEWS = ("raw_corpus", "rejected_documents", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile")
 
 
 def lake_root(home: Path) -> Path:

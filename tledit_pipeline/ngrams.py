@@ -1,14 +1,28 @@
 """Word n-gram profiles of a corpus variant: lowercased word and punctuation tokens, n = 1..3.
 
 Computed in polars (explode, shift within document, group) rather than Python loops over tokens.
+Unigrams and bigrams also carry their hashed feature bucket, as in the paper's DSIR-style analysis:
+sha256 of the n-gram string modulo 10,000 (DSIR's hash_buckets), stable across runs and versions.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import polars as pl
 
 WORD_PATTERN = r"\w+|[^\w\s]"
 N_MAX = 3
+BUCKETS = 10_000
+HASHED_N = 2  # hashed features are uni- and bigrams
+
+
+def hashed_bucket(ngrams: pl.Series, buckets: int = BUCKETS) -> pl.Series:
+    """DSIR's bucket of each n-gram string. One hash per distinct n-gram, never per token."""
+    return pl.Series(
+        [int(hashlib.sha256(g.encode("utf-8")).hexdigest(), 16) % buckets for g in ngrams.to_list()],
+        dtype=pl.UInt16,
+    )
 
 
 def word_tokens(texts: list[str]) -> pl.DataFrame:
@@ -24,7 +38,10 @@ def word_tokens(texts: list[str]) -> pl.DataFrame:
 
 
 def ngram_counts(texts: list[str], n_max: int = N_MAX) -> pl.DataFrame:
-    """Columns n, ngram, count; n-grams never cross document boundaries. Sorted for stable bytes."""
+    """Columns n, ngram, count, bucket (null for n > 2); n-grams never cross document boundaries.
+
+    Sorted for stable bytes.
+    """
     toks = word_tokens(texts)
     frames = []
     for n in range(1, n_max + 1):
@@ -32,12 +49,16 @@ def ngram_counts(texts: list[str], n_max: int = N_MAX) -> pl.DataFrame:
         grams = toks.select(pl.concat_str(parts, separator=" ").alias("ngram")).drop_nulls()
         frames.append(grams.group_by("ngram").len("count").with_columns(pl.lit(n, pl.Int8).alias("n")))
     if not frames:
-        return pl.DataFrame(schema={"n": pl.Int8, "ngram": pl.String, "count": pl.UInt32})
-    return (
+        return pl.DataFrame(schema={"n": pl.Int8, "ngram": pl.String, "count": pl.UInt32, "bucket": pl.UInt16})
+    counts = (
         pl.concat(frames)
         .select("n", "ngram", pl.col("count").cast(pl.UInt32))
         .sort(["n", "count", "ngram"], descending=[False, True, False])
     )
+    hashed = counts.get_column("n") <= HASHED_N
+    bucket = pl.Series("bucket", [None] * counts.height, dtype=pl.UInt16)
+    bucket = bucket.scatter(hashed.arg_true(), hashed_bucket(counts.filter(hashed).get_column("ngram")))
+    return counts.with_columns(bucket)
 
 
 def profile(shard: str, variants: dict[str, list[str]], n_max: int = N_MAX) -> pl.DataFrame:

@@ -77,6 +77,55 @@ class ScoringSettings:
 
 
 @dataclass(frozen=True)
+class SyntheticSettings:
+    """The purely synthetic baseline: the prior continues each sampled document from its first m tokens.
+
+    The defaults keep `make demo` within minutes on two CPU cores: at most 128 new tokens per document,
+    and a deterministic sample of documents (by a hash of doc_id and the seed, so it does not depend on
+    sharding). Documents outside the sample are simply not part of the baseline.
+    """
+
+    prefix_tokens: int = 32  # m: tokens of the human document the prior starts from
+    max_new_tokens: int = 128  # cap on generated tokens per document (the rest of the document's length)
+    synthetic_sample: float = 0.25  # share of documents the baseline covers, in (0, 1]
+    synthetic_seed: int = 0
+    synthetic_batch: int = 32  # documents sampled together (one KV cache)
+
+    def __post_init__(self) -> None:
+        if self.prefix_tokens < 1:
+            raise SettingsError(f"prefix_tokens (m) must be >= 1, got {self.prefix_tokens}")
+        if self.max_new_tokens < 1:
+            raise SettingsError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0.0 < self.synthetic_sample <= 1.0:
+            raise SettingsError(f"synthetic_sample must be in (0, 1], got {self.synthetic_sample}")
+        if self.synthetic_seed < 0:
+            raise SettingsError(f"synthetic_seed must be >= 0, got {self.synthetic_seed}")
+        if self.synthetic_batch < 1:
+            raise SettingsError(f"synthetic_batch must be >= 1, got {self.synthetic_batch}")
+
+    def version(self) -> str:
+        """Part of synthetic_corpus's code version (batch size stays out: it does not change the samples)."""
+        return (
+            f"m={self.prefix_tokens},max_new={self.max_new_tokens},"
+            f"sample={self.synthetic_sample!r},seed={self.synthetic_seed}"
+        )
+
+
+@dataclass(frozen=True)
+class CheckSettings:
+    """Thresholds of the distribution-health checks (edited must stay close to raw)."""
+
+    min_tail_coverage: float = 0.98  # edited tail_coverage / raw tail_coverage must be at least this
+    max_js_divergence: float = 0.01  # edited js_divergence_vs_raw (hashed features, bits) at most this
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_tail_coverage <= 1.0:
+            raise SettingsError(f"min_tail_coverage must be in [0, 1], got {self.min_tail_coverage}")
+        if not 0.0 <= self.max_js_divergence <= 1.0:
+            raise SettingsError(f"max_js_divergence must be in [0, 1], got {self.max_js_divergence}")
+
+
+@dataclass(frozen=True)
 class Settings:
     home: Path = Path("data")
     source: str = "sample"
@@ -85,6 +134,8 @@ class Settings:
     model_cache: Path | None = None  # where converted models live; default <home>/models
     edit: EditSettings = field(default_factory=EditSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
+    synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
+    checks: CheckSettings = field(default_factory=CheckSettings)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", Path(self.home).expanduser().absolute())
@@ -115,7 +166,7 @@ class Settings:
         d: dict[str, Any] = {"home": str(self.home), "source": self.source, "model": self.model,
                              "text_field": self.text_field,
                              "model_cache": str(self.model_cache) if self.model_cache else None}
-        return d | asdict(self.edit) | asdict(self.scoring)
+        return d | asdict(self.edit) | asdict(self.scoring) | asdict(self.synthetic) | asdict(self.checks)
 
     def save(self) -> Path:
         """Remember these settings in the data directory, so the UI, the sensor and later runs use them."""
@@ -141,8 +192,8 @@ class Settings:
         return cls.from_env(env, **(saved | _env_values(env) | {k: v for k, v in overrides.items() if v is not None}))
 
     def with_overrides(self, **overrides: Any) -> "Settings":
-        """Replace top-level, edit or scoring fields by name; None values are ignored."""
-        top, edit, scoring = {}, {}, {}
+        """Replace top-level, edit, scoring, synthetic or check fields by name; None values are ignored."""
+        top, edit, scoring, synthetic, checks = {}, {}, {}, {}, {}
         edit_names = EditSettings.__dataclass_fields__
         scoring_names = ScoringSettings.__dataclass_fields__
         for name, value in overrides.items():
@@ -152,6 +203,10 @@ class Settings:
                 edit[name] = value
             elif name in scoring_names:
                 scoring[name] = value
+            elif name in SyntheticSettings.__dataclass_fields__:
+                synthetic[name] = value
+            elif name in CheckSettings.__dataclass_fields__:
+                checks[name] = value
             elif name in Settings.__dataclass_fields__:
                 top[name] = value
             else:
@@ -160,6 +215,8 @@ class Settings:
             self,
             edit=replace(self.edit, **edit),
             scoring=replace(self.scoring, **scoring),
+            synthetic=replace(self.synthetic, **synthetic),
+            checks=replace(self.checks, **checks),
             **top,
         )
 
@@ -201,4 +258,11 @@ _ENV: dict[str, tuple[str, type]] = {
     "batch_tokens": ("TLEDIT_BATCH_TOKENS", int),
     "device": ("TLEDIT_DEVICE", str),
     "dtype": ("TLEDIT_DTYPE", str),
+    "prefix_tokens": ("TLEDIT_PREFIX_TOKENS", int),
+    "max_new_tokens": ("TLEDIT_MAX_NEW_TOKENS", int),
+    "synthetic_sample": ("TLEDIT_SYNTHETIC_SAMPLE", float),
+    "synthetic_seed": ("TLEDIT_SYNTHETIC_SEED", int),
+    "synthetic_batch": ("TLEDIT_SYNTHETIC_BATCH", int),
+    "min_tail_coverage": ("TLEDIT_MIN_TAIL_COVERAGE", float),
+    "max_js_divergence": ("TLEDIT_MAX_JS_DIVERGENCE", float),
 }

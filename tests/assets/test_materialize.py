@@ -12,7 +12,10 @@ from tledit_pipeline.settings import Settings
 
 @pytest.fixture
 def settings(tmp_path, small_source, tiny_model_dir):
-    return Settings(home=tmp_path / "home", source=str(small_source), model=str(tiny_model_dir))
+    # The whole shard in the baseline (default: a quarter), short continuations: a quick test.
+    return Settings(home=tmp_path / "home", source=str(small_source), model=str(tiny_model_dir)).with_overrides(
+        synthetic_sample=1.0, max_new_tokens=24
+    )
 
 
 def run(settings, instance, selection, partition_key=None):
@@ -31,8 +34,14 @@ def test_whole_graph_for_one_partition(settings):
         result = run(settings, instance, PER_SHARD, "beta")
         assert result.success
         checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
-        assert set(checks) == {"every_raw_document_edited", "edit_shares", "every_token_scored"}
-        assert all(c.passed for c in checks.values())
+        assert set(checks) == {
+            "every_raw_document_edited", "edit_shares", "every_token_scored", "edited_keeps_the_tail", "synthetic_collapse_signal",
+        }
+        assert all(c.passed for name, c in checks.items() if name != "synthetic_collapse_signal")
+        # The baseline's check only warns: its verdict never fails the run, and it shows the numbers.
+        collapse = checks["synthetic_collapse_signal"]
+        assert collapse.severity == dg.AssetCheckSeverity.WARN
+        assert {"tail_coverage", "js_divergence_vs_raw", "raw_matched/top64_share"} <= set(collapse.metadata)
         shares = checks["edit_shares"].metadata
         assert 0 <= shares["changed_share"].value <= shares["eligible_share"].value <= 1
 
@@ -46,6 +55,12 @@ def test_whole_graph_for_one_partition(settings):
         assert health.success
         md = health.get_asset_materialization_events()[0].materialization.metadata
         assert "| metric |" in md["overall"].value and "█" in md["probability_histogram"].value
+        for chart in ("rank_frequency", "perplexity"):
+            assert "](data:image/svg+xml;base64," in md[chart].value
+        assert "synthetic:tail_coverage" in md["per_shard"].value
+        overall = {c.check_name: c for c in health.get_asset_check_evaluations()}
+        assert overall["edited_health_overall"].passed
+        assert overall["synthetic_collapse_overall"].severity == dg.AssetCheckSeverity.WARN
 
         # The lineage is recorded in the instance, per partition.
         assert instance.get_latest_materialization_event(dg.AssetKey("edited_corpus")).dagster_event.partition == "beta"
@@ -61,9 +76,24 @@ def test_whole_graph_for_one_partition(settings):
     assert con.execute("SELECT count(*) FROM token_scores WHERE pos = 0 AND logprob IS NOT NULL").fetchone()[0] == 0
     cols = [r[0] for r in con.execute("DESCRIBE raw_corpus").fetchall()]
     assert cols[:3] == ["shard", "doc_id", "text"] and {"lang", "n"} <= set(cols)
-    metrics = {r[0] for r in con.execute("SELECT DISTINCT metric FROM distribution_health").fetchall()}
-    assert {"distinct_1", "distinct_2", "distinct_3", "top64_share", "eligible_share", "changed_share", "prob_bin_099"} <= metrics
-    assert con.execute("SELECT count(DISTINCT variant) FROM distribution_health WHERE shard = '__all__'").fetchone()[0] == 2
+    have = {
+        v: {m for (m,) in con.execute("SELECT metric FROM distribution_health WHERE shard = '__all__' AND variant = ?", [v]).fetchall()}
+        for v in ("raw", "edited", "synthetic", "raw_matched")
+    }
+    ngram = {"tail_coverage", "tail_mass", "distinct_1", "distinct_2", "distinct_3", "top64_share", "hashed_entropy",
+             "hashed_effective_buckets", "js_divergence_vs_raw"}
+    probs = {f"prob_bin_{i:02d}" for i in range(10)} | {"prob_bin_099"}
+    ppl = {"ppl_p10", "ppl_p50", "ppl_p90"}
+    assert ngram | probs | ppl <= have["raw"]
+    assert ngram | {"eligible_share", "changed_share"} <= have["edited"]
+    assert ngram | probs | ppl <= have["synthetic"]
+    assert ngram | ppl <= have["raw_matched"]
+    value = dict(((v, m), x) for v, m, x in con.execute(
+        "SELECT variant, metric, value FROM distribution_health WHERE shard = '__all__'").fetchall())
+    assert value[("raw", "tail_coverage")] == 1.0 and value[("raw", "js_divergence_vs_raw")] == 0.0
+    # The baseline covers every document of the shard (default sample 1.0); its rows match raw's ids.
+    assert con.execute(
+        "SELECT count(*) FROM synthetic_corpus s JOIN raw_corpus r USING (shard, doc_id)").fetchone()[0] == raw
 
 
 def test_edit_settings_are_in_the_code_version(settings):
@@ -76,6 +106,18 @@ def test_edit_settings_are_in_the_code_version(settings):
     assert version(settings.with_overrides(beta=1.0)) != base
     assert version(settings.with_overrides(seed=7)) != base
     assert version(settings.with_overrides(window=1024)) == base  # scoring settings belong to token_scores
+    assert version(settings.with_overrides(prefix_tokens=8)) == base  # the baseline's settings belong to synthetic
+
+
+def test_synthetic_settings_are_in_its_code_version(settings):
+    def version(s):
+        return build_defs(s).resolve_assets_def("synthetic_corpus").code_versions_by_key[dg.AssetKey("synthetic_corpus")]
+
+    base = version(settings)
+    for change in ({"prefix_tokens": 8}, {"max_new_tokens": 64}, {"synthetic_sample": 0.5}, {"synthetic_seed": 3}):
+        assert version(settings.with_overrides(**change)) != base, change
+    assert version(settings.with_overrides(synthetic_batch=4)) == base  # batch size does not change the samples
+    assert version(settings.with_overrides(threshold=0.5)) == base
 
 
 def test_bad_shard_fails_with_a_clear_message(settings, small_source):

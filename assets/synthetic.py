@@ -1,0 +1,64 @@
+"""synthetic_corpus: the purely synthetic baseline, the prior continuing each sampled document on its own."""
+
+import dagster as dg
+import numpy as np
+
+from assets.partitions import shards
+from assets.resources import PriorResource, TleditResource, reporter
+from tledit_pipeline.health import histogram_chart, probability_histogram
+from tledit_pipeline.lake import partition_digest, partition_file, read_partition, write_partition
+from tledit_pipeline.prior import describe
+from tledit_pipeline.settings import Settings
+from tledit_pipeline.synthetic import synthesize
+
+ENGINE_VERSION = "1"
+
+
+def build(settings: Settings) -> dg.AssetsDefinition:
+    @dg.asset(
+        partitions_def=shards,
+        group_name="diagnostics",
+        kinds={"pytorch", "parquet"},
+        deps=["raw_corpus"],
+        pool="prior",
+        # The baseline's settings (m, cap, sample, seed) and the prior are part of the code version.
+        code_version=f"synthetic-{ENGINE_VERSION}|model={settings.model}|dtype={settings.scoring.dtype}|{settings.synthetic.version()}",
+    )
+    def synthetic_corpus(context: dg.AssetExecutionContext, tledit: TleditResource, prior: PriorResource) -> dg.MaterializeResult:
+        """Plain temperature-1 samples of the prior from each sampled document's first m tokens (KV cache, batched)."""
+        s = tledit.settings()
+        key = context.partition_key
+        raw = read_partition(s.home, "raw_corpus", key, columns=["doc_id", "text"])
+        model = prior.load()
+        table, stats = synthesize(model, key, raw, s.synthetic, report=reporter(context))
+        write_partition(
+            s.home, "synthetic_corpus", key, table,
+            meta=describe(model) | {"synthetic": s.synthetic.version(), "raw_digest": partition_digest(s.home, "raw_corpus", key)},
+        )
+        lp = np.concatenate([np.asarray(x, dtype=np.float32) for x in table.column("logprobs").to_pylist()] or [np.zeros(0, np.float32)])
+        ppl = [float(np.exp(-np.mean(x))) for x in table.column("logprobs").to_pylist() if len(x)]
+        return dg.MaterializeResult(
+            metadata={
+                "raw_documents": stats.documents,
+                "sampled_documents": stats.sampled,
+                # Not lost: documents outside the sample are simply not part of the baseline.
+                "not_in_sample": dg.MetadataValue.text(
+                    f"{stats.documents - stats.sampled} of {stats.documents} documents are outside the baseline's "
+                    f"sample (synthetic_sample={s.synthetic.synthetic_sample}); they are not part of it, not lost"
+                ),
+                "generated_tokens": stats.new_tokens,
+                "ended_by_end_token": stats.end_token,
+                "tokens_per_s": round(stats.new_tokens / max(stats.seconds, 1e-9), 1),
+                "batches": stats.batches,
+                "synthetic_settings": s.synthetic.version(),
+                "ppl_p50": round(float(np.median(ppl)), 3) if ppl else float("nan"),
+                "probability_histogram": dg.MetadataValue.md(
+                    histogram_chart(probability_histogram(lp), title="Probability of each sampled token under the prior")
+                ),
+                "device": model.device,
+                "model": model.name,
+                "path": dg.MetadataValue.path(str(partition_file(s.home, "synthetic_corpus", key))),
+            }
+        )
+
+    return synthetic_corpus
