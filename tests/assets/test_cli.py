@@ -69,3 +69,32 @@ def test_flags_are_remembered_for_the_ui_and_the_next_run(tmp_path, small_source
     defs = build_defs()  # what `make ui` loads: no flags, only the data directory
     settings = defs.resources["tledit"].settings()
     assert (settings.source, settings.model, settings.edit.threshold) == (str(small_source), str(tiny_model_dir), 0.5)
+
+
+def test_health_prints_the_whole_corpus_table(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
+    home = tmp_path / "home"
+    run = ["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir),
+           "--synthetic-sample", "1.0", "--max-new-tokens", "12", "--prefix-tokens", "4"]
+    assert main(run) == 0
+    capsys.readouterr()
+    assert main(["health", "--home", str(home)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    header = out[1].split()
+    assert header == ["metric", "raw", "edited", "synthetic", "raw_matched"]
+    rows = {line.split()[0]: line.split()[1:] for line in out[2:]}
+    for metric in ("tail_coverage", "js_divergence_vs_raw", "distinct_2", "top64_share", "hashed_effective_buckets", "ppl_p50"):
+        assert metric in rows
+    assert rows["tail_coverage"][0] == "1.0000" and rows["js_divergence_vs_raw"][0] == "0.0000"
+    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    want = con.execute(
+        "SELECT value FROM distribution_health WHERE shard = '__all__' AND variant = 'synthetic' AND metric = 'top64_share'"
+    ).fetchone()[0]
+    assert rows["top64_share"][2] == f"{want:.4f}"
+    # The flags were the baseline's settings for this run, and are remembered.
+    assert con.execute("SELECT max(prefix_tokens), count(*) FROM synthetic_corpus").fetchone() == (4, 5)
+
+
+def test_health_without_a_run_is_a_clear_error(tmp_path, capsys):
+    assert main(["health", "--home", str(tmp_path)]) == 2
+    assert "run `tledit run` first" in capsys.readouterr().err

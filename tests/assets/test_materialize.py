@@ -152,3 +152,20 @@ def test_edit_refuses_scores_of_other_raw_bytes(settings, small_source):
         while error.cause is not None:
             error = error.cause
         assert "token_scores were computed from other raw_corpus bytes" in error.message
+
+
+def test_a_bad_edit_is_stopped_by_the_blocking_health_check(settings):
+    """Thresholds a user sets: an edit that changes anything at all fails max_js_divergence = 0."""
+    bad = settings.with_overrides(threshold=0.01, max_js_divergence=0.0, min_tail_coverage=1.0)
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(SHARDS, ["beta"])
+        result = dg.materialize(
+            [*build_assets(bad), *CHECKS], selection=PER_SHARD, partition_key="beta", instance=instance,
+            resources=build_resources(bad), raise_on_error=False,
+        )
+        checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+        verdict = checks["edited_keeps_the_tail"]
+        assert not verdict.passed and verdict.severity == dg.AssetCheckSeverity.ERROR
+        assert verdict.metadata["js_divergence_vs_raw"].value > 0.0
+        assert verdict.metadata["max_js_divergence"].value == 0.0
+        assert not result.success  # blocking: the run stops here

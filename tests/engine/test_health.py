@@ -4,70 +4,159 @@ from __future__ import annotations
 
 import math
 
+import duckdb
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pytest
 
+from tledit_pipeline.errors import TleditError
 from tledit_pipeline.health import (
     PROB_BINS,
     bar_chart,
-    concentration,
+    build_health_table,
     histogram_chart,
+    ngram_health,
     perplexity,
+    perplexity_polygons,
     probability_histogram,
 )
-from tledit_pipeline.ngrams import ngram_counts
+from tledit_pipeline.ngrams import profile
 
 
-def _counts(n: int, values: list[int]) -> pl.DataFrame:
-    return pl.DataFrame(
-        {"n": [n] * len(values), "ngram": [f"g{i}" for i in range(len(values))], "count": values},
-        schema={"n": pl.Int8, "ngram": pl.String, "count": pl.UInt32},
-    )
+def _metrics(variants: dict[str, list[str]], shard: str = "s1") -> dict[tuple[str, str], float]:
+    """The SQL n-gram metrics of hand-built variants of one shard, keyed by (variant, metric)."""
+    con = duckdb.connect()
+    con.register("ngram_profile", profile(shard, variants).to_arrow())
+    rows = ngram_health(con)
+    assert set(rows.get_column("shard").to_list()) == {shard, "__all__"}
+    return {(r["variant"], r["metric"]): r["value"] for r in rows.filter(pl.col("shard") == shard).iter_rows(named=True)}
 
 
 def test_concentration_on_counted_text():
-    m = concentration(ngram_counts(["The cat sat. The cat!", "cat sat"]))
+    m = _metrics({"raw": ["The cat sat. The cat!", "cat sat"]})
     # Unigrams: cat 3, sat 2, the 2, . 1, ! 1 -> 5 distinct of 9.
-    assert m["distinct_1"] == pytest.approx(5 / 9)
+    assert m[("raw", "distinct_1")] == pytest.approx(5 / 9)
     p = np.array([3, 2, 2, 1, 1]) / 9
-    assert m["entropy_1"] == pytest.approx(float(-(p * np.log(p)).sum()))
-    assert m["top40_share_1"] == pytest.approx(1.0)
-    # Bigrams: 2, 2, 1, 1, 1 -> 5 distinct of 7.
-    assert m["distinct_2"] == pytest.approx(5 / 7)
+    assert m[("raw", "entropy_1")] == pytest.approx(float(-(p * np.log(p)).sum()))
+    # Bigrams: the cat 2, cat sat 2, sat . 1, . the 1, cat ! 1 -> 5 distinct of 7, all within the top 64.
+    assert m[("raw", "distinct_2")] == pytest.approx(5 / 7)
+    assert m[("raw", "top64_share")] == pytest.approx(1.0)
+    assert m[("raw", "tail_mass")] == pytest.approx(1.0)  # every bigram has count <= 2
     # Trigrams: five distinct, each once.
-    assert m["distinct_3"] == pytest.approx(1.0)
-    assert m["entropy_3"] == pytest.approx(math.log(5))
+    assert m[("raw", "distinct_3")] == pytest.approx(1.0)
+    assert m[("raw", "entropy_3")] == pytest.approx(math.log(5))
 
 
-def test_concentration_top_k_shares():
-    # One n-gram seen 50 times, 50 seen once: total 100.
-    counts = pl.concat([_counts(2, [1] * 25 + [50] + [1] * 25)])
-    m = concentration(counts)
-    assert m["distinct_2"] == pytest.approx(51 / 100)
-    assert m["top40_share_2"] == pytest.approx((50 + 39) / 100)
-    assert m["top64_share_2"] == pytest.approx(1.0)
-    p = np.array([0.5] + [0.01] * 50)
-    assert m["entropy_2"] == pytest.approx(float(-(p * np.log(p)).sum()))
-    assert set(m) == {"distinct_2", "entropy_2", "top40_share_2", "top64_share_2"}
+def test_top64_share_and_tail_mass():
+    # "a b" 100 times, then 100 distinct bigrams once each: 200 bigram occurrences in all.
+    heavy = " ".join(["a b ."] * 100)
+    rare = " ".join(f"w{i}" for i in range(101))
+    m = _metrics({"raw": [heavy, rare]})
+    total = 100 + 99 + 100  # "a b" x100, "b ." x100 (incl. the last), ". a" x99, plus 100 rare bigrams
+    assert m[("raw", "top64_share")] == pytest.approx((100 + 100 + 99 + 61) / (total + 100))
+    assert m[("raw", "tail_mass")] == pytest.approx(100 / (total + 100))
 
 
-def test_concentration_uniform_and_degenerate():
-    m = concentration(pl.concat([_counts(1, [1] * 100), _counts(3, [10])]))
-    assert m["distinct_1"] == pytest.approx(1.0)
-    assert m["entropy_1"] == pytest.approx(math.log(100))
-    assert m["top40_share_1"] == pytest.approx(0.40)
-    assert m["top64_share_1"] == pytest.approx(0.64)
-    assert m["distinct_3"] == pytest.approx(0.1)
-    assert m["entropy_3"] == pytest.approx(0.0)
-    assert m["top40_share_3"] == pytest.approx(1.0)
+def test_raw_is_its_own_reference():
+    m = _metrics({"raw": ["the cat sat on a mat", "a dog ran past the barn"], "edited": ["the cat sat on a mat", "a dog ran past the barn"]})
+    for v in ("raw", "edited"):
+        assert m[(v, "tail_coverage")] == 1.0
+        assert m[(v, "js_divergence_vs_raw")] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_tail_coverage_hand_checked():
+    # raw bigrams: a b, b c, c d (once each, all rare). The variant keeps only "a b".
+    m = _metrics({"raw": ["a b c d"], "synthetic": ["a b x y"]})
+    assert m[("synthetic", "tail_coverage")] == pytest.approx(1 / 3)
+    assert m[("raw", "tail_coverage")] == 1.0
+
+
+def test_hashed_features_and_js_divergence():
+    raw, other = ["alpha beta gamma delta"], ["zeta eta theta iota kappa"]
+    m = _metrics({"raw": raw, "synthetic": other})
+    counts = profile("s1", {"raw": raw, "synthetic": other}).filter(pl.col("n") <= 2)
+
+    def dist(v):
+        c = counts.filter(pl.col("variant") == v).group_by("bucket").agg(pl.col("count").sum())
+        return dict(zip(c["bucket"].to_list(), (c["count"] / c["count"].sum()).to_list()))
+
+    p, q = dist("synthetic"), dist("raw")
+    for v, d in (("synthetic", p), ("raw", q)):
+        h = -sum(x * math.log(x) for x in d.values())
+        assert m[(v, "hashed_entropy")] == pytest.approx(h)
+        assert m[(v, "hashed_effective_buckets")] == pytest.approx(math.exp(h))
+    mid = {b: (p.get(b, 0) + q.get(b, 0)) / 2 for b in set(p) | set(q)}
+    js = 0.5 * sum(x * math.log2(x / mid[b]) for b, x in p.items()) + 0.5 * sum(x * math.log2(x / mid[b]) for b, x in q.items())
+    assert m[("synthetic", "js_divergence_vs_raw")] == pytest.approx(js)
+    assert 0.9 < js <= 1.0  # no shared words: (almost) disjoint buckets
+
+
+def test_a_corpus_repeated_twice():
+    docs = ["the cat sat on the mat", "a dog ran past the barn, the end"]
+    once, twice = _metrics({"raw": docs}), _metrics({"raw": docs, "synthetic": docs + docs})
+    assert twice[("synthetic", "js_divergence_vs_raw")] == pytest.approx(0.0, abs=1e-12)
+    assert twice[("synthetic", "hashed_entropy")] == pytest.approx(once[("raw", "hashed_entropy")])
+    assert twice[("synthetic", "top64_share")] == pytest.approx(once[("raw", "top64_share")])
+    assert twice[("synthetic", "tail_coverage")] == 1.0
+    for n in (1, 2, 3):  # the same distinct n-grams over twice the occurrences
+        assert twice[("synthetic", f"distinct_{n}")] == pytest.approx(once[("raw", f"distinct_{n}")] / 2)
 
 
 def test_more_repetition_means_more_concentration():
-    human = concentration(ngram_counts(["the cat sat on a mat while a dog ran past the old red barn"]))
-    repetitive = concentration(ngram_counts(["the cat the cat the cat the cat the cat the cat the cat"]))
-    assert repetitive["distinct_2"] < human["distinct_2"]
-    assert repetitive["entropy_2"] < human["entropy_2"]
+    m = _metrics({"raw": ["the cat sat on a mat while a dog ran past the old red barn"], "synthetic": ["the cat the cat the cat the cat the cat the cat the cat"]})
+    assert m[("synthetic", "distinct_2")] < m[("raw", "distinct_2")]
+    assert m[("synthetic", "hashed_effective_buckets")] < m[("raw", "hashed_effective_buckets")]
+    assert m[("synthetic", "tail_coverage")] < 1.0
+
+
+def test_health_table_over_every_view():
+    """The full table: n-gram metrics, the probability histogram, perplexity quantiles and edit shares."""
+    con = duckdb.connect()
+    con.register("ngram_profile", profile("s1", {"raw": ["a b c"], "edited": ["a b c"], "synthetic": ["a b d"], "raw_matched": ["a b"]}).to_arrow())
+    # raw: two documents; teacher-forced log-probs (position 0 has none).
+    con.register("token_scores", pa.table({
+        "shard": ["s1"] * 6, "doc_id": ["x", "x", "x", "y", "y", "y"], "pos": [0, 1, 2, 0, 1, 2],
+        "logprob": pa.array([None, math.log(0.5), math.log(0.995), None, math.log(0.05), math.log(0.25)], pa.float32()),
+    }))
+    con.register("edited_corpus", pa.table({"shard": ["s1", "s1"], "n_tokens": [3, 3], "n_eligible": [1, 0], "n_changed": [1, 0]}))
+    # The baseline wrote one token after a one-token prefix of x, with P = 0.9.
+    con.register("synthetic_corpus", pa.table({
+        "shard": ["s1"], "doc_id": ["x"], "prefix_tokens": pa.array([1], pa.int32()), "new_tokens": pa.array([1], pa.int32()),
+        "logprobs": pa.array([[math.log(0.9)]], pa.list_(pa.float32())),
+    }))
+    health = build_health_table(con)
+    v = {(r["variant"], r["shard"], r["metric"]): r["value"] for r in health.iter_rows(named=True)}
+    for shard in ("s1", "__all__"):
+        assert v[("raw", shard, "prob_bin_00")] == pytest.approx(0.25)
+        assert v[("raw", shard, "prob_bin_09")] == pytest.approx(0.25)
+        assert v[("raw", shard, "prob_bin_099")] == pytest.approx(0.25)
+        assert v[("synthetic", shard, "prob_bin_09")] == pytest.approx(1.0)
+        assert v[("edited", shard, "eligible_share")] == pytest.approx(1 / 4)
+        assert v[("edited", shard, "changed_share")] == pytest.approx(1 / 4)
+    ppl_x, ppl_y = math.exp(-(math.log(0.5) + math.log(0.995)) / 2), math.exp(-(math.log(0.05) + math.log(0.25)) / 2)
+    assert v[("raw", "__all__", "ppl_p50")] == pytest.approx((ppl_x + ppl_y) / 2, rel=1e-5)
+    assert v[("raw", "__all__", "ppl_p10")] == pytest.approx(ppl_x + 0.1 * (ppl_y - ppl_x), rel=1e-5)
+    assert v[("synthetic", "__all__", "ppl_p50")] == pytest.approx(1 / 0.9, rel=1e-5)
+    assert v[("raw_matched", "__all__", "ppl_p50")] == pytest.approx(2.0, rel=1e-5)  # raw x at position 1 only
+    assert v[("synthetic", "s1", "tail_coverage")] == pytest.approx(1 / 2)  # keeps "a b", loses "b c"
+
+
+def test_health_table_names_missing_views():
+    con = duckdb.connect()
+    con.register("ngram_profile", profile("s1", {"raw": ["a b"]}).to_arrow())
+    with pytest.raises(TleditError, match="token_scores, edited_corpus, synthetic_corpus"):
+        build_health_table(con)
+
+
+def test_perplexity_polygons_share_sums_to_one():
+    ppl = pl.DataFrame({"variant": ["raw"] * 4 + ["synthetic"] * 2, "shard": ["s"] * 6, "ppl": [2.0, 10.0, 50.0, 400.0, 3.0, 4.0]})
+    poly = perplexity_polygons(ppl, bins=8)
+    assert set(poly) == {"raw", "synthetic"}
+    for pts in poly.values():
+        assert len(pts) == 8 and sum(y for _, y in pts) == pytest.approx(1.0)
+        xs = [x for x, _ in pts]
+        assert xs == sorted(xs) and 2.0 <= xs[0] and xs[-1] <= 400.0
 
 
 def test_probability_histogram_hand_checked():

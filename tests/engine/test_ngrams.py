@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import polars as pl
 
-from tledit_pipeline.ngrams import ngram_counts, profile, word_tokens
+import hashlib
+
+from tledit_pipeline.ngrams import BUCKETS, hashed_bucket, ngram_counts, profile, word_tokens
 
 DOCS = ["The cat sat. The cat!", "cat sat", "   "]
 
@@ -24,7 +26,7 @@ def _as_dict(df: pl.DataFrame) -> dict[int, dict[str, int]]:
 
 def test_exact_counts_on_a_hand_checked_example():
     counts = ngram_counts(DOCS)
-    assert counts.columns == ["n", "ngram", "count"]
+    assert counts.columns == ["n", "ngram", "count", "bucket"]
     assert counts.schema["count"] == pl.UInt32
     assert _as_dict(counts) == EXPECTED
 
@@ -78,9 +80,23 @@ def test_empty_input():
 
 def test_profile_long_table():
     df = profile("s1", {"raw": ["a b a"], "edited": ["a c"]}, n_max=2)
-    assert df.columns == ["shard", "variant", "n", "ngram", "count"]
+    assert df.columns == ["shard", "variant", "n", "ngram", "count", "bucket"]
     assert set(df["shard"].to_list()) == {"s1"}
     raw = df.filter(pl.col("variant") == "raw")
     assert _as_dict(raw.drop("shard", "variant")) == {1: {"a": 2, "b": 1}, 2: {"a b": 1, "b a": 1}}
     edited = df.filter(pl.col("variant") == "edited")
     assert _as_dict(edited.drop("shard", "variant")) == {1: {"a": 1, "c": 1}, 2: {"a c": 1}}
+
+
+def test_hashed_buckets_are_dsirs():
+    """Uni- and bigrams carry DSIR's bucket: sha256 of the n-gram string modulo 10,000; trigrams none."""
+    counts = ngram_counts(DOCS)
+    for row in counts.iter_rows(named=True):
+        if row["n"] <= 2:
+            assert row["bucket"] == int(hashlib.sha256(row["ngram"].encode()).hexdigest(), 16) % BUCKETS
+        else:
+            assert row["bucket"] is None
+    assert hashed_bucket(pl.Series(["the cat", "caf\u00e9"]), buckets=7).to_list() == [
+        int(hashlib.sha256(g.encode()).hexdigest(), 16) % 7 for g in ("the cat", "caf\u00e9")
+    ]
+    assert ngram_counts([]).columns == ["n", "ngram", "count", "bucket"]
