@@ -154,7 +154,8 @@ def summary(con, settings: Settings, elapsed: float, keys: list[str]) -> None:
     print(f"  changed share   {changed / max(scored, 1):.2%}  ({changed:,} tokens; {changed / max(eligible, 1):.1%} of eligible)")
     print(f"  time            {elapsed:.1f}s")
     print(f"  DuckDB          {settings.duckdb_path}")
-    print("                  views raw_corpus, token_scores, edited_corpus, ngram_profile; table distribution_health")
+    print("                  views raw_corpus, token_scores, edited_corpus, synthetic_corpus, ngram_profile;"
+          " table distribution_health (tledit health)")
     print(f"  settings        {settings.home / SETTINGS_FILE}")
     print(f"  UI              make ui   (dagster dev, DAGSTER_HOME={settings.dagster_home}) -> http://127.0.0.1:3000")
 

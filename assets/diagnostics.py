@@ -98,7 +98,7 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
         rank_series, "Rank-frequency of words (whole corpus)", "rank", "relative frequency", log_x=True, log_y=True
     )
     ppl_chart = line_chart_svg(
-        perplexity_polygons(ppl.filter(pl.col("shard").is_not_null())),
+        perplexity_polygons(ppl),
         "Per-document perplexity under the prior", "perplexity (log scale)", "share of documents", log_x=True,
     )
     ppl_rows = health.filter(pl.col("metric").str.starts_with("ppl_"))

@@ -258,3 +258,30 @@ def test_corrupt_saved_settings_are_a_clear_error(tmp_path):
     (tmp_path / "settings.json").write_text("{not json")
     with pytest.raises(SettingsError, match="settings.json is not valid JSON"):
         Settings.load(env={"TLEDIT_HOME": str(tmp_path)})
+
+
+def test_synthetic_and_check_settings_from_env_and_overrides(tmp_path):
+    from tledit_pipeline.settings import CheckSettings, SyntheticSettings
+
+    assert Settings.from_env(env={}).synthetic == SyntheticSettings(prefix_tokens=32, max_new_tokens=128, synthetic_sample=0.25)
+    assert Settings.from_env(env={}).checks == CheckSettings(min_tail_coverage=0.98, max_js_divergence=0.01)
+    env = {
+        "TLEDIT_PREFIX_TOKENS": "16", "TLEDIT_MAX_NEW_TOKENS": "64", "TLEDIT_SYNTHETIC_SAMPLE": "0.5",
+        "TLEDIT_SYNTHETIC_SEED": "9", "TLEDIT_SYNTHETIC_BATCH": "4",
+        "TLEDIT_MIN_TAIL_COVERAGE": "0.9", "TLEDIT_MAX_JS_DIVERGENCE": "0.05",
+    }
+    s = Settings.from_env(env=env, prefix_tokens=8)  # a flag beats the variable
+    assert s.synthetic == SyntheticSettings(prefix_tokens=8, max_new_tokens=64, synthetic_sample=0.5, synthetic_seed=9, synthetic_batch=4)
+    assert s.checks == CheckSettings(min_tail_coverage=0.9, max_js_divergence=0.05)
+    # Remembered with the rest, and the version string follows every setting but the batch size.
+    s = s.with_overrides(home=tmp_path)
+    s.save()
+    assert Settings.load(env={"TLEDIT_HOME": str(tmp_path)}).flat() == s.flat()
+    assert s.synthetic.version() != replace(s.synthetic, synthetic_seed=1).version()
+    assert s.synthetic.version() == replace(s.synthetic, synthetic_batch=64).version()
+    with pytest.raises(SettingsError, match="TLEDIT_SYNTHETIC_SAMPLE"):
+        Settings.from_env(env={"TLEDIT_SYNTHETIC_SAMPLE": "half"})
+    with pytest.raises(SettingsError, match="synthetic_sample must be in"):
+        Settings.from_env(env={"TLEDIT_SYNTHETIC_SAMPLE": "0"})
+    with pytest.raises(SettingsError, match="min_tail_coverage"):
+        Settings.from_env(env={}, min_tail_coverage=1.5)
