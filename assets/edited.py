@@ -4,10 +4,9 @@ import dagster as dg
 
 from assets.partitions import shards
 from assets.resources import TleditResource
-from tledit_pipeline.edited import ScoresMismatch, edit_shard
-from tledit_pipeline.lake import partition_digest, partition_file, partition_meta, read_partition, write_partition
+from tledit_pipeline.edited import edit_partition
+from tledit_pipeline.lake import partition_file
 from tledit_pipeline.settings import Settings
-from tledit_pipeline.vocab import read_vocab
 
 ENGINE_VERSION = "1"
 
@@ -25,16 +24,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         """Semi-synthetic text: over-confident tokens resampled, everything else byte-identical."""
         s = tledit.settings()
         key = context.partition_key
-        scored_from = partition_meta(s.home, "token_scores", key)
-        if scored_from.get("raw_digest") != partition_digest(s.home, "raw_corpus", key):
-            raise ScoresMismatch(
-                f"shard {key!r}: token_scores were computed from other raw_corpus bytes; re-materialize token_scores"
-            )
-        raw = read_partition(s.home, "raw_corpus", key, columns=["doc_id", "text"])
-        scores = read_partition(s.home, "token_scores", key)
-        vocab = read_vocab(s.home, scored_from["fingerprint"])
-        table, stats = edit_shard(key, raw, scores, vocab, s.edit)
-        write_partition(s.home, "edited_corpus", key, table, meta={"edit": s.edit.version()})
+        stats = edit_partition(s.home, key, s.edit)
         context.log.info(
             f"edited {stats.documents} docs: {stats.eligible:,} eligible, {stats.changed:,} changed of {stats.scored:,} scored tokens"
         )

@@ -7,12 +7,14 @@ another threshold reads stored scores and never loads the model.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 
 from tledit_pipeline.edit import apply_edit_rule, doc_key
 from tledit_pipeline.errors import TleditError
+from tledit_pipeline.lake import partition_digest, partition_meta, read_partition, write_partition
 from tledit_pipeline.rebuild import rebuild_text
 from tledit_pipeline.settings import EditSettings
 
@@ -126,3 +128,23 @@ def edit_shard(
         changed=int(decision.changed.sum()),
     )
     return table, stats
+
+
+def edit_partition(home: Path, shard: str, settings: EditSettings) -> EditStats:
+    """raw_corpus + token_scores partitions in, edited_corpus partition out; never loads the model.
+
+    Refuses scores computed from other raw bytes than the current raw partition (a stale chain).
+    """
+    from tledit_pipeline.vocab import read_vocab
+
+    scored_from = partition_meta(home, "token_scores", shard)
+    if scored_from.get("raw_digest") != partition_digest(home, "raw_corpus", shard):
+        raise ScoresMismatch(
+            f"shard {shard!r}: token_scores were computed from other raw_corpus bytes; re-materialize token_scores"
+        )
+    raw = read_partition(home, "raw_corpus", shard, columns=["doc_id", "text"])
+    scores = read_partition(home, "token_scores", shard)
+    vocab = read_vocab(home, scored_from["fingerprint"])
+    table, stats = edit_shard(shard, raw, scores, vocab, settings)
+    write_partition(home, "edited_corpus", shard, table, meta={"edit": settings.version()})
+    return stats

@@ -89,12 +89,13 @@ def test_failed_write_leaves_no_partition_and_no_tmp(tmp_path, monkeypatch):
     class Boom(Exception):
         pass
 
-    def failing(table, where, **kw):
-        with open(where, "wb") as fh:
-            fh.write(b"half a file")
+    real_write = lake.pq.ParquetWriter.write_table
+
+    def failing(self, table, *a, **kw):  # writes part of the rows, then the disk fills up
+        real_write(self, table.slice(0, 1))
         raise Boom("disk full")
 
-    monkeypatch.setattr(lake.pq, "write_table", failing)
+    monkeypatch.setattr(lake.pq.ParquetWriter, "write_table", failing)
     with pytest.raises(Boom):
         write_partition(tmp_path, "raw_corpus", "a", _table())
     monkeypatch.undo()
@@ -102,7 +103,7 @@ def test_failed_write_leaves_no_partition_and_no_tmp(tmp_path, monkeypatch):
     assert [f for f in _all_files(tmp_path) if f.endswith(".tmp")] == []
     # A crash while rewriting keeps the previous, complete partition.
     write_partition(tmp_path, "raw_corpus", "a", _table("a", 4))
-    monkeypatch.setattr(lake.pq, "write_table", failing)
+    monkeypatch.setattr(lake.pq.ParquetWriter, "write_table", failing)
     with pytest.raises(Boom):
         write_partition(tmp_path, "raw_corpus", "a", _table("a", 1))
     monkeypatch.undo()
