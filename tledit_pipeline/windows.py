@@ -35,7 +35,7 @@ def plan_windows(doc: int, n_tokens: int, window: int, overlap: int) -> list[Win
 
 # Padding a window may carry in its batch: at most this share of the batch's width, or SMALL tokens.
 MAX_PADDING = 0.10
-SMALL = 8
+SMALL = 2
 
 
 def pack_batches(windows: list[Window], batch_tokens: int) -> list[list[Window]]:
