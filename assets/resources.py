@@ -23,6 +23,9 @@ class TleditResource(dg.ConfigurableResource):
     top_k: int
     beta: float
     seed: int
+    strategy: str = "top_k"
+    top_p: float = 0.9
+    exclude_original: bool = False
     window: int
     overlap: int
     candidates: int

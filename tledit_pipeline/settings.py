@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from tledit_pipeline.errors import TleditError
 
 BUNDLED_MODEL = "bundled:smollm2-135m"
+STRATEGIES = ("top_k", "top_p")
 SETTINGS_FILE = "settings.json"
 
 
@@ -24,12 +25,15 @@ class SettingsError(TleditError, ValueError):
 
 @dataclass(frozen=True)
 class EditSettings:
-    """The edit rule's parameters: threshold p, top-k k, temperature beta, seed."""
+    """The edit rule's parameters: threshold p, top-k k, temperature beta, seed, sampling strategy."""
 
     threshold: float = 0.99
     top_k: int = 8
     beta: float = 1.5
     seed: int = 0
+    strategy: str = "top_k"  # top_k | top_p (see tledit_pipeline.edit)
+    top_p: float = 0.9  # the nucleus mass of strategy top_p
+    exclude_original: bool = False  # never draw the original token again
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -40,10 +44,17 @@ class EditSettings:
             raise SettingsError(f"beta must be > 0, got {self.beta}")
         if self.seed < 0:
             raise SettingsError(f"seed must be >= 0, got {self.seed}")
+        if self.strategy not in STRATEGIES:
+            raise SettingsError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise SettingsError(f"top_p must be in (0, 1], got {self.top_p}")
 
     def version(self) -> str:
-        """Stable string for the edited asset's code version: any change marks it stale."""
-        return f"p={self.threshold!r},k={self.top_k},beta={self.beta!r},seed={self.seed}"
+        """Stable string for the edited asset's code version: any change that alters the output marks it stale."""
+        v = f"p={self.threshold!r},k={self.top_k},beta={self.beta!r},seed={self.seed},strategy={self.strategy}"
+        if self.strategy == "top_p":
+            v += f",top_p={self.top_p!r}"
+        return v + (",exclude_original" if self.exclude_original else "")
 
 
 @dataclass(frozen=True)
@@ -172,6 +183,16 @@ class Settings:
         return cls().with_overrides(**values)
 
 
+def boolean(raw: str) -> bool:
+    """1/true/yes/on or 0/false/no/off, for TLEDIT_* switches."""
+    value = str(raw).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, (var, cast) in _ENV.items():
@@ -195,6 +216,9 @@ _ENV: dict[str, tuple[str, type]] = {
     "top_k": ("TLEDIT_TOP_K", int),
     "beta": ("TLEDIT_BETA", float),
     "seed": ("TLEDIT_SEED", int),
+    "strategy": ("TLEDIT_STRATEGY", str),
+    "top_p": ("TLEDIT_TOP_P", float),
+    "exclude_original": ("TLEDIT_EXCLUDE_ORIGINAL", boolean),
     "window": ("TLEDIT_WINDOW", int),
     "overlap": ("TLEDIT_OVERLAP", int),
     "candidates": ("TLEDIT_CANDIDATES", int),

@@ -258,3 +258,13 @@ def test_corrupt_saved_settings_are_a_clear_error(tmp_path):
     (tmp_path / "settings.json").write_text("{not json")
     with pytest.raises(SettingsError, match="settings.json is not valid JSON"):
         Settings.load(env={"TLEDIT_HOME": str(tmp_path)})
+
+
+def test_strategy_settings_from_env():
+    from tledit_pipeline.settings import Settings, SettingsError
+
+    s = Settings.from_env({"TLEDIT_STRATEGY": "top_p", "TLEDIT_TOP_P": "0.8", "TLEDIT_EXCLUDE_ORIGINAL": "yes"})
+    assert (s.edit.strategy, s.edit.top_p, s.edit.exclude_original) == ("top_p", 0.8, True)
+    assert Settings.from_env({"TLEDIT_EXCLUDE_ORIGINAL": "0"}).edit.exclude_original is False
+    with pytest.raises(SettingsError, match="TLEDIT_EXCLUDE_ORIGINAL='maybe' is not a valid boolean"):
+        Settings.from_env({"TLEDIT_EXCLUDE_ORIGINAL": "maybe"})
