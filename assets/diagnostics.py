@@ -12,7 +12,7 @@ from tledit_pipeline.health import (
     overview_markdown,
     per_shard_markdown,
 )
-from tledit_pipeline.lake import connect, partition_file, partition_meta, read_partition, refresh_views, write_partition
+from tledit_pipeline.lake import partition_file, partition_meta, read_partition, rebuild_database, refresh_views, write_partition
 from tledit_pipeline.ngrams import profile
 
 ENGINE_VERSION = "1"
@@ -41,7 +41,7 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
     """Cross-shard health in DuckDB: views over the lake plus table distribution_health(variant, shard, metric, value)."""
     s = tledit.settings()
     keys = context.instance.get_dynamic_partitions(SHARDS)
-    with connect(s.home, read_only=False) as con:
+    with rebuild_database(s.home) as con:  # a new file renamed into place: parallel runs never lock
         views = refresh_views(con, s.home, keys)
         health = build_health_table(con)
     edit_versions = sorted(
@@ -55,6 +55,7 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
         metadata={
             "duckdb": dg.MetadataValue.path(str(s.duckdb_path)),
             "edit_settings": "; ".join(edit_versions),
+            "registered_shards": ",".join(sorted(keys)),
             "views": ", ".join(views),
             "rows": health.height,
             "shards": health.filter(pl.col("shard") != "__all__").get_column("shard").n_unique(),
