@@ -36,7 +36,17 @@ def ngram_profile(context: dg.AssetExecutionContext, tledit: TleditResource) -> 
     )
 
 
-@dg.asset(group_name="diagnostics", kinds={"duckdb"}, deps=["ngram_profile", "token_scores", "edited_corpus"], code_version=f"health-{ENGINE_VERSION}")
+# Rebuilt once the shards it reads have new materializations and none is still running, so a refresh of
+# many shards (the schedule, the sensor) is followed by one rebuild. `tledit run` builds it itself.
+HEALTH_CONDITION = (
+    (dg.AutomationCondition.missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("shards updated and none in progress")
+
+
+@dg.asset(group_name="diagnostics", kinds={"duckdb"}, deps=["ngram_profile", "token_scores", "edited_corpus"], code_version=f"health-{ENGINE_VERSION}",
+          automation_condition=HEALTH_CONDITION)
 def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
     """Cross-shard health in DuckDB: views over the lake plus table distribution_health(variant, shard, metric, value)."""
     s = tledit.settings()
@@ -67,3 +77,8 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
         }
         | {k: v for k, v in overall.items() if k.split("/")[1] in ("distinct_2", "top64_share", "eligible_share", "changed_share", "prob_bin_099", "ppl_p50")}
     )
+
+
+health_automation = dg.AutomationConditionSensorDefinition(
+    "health_automation", target=["distribution_health"], default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=60
+)

@@ -19,6 +19,7 @@ class TleditResource(dg.ConfigurableResource):
     model: str
     text_field: str
     model_cache: Optional[str] = None
+    refresh_cron: str = "@daily"
     threshold: float
     top_k: int
     beta: float

@@ -94,6 +94,7 @@ class Settings:
     model: str = BUNDLED_MODEL
     text_field: str = "text"
     model_cache: Path | None = None  # where converted models live; default <home>/models
+    refresh_cron: str = "@daily"  # when the refresh schedule materializes whatever is missing or stale
     edit: EditSettings = field(default_factory=EditSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
 
@@ -125,7 +126,8 @@ class Settings:
         """Every setting by its flag name: the form saved in <home>/settings.json and given to resources."""
         d: dict[str, Any] = {"home": str(self.home), "source": self.source, "model": self.model,
                              "text_field": self.text_field,
-                             "model_cache": str(self.model_cache) if self.model_cache else None}
+                             "model_cache": str(self.model_cache) if self.model_cache else None,
+                             "refresh_cron": self.refresh_cron}
         return d | asdict(self.edit) | asdict(self.scoring)
 
     def save(self) -> Path:
@@ -212,6 +214,7 @@ _ENV: dict[str, tuple[str, type]] = {
     "model": ("TLEDIT_MODEL", str),
     "text_field": ("TLEDIT_TEXT_FIELD", str),
     "model_cache": ("TLEDIT_MODEL_CACHE", Path),
+    "refresh_cron": ("TLEDIT_REFRESH_CRON", str),
     "threshold": ("TLEDIT_THRESHOLD", float),
     "top_k": ("TLEDIT_TOP_K", int),
     "beta": ("TLEDIT_BETA", float),
