@@ -25,7 +25,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         read = read_shard(shard, s.text_field)
         write_partition(
             s.home, "raw_corpus", shard.key, read.accepted,
-            meta={"source_file": shard.path.name, "text_field": s.text_field, "source_columns": read.columns},
+            meta={"source_file": shard.path.name, "text_field": s.text_field, "source_columns": list(read.columns.items())},  # pairs: the footer JSON sorts keys
         )
         write_partition(s.home, "rejected_documents", shard.key, read.rejected)
         texts = read.accepted.column("text").to_pylist()

@@ -45,10 +45,8 @@ def edited_in_source_schema(home: Path, shard: str, edit_version: str | None = N
     edited = read_partition(home, "edited_corpus", shard, columns=["doc_id", "text"])
     if raw.column("doc_id").to_pylist() != edited.column("doc_id").to_pylist():
         raise ExportError(f"shard {shard!r}: edited_corpus does not match raw_corpus; run `tledit run`")
-    columns: dict[str, str] = meta["source_columns"]  # source name -> name in raw_corpus
-    return pa.table(
-        {src: (edited.column("text") if name == "text" else raw.column(name)) for src, name in columns.items()}
-    )
+    columns = meta["source_columns"]  # [source name, name in raw_corpus], in the file's order
+    return pa.table({src: (edited.column("text") if name == "text" else raw.column(name)) for src, name in columns})
 
 
 def _json_default(value):

@@ -23,6 +23,30 @@ class SettingsError(TleditError, ValueError):
     """A setting has a value the pipeline cannot use; the message names the variable."""
 
 
+def data_dir(value: str | os.PathLike) -> Path:
+    """The data directory as a local path: a plain path, or an fsspec URL that resolves to the local disk.
+
+    `file:///srv/tledit` works today. Object stores (s3://, gs://, ...) need the lake, the DuckDB file and
+    the Dagster home split apart first; docs/deploy.md says how, and such URLs are refused here by name.
+    """
+    text = os.fspath(value)
+    if "://" not in text:
+        return Path(text).expanduser().absolute()
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(text)
+    except (ImportError, ValueError) as exc:
+        raise SettingsError(f"TLEDIT_HOME={text!r}: {exc}") from None
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol not in ("file", "local"):
+        raise SettingsError(
+            f"TLEDIT_HOME={text!r}: the data directory must be on the local disk (file:// or a path) for now; "
+            "object stores are described in docs/deploy.md"
+        )
+    return Path(path).absolute()
+
+
 @dataclass(frozen=True)
 class EditSettings:
     """The edit rule's parameters: threshold p, top-k k, temperature beta, seed, sampling strategy."""
@@ -99,7 +123,7 @@ class Settings:
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "home", Path(self.home).expanduser().absolute())
+        object.__setattr__(self, "home", data_dir(self.home))
         if self.model_cache is not None:
             object.__setattr__(self, "model_cache", Path(self.model_cache).expanduser().absolute())
         if self.edit.top_k > self.scoring.candidates:
@@ -143,7 +167,7 @@ class Settings:
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Defaults, then <home>/settings.json (the last `tledit run`), then TLEDIT_* variables, then overrides."""
         env = os.environ if env is None else env
-        home = Path(overrides.get("home") or env.get("TLEDIT_HOME") or cls.home).expanduser()
+        home = data_dir(overrides.get("home") or env.get("TLEDIT_HOME") or cls.home)
         saved: dict[str, Any] = {}
         if (home / SETTINGS_FILE).exists():
             try:
@@ -209,7 +233,7 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 _ENV: dict[str, tuple[str, type]] = {
-    "home": ("TLEDIT_HOME", Path),
+    "home": ("TLEDIT_HOME", str),
     "source": ("TLEDIT_SOURCE", str),
     "model": ("TLEDIT_MODEL", str),
     "text_field": ("TLEDIT_TEXT_FIELD", str),
