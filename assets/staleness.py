@@ -72,11 +72,15 @@ def plan(instance: dg.DagsterInstance, asset_graph, settings: Settings, shards: 
 
 def health_out_of_date(instance: dg.DagsterInstance, asset_graph, keys: Sequence[str]) -> str:
     """Why distribution_health needs a rebuild ('' when it is current): missing, new code, or newer shards."""
-    status = resolver(instance, asset_graph).get_status(HEALTH)
+    res = resolver(instance, asset_graph)
+    status = res.get_status(HEALTH)
     if status == StaleStatus.MISSING:
         return "distribution_health missing"
     if status == StaleStatus.STALE:
-        return "distribution_health has a new code version"
+        causes = res.get_stale_causes(HEALTH)
+        dep = causes[0].dependency if causes else None
+        where = f" ({dep.asset_key.to_user_string()} {dep.partition_key or ''})".rstrip(" )") + ")" if dep else ""
+        return f"distribution_health {causes[0].reason}{where}" if causes else "distribution_health stale"
     built = instance.get_latest_materialization_event(HEALTH)
     newest = max(
         (e.timestamp for name in PER_SHARD if (e := instance.get_latest_materialization_event(dg.AssetKey(name)))),
