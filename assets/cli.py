@@ -42,7 +42,16 @@ def prepare_instance(settings: Settings):
     os.environ["DAGSTER_HOME"] = str(home)
     from dagster import DagsterInstance
 
-    return DagsterInstance.get()
+    # Two `tledit run`s starting at once on a new home would both create the instance's SQLite schema
+    # ("table ... already exists"): the first open is serialized by a lock file; later opens just wait briefly.
+    with open(home / ".instance.lock", "a") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # not POSIX: no concurrent runs protection, as before
+            pass
+        return DagsterInstance.get()
 
 
 def _materialize(defs, instance, selection: list[str], partition_key: str | None = None):
