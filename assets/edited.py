@@ -1,9 +1,11 @@
 """edited_corpus: the edit rule applied to stored scores. Never loads the model."""
 
+import time
+
 import dagster as dg
 
 from assets.partitions import shards
-from assets.resources import TleditResource
+from assets.resources import TleditResource, reporter
 from tledit_pipeline.edited import edit_partition
 from tledit_pipeline.lake import partition_file
 from tledit_pipeline.settings import Settings
@@ -17,16 +19,20 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         group_name="corpus",
         kinds={"parquet"},
         deps=["raw_corpus", "token_scores"],
-        # The edit settings are part of the code version: changing p, k, beta or seed marks it stale.
+        # The edit settings are part of the code version: changing p, k, beta, seed or strategy marks it stale.
         code_version=f"edited-{ENGINE_VERSION}|{settings.edit.version()}",
     )
     def edited_corpus(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
         """Semi-synthetic text: over-confident tokens resampled, everything else byte-identical."""
         s = tledit.settings()
         key = context.partition_key
+        t0 = time.perf_counter()
         stats = edit_partition(s.home, key, s.edit)
-        context.log.info(
-            f"edited {stats.documents} docs: {stats.eligible:,} eligible, {stats.changed:,} changed of {stats.scored:,} scored tokens"
+        seconds = time.perf_counter() - t0
+        reporter(context)(
+            f"edited {stats.documents} docs, {stats.tokens:,} tokens in {seconds:.2f}s "
+            f"({stats.documents / max(seconds, 1e-9):,.0f} docs/s, {stats.tokens / max(seconds, 1e-9):,.0f} tokens/s): "
+            f"{stats.eligible:,} eligible, {stats.changed:,} changed of {stats.scored:,} scored tokens"
         )
         return dg.MaterializeResult(
             metadata={
@@ -38,6 +44,8 @@ def build(settings: Settings) -> dg.AssetsDefinition:
                 "changed_share": round(stats.changed_share, 5),
                 "changed_of_eligible": round(stats.changed_of_eligible, 5),
                 "edit_settings": s.edit.version(),
+                "strategy": s.edit.strategy,
+                "reedit_tokens_per_s": round(stats.tokens / max(seconds, 1e-9), 1),
                 "path": dg.MetadataValue.path(str(partition_file(s.home, "edited_corpus", key))),
             }
         )

@@ -1,8 +1,9 @@
 """The parquet lake under the data directory and the DuckDB file that views it.
 
 Partition runs write one parquet file per (asset, shard) through a temporary name and an atomic rename,
-so a crashed run never leaves a half partition visible. Only unpartitioned steps open the DuckDB file
-for writing; that keeps parallel partition runs free of DuckDB's single-writer lock.
+so a crashed run never leaves a half partition visible. Only unpartitioned steps write the DuckDB file,
+and they never write it in place: `rebuild_database` builds a new file and renames it over the old one.
+So parallel runs never meet DuckDB's single-writer lock, and readers (read-only) never wait for a writer.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import hashlib
 import json
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -97,7 +99,9 @@ def open_partition(home: Path, asset: str, shard: str) -> pq.ParquetFile:
 
 def read_partition(home: Path, asset: str, shard: str, columns: list[str] | None = None) -> pa.Table:
     """One partition's table; a missing one is a clear error naming the asset and shard."""
-    return open_partition(home, asset, shard).read(columns=columns)
+    # ParquetFile, not read_table: one file needs no dataset layer (whose import costs a second, pandas included).
+    with open_partition(home, asset, shard) as fh:
+        return fh.read(columns=columns)
 
 
 def file_digest(path: Path) -> str:
@@ -151,8 +155,34 @@ def refresh_views(con: duckdb.DuckDBPyConnection, home: Path, shards: Sequence[s
     return made
 
 
+DUCKDB_FILE = "tledit.duckdb"
+
+
+@contextmanager
+def rebuild_database(home: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to a fresh DuckDB file that replaces <home>/tledit.duckdb atomically on success.
+
+    Everything in the file is derived (views over the lake, the health table), so it is rebuilt, not
+    updated: two runs building it at once each write their own file and the last rename wins.
+    """
+    target = Path(home) / DUCKDB_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{DUCKDB_FILE}.{uuid.uuid4().hex}.tmp")
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            yield con
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+
+
 def connect(home: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-    path = Path(home) / "tledit.duckdb"
+    path = Path(home) / DUCKDB_FILE
     if read_only and not path.exists():
         raise FileNotFoundError(f"no DuckDB file at {path}; run `tledit run` first")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -189,3 +189,29 @@ def test_connect(tmp_path):
     ro = connect(tmp_path / "home")
     assert ro.execute("SELECT count(*) FROM raw_corpus").fetchone()[0] == 3
     ro.close()
+
+
+def test_rebuild_database_replaces_the_file_while_a_reader_holds_it(tmp_path):
+    import duckdb
+
+    from tledit_pipeline.lake import connect, rebuild_database
+
+    with rebuild_database(tmp_path) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS v")
+    reader = connect(tmp_path, read_only=True)
+    with rebuild_database(tmp_path) as con:  # no lock error: the new database is another file
+        con.execute("CREATE TABLE t AS SELECT 2 AS v")
+    assert reader.execute("SELECT v FROM t").fetchone() == (1,)  # the reader keeps its snapshot
+    reader.close()
+    with connect(tmp_path, read_only=True) as fresh:
+        assert fresh.execute("SELECT v FROM t").fetchone() == (2,)
+    assert [p.name for p in tmp_path.iterdir()] == ["tledit.duckdb"]
+    try:
+        with rebuild_database(tmp_path) as con:
+            con.execute("CREATE TABLE t AS SELECT 3 AS v")
+            raise RuntimeError("build failed")
+    except RuntimeError:
+        pass
+    with duckdb.connect(str(tmp_path / "tledit.duckdb"), read_only=True) as fresh:
+        assert fresh.execute("SELECT v FROM t").fetchone() == (2,)  # a failed build leaves the old file
+    assert [p.name for p in tmp_path.iterdir()] == ["tledit.duckdb"]
