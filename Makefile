@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 # The bundled prior is converted once and shared by the demo and the tests.
 export TLEDIT_MODEL_CACHE ?= $(TLEDIT_HOME)/models
 
-.PHONY: install demo test ui validate clean
+.PHONY: install demo test bench ui validate clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ demo: install
 
 test: install
 	$(BIN)/pytest
+
+# Scoring throughput against the model's forward, a naive loop and the matmul roofline; last line is JSON.
+bench: install
+	$(BIN)/python -m tledit_pipeline.bench $(BENCH_ARGS)
 
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml

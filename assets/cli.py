@@ -39,7 +39,8 @@ HEALTH_FLAGS = {
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    flags = {k: getattr(args, k, None) for k in ("home", "source", "model", "text_field", "threshold", "top_k", "beta", "seed", "device", "dtype")}
+    flags = {k: getattr(args, k, None) for k in ("home", "source", "model", "text_field", "threshold", "top_k", "beta", "seed",
+                                                 "strategy", "top_p", "exclude_original", "device", "dtype")}
     flags |= {k: getattr(args, k, None) for k in HEALTH_FLAGS}
     return Settings.load(**flags)
 
@@ -53,7 +54,16 @@ def prepare_instance(settings: Settings):
     os.environ["DAGSTER_HOME"] = str(home)
     from dagster import DagsterInstance
 
-    return DagsterInstance.get()
+    # Two `tledit run`s starting at once on a new home would both create the instance's SQLite schema
+    # ("table ... already exists"): the first open is serialized by a lock file; later opens just wait briefly.
+    with open(home / ".instance.lock", "a") as lock:
+        try:
+            import fcntl
+
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except ImportError:  # not POSIX: no concurrent runs protection, as before
+            pass
+        return DagsterInstance.get()
 
 
 def _materialize(defs, instance, selection: list[str], partition_key: str | None = None):
@@ -87,8 +97,10 @@ def _root_cause(result) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Materialize only what is missing or stale (the UI's "materialize changed and missing")."""
     from assets.definitions import build_defs
     from assets.partitions import PER_SHARD, SHARDS
+    from assets.staleness import health_out_of_date, plan
     from tledit_pipeline.lake import connect
     from tledit_pipeline.source import discover_shards
 
@@ -108,32 +120,47 @@ def cmd_run(args: argparse.Namespace) -> int:
     if new:
         instance.add_dynamic_partitions(SHARDS, new)
     e = settings.edit
-    print(f"tledit: {len(found)} shard(s) from {settings.source} -> {settings.home}  (p={e.threshold}, k={e.top_k}, beta={e.beta}, seed={e.seed})", flush=True)
+    print(f"tledit: {len(found)} shard(s) from {settings.source} -> {settings.home}  ({e.version()})", flush=True)
     defs = build_defs(settings)
+    graph = defs.resolve_asset_graph()
     t0 = time.perf_counter()
+    if args.force:
+        work = {s.key: (tuple(PER_SHARD), "--force") for s in found}
+    else:
+        work = {w.key: (w.assets, w.reason) for w in plan(instance, graph, settings, found)}
+    todo = [k for k, (assets, _) in work.items() if assets]
+    print(f"plan: {len(todo)} of {len(found)} shard(s) missing or stale, {len(found) - len(todo)} up to date", flush=True)
     failed: dict[str, str] = {}  # shard key -> what went wrong
-    for i, shard in enumerate(found, 1):
+    done_assets: list[str] = []
+    for i, key in enumerate(todo, 1):
+        assets, reason = work[key]
         t = time.perf_counter()
-        print(f"[{i}/{len(found)}] {shard.key}: materializing {', '.join(PER_SHARD)}", flush=True)
+        print(f"[{i}/{len(todo)}] {key}: materializing {', '.join(assets)}  ({reason})", flush=True)
         try:
-            _materialize(defs, instance, PER_SHARD, shard.key)
+            _materialize(defs, instance, list(assets), key)
         except RunFailed as exc:  # one bad shard does not stop the others
-            failed[shard.key] = str(exc)
-            print(f"[{i}/{len(found)}] {shard.key}: FAILED: {exc}", file=sys.stderr, flush=True)
+            failed[key] = str(exc)
+            print(f"[{i}/{len(todo)}] {key}: FAILED: {exc}", file=sys.stderr, flush=True)
             continue
-        print(f"[{i}/{len(found)}] {shard.key}: done in {time.perf_counter() - t:.1f}s", flush=True)
+        done_assets += assets
+        print(f"[{i}/{len(todo)}] {key}: done in {time.perf_counter() - t:.1f}s", flush=True)
     done = [s.key for s in found if s.key not in failed]
     if done:
-        print("distribution_health: building DuckDB views and health table", flush=True)
-        _materialize(defs, instance, ["distribution_health"])
+        why = health_out_of_date(instance, graph, instance.get_dynamic_partitions(SHARDS))
+        if why:
+            print(f"distribution_health: building DuckDB views and health table  ({why})", flush=True)
+            _materialize(defs, instance, ["distribution_health"])
+            done_assets.append("distribution_health")
+        else:
+            print("distribution_health: up to date", flush=True)
         with connect(settings.home, read_only=True) as con:
-            summary(con, settings, time.perf_counter() - t0, done)
+            summary(con, settings, time.perf_counter() - t0, done, done_assets)
     if failed:
         raise RunFailed(f"{len(failed)} of {len(found)} shard(s) failed:\n  " + "\n  ".join(failed.values()))
     return 0
 
 
-def summary(con, settings: Settings, elapsed: float, keys: list[str]) -> None:
+def summary(con, settings: Settings, elapsed: float, keys: list[str], materialized: list[str] | None = None) -> None:
     """What a person wants after a run: counts, shares, and where to look next."""
     docs, rejected = con.execute(
         "SELECT (SELECT count(*) FROM raw_corpus WHERE list_contains($keys, shard)),"
@@ -152,6 +179,10 @@ def summary(con, settings: Settings, elapsed: float, keys: list[str]) -> None:
     print(f"  tokens          {tokens:,}")
     print(f"  eligible share  {eligible / max(scored, 1):.2%}  (P >= {settings.edit.threshold})")
     print(f"  changed share   {changed / max(scored, 1):.2%}  ({changed:,} tokens; {changed / max(eligible, 1):.1%} of eligible)")
+    if materialized is not None:
+        counts = {a: materialized.count(a) for a in dict.fromkeys(materialized)}
+        did = ", ".join(f"{a} x{n}" if n > 1 else a for a, n in counts.items()) or "nothing (all up to date)"
+        print(f"  materialized    {did}")
     print(f"  time            {elapsed:.1f}s")
     print(f"  DuckDB          {settings.duckdb_path}")
     print("                  views raw_corpus, token_scores, edited_corpus, synthetic_corpus, ngram_profile;"
@@ -189,6 +220,57 @@ def cmd_health(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preview(args: argparse.Namespace) -> int:
+    """One text scored and edited with the current settings, token by token (nothing is stored)."""
+    from pathlib import Path
+
+    from tledit_pipeline.preview import preview, render
+    from tledit_pipeline.prior import cached_prior
+
+    if (args.text is None) == (args.file is None):
+        raise TleditError("give the text to preview, or --file F (one of the two)")
+    if args.file is not None:
+        try:
+            text = Path(args.file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise TleditError(f"cannot read {args.file}: {exc}") from None
+    else:
+        text = args.text
+    if not text.strip():
+        raise TleditError("nothing to preview: the text is empty")
+    settings = _settings(args)
+    prior = cached_prior(settings.model, str(settings.models_dir), settings.scoring.device, settings.scoring.dtype)
+    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    print(f"prior {settings.model}  ({settings.edit.version()})")
+    print(render(preview(prior, text, settings), settings.edit.threshold, colour=colour))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """The edited corpus in the source's schema, one file per shard (rejected rows are not exported)."""
+    from pathlib import Path
+
+    from tledit_pipeline.export import export_shard
+    from tledit_pipeline.source import discover_shards
+
+    settings = _settings(args)
+    keys = [s.key for s in discover_shards(settings.source, settings.home)]
+    if args.shard:
+        unknown = set(args.shard) - set(keys)
+        if unknown:
+            raise TleditError(f"unknown shard(s) {sorted(unknown)}; the source has {keys}")
+        keys = [k for k in keys if k in args.shard]
+    out = Path(args.out).expanduser().absolute()
+    total = 0
+    for key in keys:
+        path, rows = export_shard(settings.home, key, out, args.format, settings.edit.version())
+        total += rows
+        print(f"{key}: {rows:,} documents -> {path}", flush=True)
+    print(f"exported {total:,} edited documents from {len(keys)} shard(s) to {out} ({args.format}; "
+          f"text field {settings.text_field!r}; rejected rows are not exported)")
+    return 0
+
+
 def cmd_shards(args: argparse.Namespace) -> int:
     from tledit_pipeline.source import discover_shards
 
@@ -215,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tledit", description="Token-Level Editing (ToEdit) as a Dagster pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, fn, help_ in (
-        ("run", cmd_run, "register shards and materialize the whole graph in process"),
+        ("run", cmd_run, "materialize what is missing or stale (new shards, changed files, changed settings)"),
+        ("preview", cmd_preview, "show one text's token probabilities and its edit under the current settings"),
+        ("export", cmd_export, "write the edited corpus in the source's schema, one file per shard"),
         ("shards", cmd_shards, "list the shards found at the source"),
         ("ui", cmd_ui, "open the Dagster UI (dagster dev) on this data directory's instance"),
         ("health", cmd_health, "print the whole corpus's distribution health (raw, edited, synthetic)"),
@@ -228,20 +312,37 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if name == "health":
             continue
-        p.add_argument("--source", help="'sample', a folder, a glob or a file (TLEDIT_SOURCE)")
-        p.add_argument("--text-field", help="field holding the text (TLEDIT_TEXT_FIELD, default text)")
+        if name == "preview":
+            p.add_argument("text", nargs="?", help="the text to preview")
+            p.add_argument("--file", help="preview this file's text instead")
+        else:
+            p.add_argument("--source", help="'sample', a folder, a glob or a file (TLEDIT_SOURCE)")
+            p.add_argument("--text-field", "--field", dest="text_field",
+                           help="field holding the text to edit; other fields pass through (TLEDIT_TEXT_FIELD, default text)")
         if name == "shards":
+            continue
+        if name == "export":
+            p.add_argument("--out", required=True, help="output folder (one file per shard)")
+            p.add_argument("--format", choices=["jsonl.gz", "parquet"], default="jsonl.gz", help="default jsonl.gz")
+            p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
+        if name in ("export", "shards"):
             continue
         p.add_argument("--model", help="prior: bundled default, a Hugging Face id or a folder (TLEDIT_MODEL)")
         p.add_argument("--threshold", type=float, help="threshold p (TLEDIT_THRESHOLD, default 0.99)")
         p.add_argument("--top-k", type=int, help="top-k k (TLEDIT_TOP_K, default 8)")
         p.add_argument("--beta", type=float, help="temperature beta (TLEDIT_BETA, default 1.5)")
         p.add_argument("--seed", type=int, help="seed (TLEDIT_SEED, default 0)")
+        p.add_argument("--strategy", choices=["top_k", "top_p"], help="resampling strategy (TLEDIT_STRATEGY, default top_k)")
+        p.add_argument("--top-p", type=float, help="nucleus mass of strategy top_p (TLEDIT_TOP_P, default 0.9)")
+        p.add_argument("--exclude-original", action=argparse.BooleanOptionalAction, default=None,
+                       help="never draw the original token again (TLEDIT_EXCLUDE_ORIGINAL, default off)")
         p.add_argument("--device", help="auto | cpu | cuda (TLEDIT_DEVICE)")
         p.add_argument("--dtype", help="auto | float32 | bfloat16 (TLEDIT_DTYPE)")
-        p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
-        for flag, (kind, help_) in HEALTH_FLAGS.items():
-            p.add_argument("--" + flag.replace("_", "-"), type=kind, help=help_)
+        if name == "run":
+            p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
+            p.add_argument("--force", action="store_true", help="re-materialize every shard, not only missing or stale ones")
+            for flag, (kind, help_) in HEALTH_FLAGS.items():
+                p.add_argument("--" + flag.replace("_", "-"), type=kind, help=help_)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("tledit").setLevel(logging.INFO)

@@ -6,7 +6,7 @@ import warnings
 
 import dagster as dg
 
-from assets import checks, diagnostics, edited, raw, scores, sensors, synthetic
+from assets import checks, diagnostics, edited, raw, schedules, scores, sensors, synthetic
 from assets.partitions import PER_SHARD  # noqa: F401  (re-exported for the CLI and tests)
 from assets.resources import PriorResource, TleditResource
 from tledit_pipeline.settings import Settings
@@ -36,7 +36,8 @@ def build_defs(settings: Settings | None = None) -> dg.Definitions:
         assets=build_assets(settings),
         asset_checks=checks.CHECKS,
         resources=build_resources(settings),
-        sensors=[sensors.shard_sensor],
+        sensors=[sensors.shard_sensor, diagnostics.health_automation],
+        schedules=[schedules.build(settings)],
     )
 
 

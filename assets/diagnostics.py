@@ -16,7 +16,7 @@ from tledit_pipeline.health import (
     profile_health,
     rank_frequency,
 )
-from tledit_pipeline.lake import connect, partition_file, partition_meta, read_partition, refresh_views, write_partition
+from tledit_pipeline.lake import partition_file, partition_meta, read_partition, rebuild_database, refresh_views, write_partition
 from tledit_pipeline.ngrams import profile
 
 ENGINE_VERSION = "2"
@@ -71,17 +71,27 @@ def ngram_profile(context: dg.AssetExecutionContext, tledit: TleditResource) -> 
     )
 
 
+# Rebuilt once the shards it reads have new materializations and none is still running, so a refresh of
+# many shards (the schedule, the sensor) is followed by one rebuild. `tledit run` builds it itself.
+HEALTH_CONDITION = (
+    (dg.AutomationCondition.missing() | dg.AutomationCondition.any_deps_updated()).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("shards updated and none in progress")
+
+
 @dg.asset(
     group_name="diagnostics",
     kinds={"duckdb"},
     deps=["ngram_profile", "token_scores", "edited_corpus", "synthetic_corpus"],
     code_version=f"health-{ENGINE_VERSION}",
+    automation_condition=HEALTH_CONDITION,
 )
 def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
     """Cross-shard health in DuckDB: views over the lake plus table distribution_health(variant, shard, metric, value)."""
     s = tledit.settings()
     keys = context.instance.get_dynamic_partitions(SHARDS)
-    with connect(s.home, read_only=False) as con:
+    with rebuild_database(s.home) as con:  # a new file renamed into place: parallel runs never lock
         views = refresh_views(con, s.home, keys)
         health = build_health_table(con)
         zipf = rank_frequency(con, n=1)
@@ -108,6 +118,7 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
             "duckdb": dg.MetadataValue.path(str(s.duckdb_path)),
             "edit_settings": "; ".join(versions["edited_corpus"]),
             "synthetic_settings": "; ".join(versions["synthetic_corpus"]),
+            "registered_shards": ",".join(sorted(keys)),
             "views": ", ".join(views),
             "rows": health.height,
             "shards": health.filter(pl.col("shard") != "__all__").get_column("shard").n_unique(),
@@ -130,3 +141,8 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
         }
         | overall
     )
+
+
+health_automation = dg.AutomationConditionSensorDefinition(
+    "health_automation", target=["distribution_health"], default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=60
+)

@@ -1,13 +1,14 @@
 """edited_corpus: the edit rule applied to stored scores. Never loads the model."""
 
+import time
+
 import dagster as dg
 
 from assets.partitions import shards
-from assets.resources import TleditResource
-from tledit_pipeline.edited import ScoresMismatch, edit_shard
-from tledit_pipeline.lake import partition_digest, partition_file, partition_meta, read_partition, write_partition
+from assets.resources import TleditResource, reporter
+from tledit_pipeline.edited import edit_partition
+from tledit_pipeline.lake import partition_file
 from tledit_pipeline.settings import Settings
-from tledit_pipeline.vocab import read_vocab
 
 ENGINE_VERSION = "1"
 
@@ -18,25 +19,20 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         group_name="corpus",
         kinds={"parquet"},
         deps=["raw_corpus", "token_scores"],
-        # The edit settings are part of the code version: changing p, k, beta or seed marks it stale.
+        # The edit settings are part of the code version: changing p, k, beta, seed or strategy marks it stale.
         code_version=f"edited-{ENGINE_VERSION}|{settings.edit.version()}",
     )
     def edited_corpus(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
         """Semi-synthetic text: over-confident tokens resampled, everything else byte-identical."""
         s = tledit.settings()
         key = context.partition_key
-        scored_from = partition_meta(s.home, "token_scores", key)
-        if scored_from.get("raw_digest") != partition_digest(s.home, "raw_corpus", key):
-            raise ScoresMismatch(
-                f"shard {key!r}: token_scores were computed from other raw_corpus bytes; re-materialize token_scores"
-            )
-        raw = read_partition(s.home, "raw_corpus", key, columns=["doc_id", "text"])
-        scores = read_partition(s.home, "token_scores", key)
-        vocab = read_vocab(s.home, scored_from["fingerprint"])
-        table, stats = edit_shard(key, raw, scores, vocab, s.edit)
-        write_partition(s.home, "edited_corpus", key, table, meta={"edit": s.edit.version()})
-        context.log.info(
-            f"edited {stats.documents} docs: {stats.eligible:,} eligible, {stats.changed:,} changed of {stats.scored:,} scored tokens"
+        t0 = time.perf_counter()
+        stats = edit_partition(s.home, key, s.edit)
+        seconds = time.perf_counter() - t0
+        reporter(context)(
+            f"edited {stats.documents} docs, {stats.tokens:,} tokens in {seconds:.2f}s "
+            f"({stats.documents / max(seconds, 1e-9):,.0f} docs/s, {stats.tokens / max(seconds, 1e-9):,.0f} tokens/s): "
+            f"{stats.eligible:,} eligible, {stats.changed:,} changed of {stats.scored:,} scored tokens"
         )
         return dg.MaterializeResult(
             metadata={
@@ -48,6 +44,8 @@ def build(settings: Settings) -> dg.AssetsDefinition:
                 "changed_share": round(stats.changed_share, 5),
                 "changed_of_eligible": round(stats.changed_of_eligible, 5),
                 "edit_settings": s.edit.version(),
+                "strategy": s.edit.strategy,
+                "reedit_tokens_per_s": round(stats.tokens / max(seconds, 1e-9), 1),
                 "path": dg.MetadataValue.path(str(partition_file(s.home, "edited_corpus", key))),
             }
         )

@@ -8,7 +8,7 @@ from tledit_pipeline.lake import partition_file, write_partition
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.source import file_fingerprint, find_shard, read_shard
 
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"  # 2: the source schema is recorded for `tledit export`
 
 
 def build(settings: Settings) -> dg.AssetsDefinition:
@@ -23,7 +23,10 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         s = tledit.settings()
         shard = find_shard(s.source, s.home, context.partition_key)
         read = read_shard(shard, s.text_field)
-        write_partition(s.home, "raw_corpus", shard.key, read.accepted)
+        write_partition(
+            s.home, "raw_corpus", shard.key, read.accepted,
+            meta={"source_file": shard.path.name, "text_field": s.text_field, "source_columns": list(read.columns.items())},  # pairs: the footer JSON sorts keys
+        )
         write_partition(s.home, "rejected_documents", shard.key, read.rejected)
         texts = read.accepted.column("text").to_pylist()
         return dg.MaterializeResult(

@@ -19,10 +19,14 @@ class TleditResource(dg.ConfigurableResource):
     model: str
     text_field: str
     model_cache: Optional[str] = None
+    refresh_cron: str = "@daily"
     threshold: float
     top_k: int
     beta: float
     seed: int
+    strategy: str = "top_k"
+    top_p: float = 0.9
+    exclude_original: bool = False
     window: int
     overlap: int
     candidates: int

@@ -1,14 +1,13 @@
 """token_scores: the prior's teacher-forced log-probs and top-k candidates for every token."""
 
 import dagster as dg
-import numpy as np
 
 from assets.partitions import shards
 from assets.resources import PriorResource, TleditResource, reporter
-from tledit_pipeline.health import histogram_chart, probability_histogram
-from tledit_pipeline.lake import partition_digest, partition_file, read_partition, write_partition
+from tledit_pipeline.health import histogram_chart
+from tledit_pipeline.lake import partition_digest, partition_file
 from tledit_pipeline.prior import describe
-from tledit_pipeline.scoring import score_table
+from tledit_pipeline.scoring import score_partition
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.vocab import write_vocab
 
@@ -28,30 +27,29 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         """One teacher-forced pass of the prior; long documents in overlapping windows, nothing truncated."""
         s = tledit.settings()
         key = context.partition_key
-        raw = read_partition(s.home, "raw_corpus", key, columns=["doc_id", "text"])
         model = prior.load()
-        table, stats = score_table(model, key, raw, s.scoring, report=reporter(context))
         vocab = write_vocab(s.home, model)
         info = describe(model) | {
             "vocab": vocab.name,
             "scoring": s.scoring.version(),
             "raw_digest": partition_digest(s.home, "raw_corpus", key),
         }
-        write_partition(s.home, "token_scores", key, table, meta=info)
-        lp = table.column("logprob").to_numpy(zero_copy_only=False).astype(np.float32)
-        hist = probability_histogram(lp)
+        # Streamed: raw documents are read, scored and written chunk by chunk.
+        stats = score_partition(model, s.home, key, s.scoring, meta=info, report=reporter(context))
+        hist = stats.shares
         return dg.MaterializeResult(
             metadata={
                 "documents": stats.documents,
                 "tokens": stats.tokens,
                 "windows": stats.windows,
                 "batches": stats.batches,
-                "padding_share": round(1 - stats.fed_tokens / max(stats.padded_tokens, 1), 4),
+                "padding_share": round(stats.padding_share, 4),
                 "tokens_per_s": round(stats.tokens / max(stats.seconds, 1e-9), 1),
                 "inexact_documents": stats.inexact_documents,
                 "share_p_ge_0.99": round(hist.get("prob_bin_099", 0.0), 4),
                 "device": model.device,
                 "dtype": model.dtype,
+                "threads": stats.threads,
                 "model": model.name,
                 "prior_fingerprint": model.fingerprint,
                 "probability_histogram": dg.MetadataValue.md(histogram_chart(hist)),

@@ -2,7 +2,12 @@
 
 For token x_i with prior probability P(x_i | x_<i) from one teacher-forced pass over the ORIGINAL text:
     eligible  = i > 0 and the token is whole text and P >= p          (threshold p, default 0.99)
-    edited    = a draw from softmax(top-k logprob / beta) over the prior's top-k candidates at i
+    edited    = a draw from softmax(logprob / beta) over the prior's candidates at i, by strategy:
+                  top_k  the first k stored candidates (the paper's setting, the default)
+                  top_p  the nucleus: the fewest stored candidates, best first, whose tempered mass
+                         reaches top_p (0.9 in the reference code)
+                with exclude_original, x_i itself is taken out of the candidates first (a token with no
+                other candidate is kept), so every eligible token changes
     changed   = eligible and the draw differs from x_i
 Everything else is kept. The draw's randomness is keyed by (seed, doc_id, position), so the result does
 not depend on batch size, order, threads or how documents are split into shards.
@@ -46,13 +51,38 @@ def eligible(logprob: np.ndarray, whole: np.ndarray, pos: np.ndarray, threshold:
     return (pos > 0) & whole & (lp >= np.log(threshold))
 
 
-def resample(topk_ids: np.ndarray, topk_logprobs: np.ndarray, u: np.ndarray, top_k: int, beta: float) -> np.ndarray:
-    """Inverse-CDF draw from softmax(logprob / beta) over the first top_k candidates of each row."""
-    lp = np.nan_to_num(topk_logprobs[:, :top_k].astype(np.float64), nan=-np.inf) / beta
-    w = np.exp(lp - lp.max(axis=1, keepdims=True))
+def resample(
+    topk_ids: np.ndarray,
+    topk_logprobs: np.ndarray,
+    u: np.ndarray,
+    top_k: int,
+    beta: float,
+    strategy: str = "top_k",
+    top_p: float = 0.9,
+    original: np.ndarray | None = None,
+) -> np.ndarray:
+    """Inverse-CDF draw from softmax(logprob / beta) over each row's candidates (see the module docstring)."""
+    width = top_k if strategy == "top_k" else topk_ids.shape[1]
+    ids = topk_ids[:, :width]
+    lp = np.nan_to_num(topk_logprobs[:, :width].astype(np.float64), nan=-np.inf, neginf=-np.inf) / beta
+    if original is not None:
+        lp = np.where(ids == original[:, None], -np.inf, lp)
+    best = lp.max(axis=1, keepdims=True)
+    none_left = ~np.isfinite(best[:, 0])  # no candidate but the original: keep it
+    w = np.exp(lp - np.where(none_left[:, None], 0.0, best))
+    if strategy == "top_p":
+        order = np.argsort(-w, axis=1, kind="stable")
+        ws = np.take_along_axis(w, order, axis=1)
+        mass = ws / np.maximum(ws.sum(axis=1, keepdims=True), 1e-300)
+        # Keep a candidate while the mass before it is below top_p: the best one is always kept.
+        keep = (np.cumsum(mass, axis=1) - mass) < top_p
+        np.put_along_axis(w, order, np.where(keep, ws, 0.0), axis=1)
     cdf = np.cumsum(w, axis=1)
     pick = (cdf < (u * cdf[:, -1])[:, None]).sum(axis=1)
-    return topk_ids[np.arange(len(pick)), np.minimum(pick, top_k - 1)]
+    drawn = ids[np.arange(len(pick)), np.minimum(pick, width - 1)]
+    if original is not None:
+        drawn = np.where(none_left, original, drawn)
+    return drawn
 
 
 @dataclass
@@ -78,5 +108,14 @@ def apply_edit_rule(
     idx = np.flatnonzero(elig)
     if len(idx):
         u = keyed_uniform(settings.seed, doc_keys[idx], pos[idx])
-        new_ids[idx] = resample(topk_ids[idx], topk_logprobs[idx], u, settings.top_k, settings.beta)
+        new_ids[idx] = resample(
+            topk_ids[idx],
+            topk_logprobs[idx],
+            u,
+            settings.top_k,
+            settings.beta,
+            strategy=settings.strategy,
+            top_p=settings.top_p,
+            original=token_ids[idx] if settings.exclude_original else None,
+        )
     return EditDecision(new_ids=new_ids, eligible=elig, changed=new_ids != token_ids)

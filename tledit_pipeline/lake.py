@@ -1,8 +1,9 @@
 """The parquet lake under the data directory and the DuckDB file that views it.
 
 Partition runs write one parquet file per (asset, shard) through a temporary name and an atomic rename,
-so a crashed run never leaves a half partition visible. Only unpartitioned steps open the DuckDB file
-for writing; that keeps parallel partition runs free of DuckDB's single-writer lock.
+so a crashed run never leaves a half partition visible. Only unpartitioned steps write the DuckDB file,
+and they never write it in place: `rebuild_database` builds a new file and renames it over the old one.
+So parallel runs never meet DuckDB's single-writer lock, and readers (read-only) never wait for a writer.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import hashlib
 import json
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -34,6 +36,43 @@ def partition_file(home: Path, asset: str, shard: str) -> Path:
     return lake_root(home) / asset / f"shard={shard}" / DATA_FILE
 
 
+class PartitionWriter:
+    """Streams tables into one partition; it becomes visible (atomically) only when the block succeeds.
+
+    Fixed writer options and one row group per written table: the same tables give the same bytes.
+    `meta` may be set until the block ends; it is stored in the parquet footer as JSON.
+    """
+
+    def __init__(self, home: Path, asset: str, shard: str, schema: pa.Schema):
+        self.target = partition_file(home, asset, shard)
+        self.schema = schema
+        self.meta: Mapping[str, Any] | None = None
+        self.rows = 0
+
+    def __enter__(self) -> "PartitionWriter":
+        self.target.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.target.parent / f".{DATA_FILE}.{uuid.uuid4().hex}.tmp"
+        self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd", write_statistics=True, store_schema=True)
+        return self
+
+    def write(self, table: pa.Table) -> None:
+        if table.num_rows:
+            self.writer.write_table(table.cast(self.schema))
+            self.rows += table.num_rows
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None and self.meta is not None:
+                self.writer.add_key_value_metadata({META_KEY: json.dumps(self.meta, sort_keys=True).encode()})
+            self.writer.close()
+            if exc_type is None:
+                with open(self.tmp, "rb") as fh:
+                    os.fsync(fh.fileno())
+                os.replace(self.tmp, self.target)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
 def write_partition(
     home: Path,
     asset: str,
@@ -42,32 +81,27 @@ def write_partition(
     meta: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write one partition atomically; `meta` is stored in the parquet footer as JSON."""
-    target = partition_file(home, asset, shard)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if meta is not None:
-        schema_meta = dict(table.schema.metadata or {})
-        schema_meta[META_KEY] = json.dumps(meta, sort_keys=True).encode()
-        table = table.replace_schema_metadata(schema_meta)
-    tmp = target.parent / f".{DATA_FILE}.{uuid.uuid4().hex}.tmp"
-    try:
-        # Fixed writer options: the same table gives the same bytes on every run.
-        pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    with PartitionWriter(home, asset, shard, table.schema) as out:
+        out.write(table)
+        out.meta = meta
+    return out.target
 
 
-def read_partition(home: Path, asset: str, shard: str, columns: list[str] | None = None) -> pa.Table:
-    """One partition's table; a missing one is a clear error naming the asset and shard."""
+def open_partition(home: Path, asset: str, shard: str) -> pq.ParquetFile:
+    """For streaming reads; a missing partition is a clear error naming the asset and shard."""
     path = partition_file(home, asset, shard)
     if not path.exists():
         raise FileNotFoundError(
             f"{asset} has no data for shard {shard!r} ({path}); materialize it first"
         )
-    return pq.read_table(path, columns=columns)
+    return pq.ParquetFile(path)
+
+
+def read_partition(home: Path, asset: str, shard: str, columns: list[str] | None = None) -> pa.Table:
+    """One partition's table; a missing one is a clear error naming the asset and shard."""
+    # ParquetFile, not read_table: one file needs no dataset layer (whose import costs a second, pandas included).
+    with open_partition(home, asset, shard) as fh:
+        return fh.read(columns=columns)
 
 
 def file_digest(path: Path) -> str:
@@ -85,7 +119,8 @@ def partition_digest(home: Path, asset: str, shard: str) -> str:
 
 
 def partition_meta(home: Path, asset: str, shard: str) -> dict[str, Any]:
-    md = pq.read_schema(partition_file(home, asset, shard)).metadata or {}
+    """The JSON a PartitionWriter stored in the parquet footer ({} if none)."""
+    md = pq.ParquetFile(partition_file(home, asset, shard)).metadata.metadata or {}
     return json.loads(md[META_KEY]) if META_KEY in md else {}
 
 
@@ -120,8 +155,34 @@ def refresh_views(con: duckdb.DuckDBPyConnection, home: Path, shards: Sequence[s
     return made
 
 
+DUCKDB_FILE = "tledit.duckdb"
+
+
+@contextmanager
+def rebuild_database(home: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to a fresh DuckDB file that replaces <home>/tledit.duckdb atomically on success.
+
+    Everything in the file is derived (views over the lake, the health table), so it is rebuilt, not
+    updated: two runs building it at once each write their own file and the last rename wins.
+    """
+    target = Path(home) / DUCKDB_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{DUCKDB_FILE}.{uuid.uuid4().hex}.tmp")
+    try:
+        con = duckdb.connect(str(tmp))
+        try:
+            yield con
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+
+
 def connect(home: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:
-    path = Path(home) / "tledit.duckdb"
+    path = Path(home) / DUCKDB_FILE
     if read_only and not path.exists():
         raise FileNotFoundError(f"no DuckDB file at {path}; run `tledit run` first")
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -93,15 +93,29 @@ def pick_device(requested: str = "auto") -> str:
     return requested
 
 
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Native bf16 matmuls (AVX-512 BF16 or AMX); without them torch emulates bf16, several times slower than float32."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return False
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags.update(line.partition(":")[2].split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
 def pick_dtype(device: str, requested: str = "auto") -> str:
-    """bf16 on CUDA; float32 on CPU unless forced (most CPUs lack fast bf16 matmuls)."""
+    """auto: bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX-512 BF16/AMX), else float32."""
     if requested != "auto":
         return requested
     import torch
 
-    if device.startswith("cuda") and torch.cuda.is_bf16_supported():
-        return "bfloat16"
-    return "float32"
+    if device.startswith("cuda"):
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if cpu_has_bf16() else "float32"
 
 
 _BYTE_DECODER: dict[str, int] | None = None

@@ -14,7 +14,7 @@ Report = Callable[[str], None]
 class Progress:
     """Counts work and calls `report` with a one-line summary no more than every `every` seconds."""
 
-    def __init__(self, what: str, total_docs: int, total_tokens: int, report: Report | None, every: float = 5.0):
+    def __init__(self, what: str, total_docs: int, total_tokens: int | None, report: Report | None, every: float = 5.0):
         self.what, self.total_docs, self.total_tokens = what, total_docs, total_tokens
         self.report = report or log.info
         self.every = every
@@ -35,8 +35,9 @@ class Progress:
 
     def line(self) -> str:
         el = max(self.elapsed, 1e-9)
+        tokens = f"{self.tokens:,}" if self.total_tokens is None else f"{self.tokens:,}/{self.total_tokens:,}"
         return (
-            f"{self.what}: {self.docs}/{self.total_docs} docs, {self.tokens:,}/{self.total_tokens:,} tokens, "
+            f"{self.what}: {self.docs}/{self.total_docs} docs, {tokens} tokens, "
             f"{self.docs / el:.1f} docs/s, {self.tokens / el:,.0f} tokens/s"
         )
 

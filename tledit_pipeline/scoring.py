@@ -8,12 +8,17 @@ are scored (not for padding or re-read context), which keeps the vocabulary proj
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
+from tledit_pipeline.health import probability_histogram
+from tledit_pipeline.lake import PartitionWriter, open_partition
 from tledit_pipeline.prior import Prior
 from tledit_pipeline.progress import Progress, Report
 from tledit_pipeline.settings import ScoringSettings
@@ -21,6 +26,9 @@ from tledit_pipeline.spans import token_spans
 from tledit_pipeline.windows import Window, pack_batches, plan_windows
 
 LOGIT_ROWS = 1024  # positions projected to the vocabulary at once: bounds the logits' memory
+# A chunk of documents is tokenized, scored and written before the next is read: these bound its size.
+DOCS_PER_CHUNK = 4096
+CHARS_PER_CHUNK = 1_000_000
 
 SCORE_SCHEMA_FIELDS = [
     ("doc_id", pa.string()),
@@ -57,6 +65,22 @@ class ScoreStats:
     padded_tokens: int = 0  # fed tokens plus padding
     inexact_documents: int = 0
     seconds: float = 0.0
+    threads: int = 0
+    scored: int = 0  # tokens with a log-prob (all but each document's first)
+    shares: dict[str, float] = field(default_factory=dict)  # probability histogram, weighted by `scored`
+
+    def count_probabilities(self, logprob: np.ndarray) -> None:
+        n = int((~np.isnan(logprob)).sum())
+        if not n:
+            return
+        total = self.scored + n
+        for name, share in probability_histogram(logprob).items():
+            self.shares[name] = (self.shares.get(name, 0.0) * self.scored + share * n) / total
+        self.scored = total
+
+    @property
+    def padding_share(self) -> float:
+        return 1 - self.fed_tokens / self.padded_tokens if self.padded_tokens else 0.0
 
 
 def tokenize(prior: Prior, texts: Sequence[str]) -> list[np.ndarray]:
@@ -69,6 +93,19 @@ def tokenize(prior: Prior, texts: Sequence[str]) -> list[np.ndarray]:
     return [np.asarray(ids, dtype=np.int64) for ids in enc]
 
 
+def use_all_cores() -> int:
+    """Intra-op threads on every core this process may run on (torch's default can be lower in containers)."""
+    import torch
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    if torch.get_num_threads() < cores and "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(cores)
+    return torch.get_num_threads()
+
+
 class Scorer:
     """Runs batches of windows through the prior; holds the small device-side tables it needs."""
 
@@ -77,14 +114,14 @@ class Scorer:
 
         self.prior, self.settings = prior, settings
         self.torch = torch
+        self.threads = use_all_cores()
         self.k = settings.candidates
         self.window = min(settings.window, prior.context_length)
         # A prior with a shorter context than asked for keeps the same context-to-window ratio.
         capped = self.window < settings.window
         self.overlap = min(settings.overlap, self.window // 4) if capped else settings.overlap
         dev = prior.device
-        self.bias = torch.zeros(len(prior.replaceable), dtype=torch.float32, device=dev)
-        self.bias[torch.from_numpy(~prior.replaceable).to(dev)] = float("-inf")
+        self.blocked = torch.from_numpy(~prior.replaceable).to(dev)  # never a candidate
         self.byte_len = np.array([len(b) if b else 0 for b in prior.token_bytes], dtype=np.int64)
         pad = getattr(prior.tokenizer, "pad_token_id", None)
         self.pad_id = int(pad) if pad is not None else 0
@@ -94,17 +131,24 @@ class Scorer:
         self.head_weight = self.head.weight if self.head.weight.dtype == torch.float32 else self.head.weight.float()
         self.head_bias = None if getattr(self.head, "bias", None) is None else self.head.bias.float()
 
-    def forward_batch(self, batch: list[Window], ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-        """Hidden states of one padded batch, then log-probs and top-k only at scored positions."""
+    def plan(self, ids: list[np.ndarray]) -> tuple[list[Window], list[list[Window]]]:
+        """Every window of these documents, and the batches they run in."""
+        windows = [w for i, tok in enumerate(ids) for w in plan_windows(i, len(tok), self.window, self.overlap)]
+        return windows, pack_batches(windows, self.settings.batch_tokens)
+
+    def hidden(self, batch: list[Window], ids: list[np.ndarray]):
+        """Last hidden states at the scored positions of one right-padded batch, and their target tokens.
+
+        No attention mask: with right padding, causal attention already keeps every real token from
+        seeing the padding after it, and the mask-free call takes the fused causal attention kernel.
+        """
         torch = self.torch
         dev = self.prior.device
         width = max(w.length for w in batch)
         inp = np.full((len(batch), width), self.pad_id, dtype=np.int64)
-        mask = np.zeros((len(batch), width), dtype=np.int64)
         rows, cols = [], []
         for r, w in enumerate(batch):
             inp[r, : w.length] = ids[w.doc][w.start : w.end]
-            mask[r, : w.length] = 1
             # Hidden state at column c predicts the token at column c + 1.
             c = np.arange(w.score_from - w.start - 1, w.length - 1)
             rows.append(np.full(len(c), r))
@@ -112,23 +156,39 @@ class Scorer:
         row_t = torch.from_numpy(np.concatenate(rows)).to(dev)
         col_t = torch.from_numpy(np.concatenate(cols)).to(dev)
         inp_t = torch.from_numpy(inp).to(dev)
+        hidden = self.body(input_ids=inp_t, use_cache=False).last_hidden_state
+        return hidden[row_t, col_t], inp_t[row_t, col_t + 1], width * len(batch)
+
+    def logits(self, picked, s: int):
+        return self.torch.nn.functional.linear(picked[s : s + LOGIT_ROWS].float(), self.head_weight, self.head_bias)
+
+    def forward_batch(self, batch: list[Window], ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """Log-prob of the actual token and top-k candidates at every scored position, from one pass."""
+        torch = self.torch
         with torch.inference_mode():
-            attn = None if mask.all() else torch.from_numpy(mask).to(dev)
-            hidden = self.body(input_ids=inp_t, attention_mask=attn, use_cache=False).last_hidden_state
-            picked = hidden[row_t, col_t]
-            target = inp_t[row_t, col_t + 1]
+            picked, target, padded = self.hidden(batch, ids)
             lp_out, ids_out, tlp_out = [], [], []
             for s in range(0, picked.shape[0], LOGIT_ROWS):
-                logits = torch.nn.functional.linear(picked[s : s + LOGIT_ROWS].float(), self.head_weight, self.head_bias)
+                logits = self.logits(picked, s)
                 lse = torch.logsumexp(logits, dim=-1)
                 lp_out.append(logits.gather(1, target[s : s + LOGIT_ROWS, None])[:, 0] - lse)
-                top_v, top_i = torch.topk(logits + self.bias, self.k, dim=-1)
+                top_v, top_i = torch.topk(logits.masked_fill_(self.blocked, float("-inf")), self.k, dim=-1)
                 ids_out.append(top_i)
                 tlp_out.append(top_v - lse[:, None])
             lp = torch.cat(lp_out).cpu().numpy()
             top_ids = torch.cat(ids_out).to(torch.int32).cpu().numpy()
             top_lp = torch.cat(tlp_out).cpu().numpy()
-        return lp, top_ids, top_lp, width * len(batch)
+        return lp, top_ids, top_lp, padded
+
+    def forward_only(self, batch: list[Window], ids: list[np.ndarray]) -> int:
+        """The model's own work on a batch (body and vocabulary projection), nothing of ours: the bench's yardstick."""
+        with self.torch.inference_mode():
+            picked, _, padded = self.hidden(batch, ids)
+            for s in range(0, picked.shape[0], LOGIT_ROWS):
+                self.logits(picked, s)
+            if self.prior.device.startswith("cuda"):
+                self.torch.cuda.synchronize()
+        return padded
 
     def score(
         self,
@@ -138,8 +198,6 @@ class Scorer:
         stats: ScoreStats,
         progress: Progress | None = None,
     ) -> list[DocScores]:
-        import time
-
         t0 = time.perf_counter()
         out: list[DocScores] = []
         for i, (doc_id, text, tok) in enumerate(zip(doc_ids, texts, ids)):
@@ -158,12 +216,12 @@ class Scorer:
                 )
             )
             stats.inexact_documents += not sp.exact
-        windows = [w for i, tok in enumerate(ids) for w in plan_windows(i, len(tok), self.window, self.overlap)]
+        windows, batches = self.plan(ids)
         remaining = {i: len(tok) for i, tok in enumerate(ids)}
         for i, n in remaining.items():  # documents of 0 or 1 token need no forward pass
             if progress and n < 2:
                 progress.advance(1, n)
-        for batch in pack_batches(windows, self.settings.batch_tokens):
+        for batch in batches:
             lp, top_ids, top_lp, padded = self.forward_batch(batch, ids)
             at = 0
             done_docs = done_tokens = 0
@@ -187,6 +245,8 @@ class Scorer:
         stats.windows += len(windows)
         stats.fed_tokens += sum(w.length for w in windows)
         stats.seconds += time.perf_counter() - t0
+        if out:
+            stats.count_probabilities(np.concatenate([d.logprob for d in out]))
         return out
 
 
@@ -219,27 +279,80 @@ def to_table(docs: list[DocScores], k: int) -> pa.Table:
     )
 
 
+def chunks(batches: Iterable[pa.RecordBatch | pa.Table], max_docs: int, max_chars: int) -> Iterator[tuple[list, list]]:
+    """(doc_ids, texts) in bounded pieces: what keeps memory flat however large the shard is."""
+    ids: list = []
+    texts: list = []
+    chars = 0
+    for b in batches:
+        for doc_id, text in zip(b.column("doc_id").to_pylist(), b.column("text").to_pylist()):
+            ids.append(doc_id)
+            texts.append(text)
+            chars += len(text)
+            if len(ids) >= max_docs or chars >= max_chars:
+                yield ids, texts
+                ids, texts, chars = [], [], 0
+    if ids:
+        yield ids, texts
+
+
+def score_chunks(
+    prior: Prior,
+    shard: str,
+    batches: Iterable[pa.RecordBatch | pa.Table],
+    settings: ScoringSettings,
+    stats: ScoreStats,
+    progress: Progress | None = None,
+    docs_per_chunk: int = DOCS_PER_CHUNK,
+    chars_per_chunk: int = CHARS_PER_CHUNK,
+) -> Iterator[pa.Table]:
+    """token_scores rows chunk by chunk (documents are sorted by length only within a chunk)."""
+    scorer = Scorer(prior, settings)
+    stats.threads = scorer.threads
+    for doc_ids, texts in chunks(batches, docs_per_chunk, chars_per_chunk):
+        ids = tokenize(prior, texts)
+        table = to_table(scorer.score(doc_ids, texts, ids, stats, progress), scorer.k)
+        yield table.add_column(0, "shard", pa.array([shard] * table.num_rows, pa.string()))
+
+
+def score_schema(k: int) -> pa.Schema:
+    return to_table([], k).schema.insert(0, pa.field("shard", pa.string()))
+
+
 def score_table(
     prior: Prior,
     shard: str,
     docs: pa.Table,
     settings: ScoringSettings,
     report: Report | None = None,
-    docs_per_chunk: int = 256,
+    docs_per_chunk: int = DOCS_PER_CHUNK,
 ) -> tuple[pa.Table, ScoreStats]:
-    """Score a raw_corpus table (doc_id, text) of one shard; returns token_scores rows and run statistics."""
-    scorer = Scorer(prior, settings)
-    doc_ids = docs.column("doc_id").to_pylist()
-    texts = docs.column("text").to_pylist()
+    """Score a raw_corpus table (doc_id, text) in memory; returns token_scores rows and run statistics."""
     stats = ScoreStats()
-    ids = tokenize(prior, texts)
-    progress = Progress("scoring", len(texts), sum(len(t) for t in ids), report)
-    parts = []
-    for s in range(0, len(texts), docs_per_chunk):
-        chunk = slice(s, s + docs_per_chunk)
-        scored = scorer.score(doc_ids[chunk], texts[chunk], ids[chunk], stats, progress)
-        parts.append(to_table(scored, scorer.k))
-    table = pa.concat_tables(parts) if parts else to_table([], scorer.k)
-    table = table.add_column(0, "shard", pa.array([shard] * table.num_rows, pa.string()))
+    progress = Progress("scoring", docs.num_rows, None, report)
+    parts = list(score_chunks(prior, shard, [docs], settings, stats, progress, docs_per_chunk))
     progress.done()
+    table = pa.concat_tables(parts) if parts else score_schema(settings.candidates).empty_table()
     return table, stats
+
+
+def score_partition(
+    prior: Prior,
+    home: Path,
+    shard: str,
+    settings: ScoringSettings,
+    meta: Mapping[str, Any] | None = None,
+    report: Report | None = None,
+    chars_per_chunk: int = CHARS_PER_CHUNK,
+) -> ScoreStats:
+    """raw_corpus partition in, token_scores partition out, streamed: memory stays flat as shards grow."""
+    raw = open_partition(home, "raw_corpus", shard)
+    stats = ScoreStats()
+    progress = Progress("scoring", raw.metadata.num_rows, None, report)
+    pieces = raw.iter_batches(batch_size=64, columns=["doc_id", "text"])
+    with PartitionWriter(home, "token_scores", shard, score_schema(settings.candidates)) as out:
+        for table in score_chunks(prior, shard, pieces, settings, stats, progress, chars_per_chunk=chars_per_chunk):
+            out.write(table)
+        out.meta = dict(meta or {})
+    progress.done()
+    return stats

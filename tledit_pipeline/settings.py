@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from tledit_pipeline.errors import TleditError
 
 BUNDLED_MODEL = "bundled:smollm2-135m"
+STRATEGIES = ("top_k", "top_p")
 SETTINGS_FILE = "settings.json"
 
 
@@ -22,14 +23,41 @@ class SettingsError(TleditError, ValueError):
     """A setting has a value the pipeline cannot use; the message names the variable."""
 
 
+def data_dir(value: str | os.PathLike) -> Path:
+    """The data directory as a local path: a plain path, or an fsspec URL that resolves to the local disk.
+
+    `file:///srv/tledit` works today. Object stores (s3://, gs://, ...) need the lake, the DuckDB file and
+    the Dagster home split apart first; docs/deploy.md says how, and such URLs are refused here by name.
+    """
+    text = os.fspath(value)
+    if "://" not in text:
+        return Path(text).expanduser().absolute()
+    import fsspec
+
+    try:
+        fs, path = fsspec.core.url_to_fs(text)
+    except (ImportError, ValueError) as exc:
+        raise SettingsError(f"TLEDIT_HOME={text!r}: {exc}") from None
+    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    if protocol not in ("file", "local"):
+        raise SettingsError(
+            f"TLEDIT_HOME={text!r}: the data directory must be on the local disk (file:// or a path) for now; "
+            "object stores are described in docs/deploy.md"
+        )
+    return Path(path).absolute()
+
+
 @dataclass(frozen=True)
 class EditSettings:
-    """The edit rule's parameters: threshold p, top-k k, temperature beta, seed."""
+    """The edit rule's parameters: threshold p, top-k k, temperature beta, seed, sampling strategy."""
 
     threshold: float = 0.99
     top_k: int = 8
     beta: float = 1.5
     seed: int = 0
+    strategy: str = "top_k"  # top_k | top_p (see tledit_pipeline.edit)
+    top_p: float = 0.9  # the nucleus mass of strategy top_p
+    exclude_original: bool = False  # never draw the original token again
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -40,10 +68,17 @@ class EditSettings:
             raise SettingsError(f"beta must be > 0, got {self.beta}")
         if self.seed < 0:
             raise SettingsError(f"seed must be >= 0, got {self.seed}")
+        if self.strategy not in STRATEGIES:
+            raise SettingsError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise SettingsError(f"top_p must be in (0, 1], got {self.top_p}")
 
     def version(self) -> str:
-        """Stable string for the edited asset's code version: any change marks it stale."""
-        return f"p={self.threshold!r},k={self.top_k},beta={self.beta!r},seed={self.seed}"
+        """Stable string for the edited asset's code version: any change that alters the output marks it stale."""
+        v = f"p={self.threshold!r},k={self.top_k},beta={self.beta!r},seed={self.seed},strategy={self.strategy}"
+        if self.strategy == "top_p":
+            v += f",top_p={self.top_p!r}"
+        return v + (",exclude_original" if self.exclude_original else "")
 
 
 @dataclass(frozen=True)
@@ -132,13 +167,14 @@ class Settings:
     model: str = BUNDLED_MODEL
     text_field: str = "text"
     model_cache: Path | None = None  # where converted models live; default <home>/models
+    refresh_cron: str = "@daily"  # when the refresh schedule materializes whatever is missing or stale
     edit: EditSettings = field(default_factory=EditSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
     checks: CheckSettings = field(default_factory=CheckSettings)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "home", Path(self.home).expanduser().absolute())
+        object.__setattr__(self, "home", data_dir(self.home))
         if self.model_cache is not None:
             object.__setattr__(self, "model_cache", Path(self.model_cache).expanduser().absolute())
         if self.edit.top_k > self.scoring.candidates:
@@ -165,7 +201,8 @@ class Settings:
         """Every setting by its flag name: the form saved in <home>/settings.json and given to resources."""
         d: dict[str, Any] = {"home": str(self.home), "source": self.source, "model": self.model,
                              "text_field": self.text_field,
-                             "model_cache": str(self.model_cache) if self.model_cache else None}
+                             "model_cache": str(self.model_cache) if self.model_cache else None,
+                             "refresh_cron": self.refresh_cron}
         return d | asdict(self.edit) | asdict(self.scoring) | asdict(self.synthetic) | asdict(self.checks)
 
     def save(self) -> Path:
@@ -181,7 +218,7 @@ class Settings:
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
         """Defaults, then <home>/settings.json (the last `tledit run`), then TLEDIT_* variables, then overrides."""
         env = os.environ if env is None else env
-        home = Path(overrides.get("home") or env.get("TLEDIT_HOME") or cls.home).expanduser()
+        home = data_dir(overrides.get("home") or env.get("TLEDIT_HOME") or cls.home)
         saved: dict[str, Any] = {}
         if (home / SETTINGS_FILE).exists():
             try:
@@ -229,6 +266,16 @@ class Settings:
         return cls().with_overrides(**values)
 
 
+def boolean(raw: str) -> bool:
+    """1/true/yes/on or 0/false/no/off, for TLEDIT_* switches."""
+    value = str(raw).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, (var, cast) in _ENV.items():
@@ -243,15 +290,19 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
 
 
 _ENV: dict[str, tuple[str, type]] = {
-    "home": ("TLEDIT_HOME", Path),
+    "home": ("TLEDIT_HOME", str),
     "source": ("TLEDIT_SOURCE", str),
     "model": ("TLEDIT_MODEL", str),
     "text_field": ("TLEDIT_TEXT_FIELD", str),
     "model_cache": ("TLEDIT_MODEL_CACHE", Path),
+    "refresh_cron": ("TLEDIT_REFRESH_CRON", str),
     "threshold": ("TLEDIT_THRESHOLD", float),
     "top_k": ("TLEDIT_TOP_K", int),
     "beta": ("TLEDIT_BETA", float),
     "seed": ("TLEDIT_SEED", int),
+    "strategy": ("TLEDIT_STRATEGY", str),
+    "top_p": ("TLEDIT_TOP_P", float),
+    "exclude_original": ("TLEDIT_EXCLUDE_ORIGINAL", boolean),
     "window": ("TLEDIT_WINDOW", int),
     "overlap": ("TLEDIT_OVERLAP", int),
     "candidates": ("TLEDIT_CANDIDATES", int),

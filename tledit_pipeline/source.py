@@ -7,6 +7,7 @@ Every row ends up either accepted or in the reject table with a reason: nothing 
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import hashlib
 import re
@@ -136,6 +137,9 @@ class ShardRead:
     accepted: pa.Table  # shard, doc_id, text, then passthrough fields
     rejected: pa.Table  # REJECT_SCHEMA
     rows_in: int
+    # The source's columns in file order, each with its name in `accepted` (the text field is `text`):
+    # what `tledit export` needs to write the source's schema back.
+    columns: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
 def doc_ids(texts: list[str], given: list | None) -> list[str]:
@@ -235,11 +239,14 @@ def read_shard(shard: Shard, text_field: str = "text") -> ShardRead:
         }
     )
     kept_rows = table.take(pa.array(keep, pa.int64())) if n else table
+    renamed = {text_field: "text"}
     for col in passthrough:
         name = col
         while name in RESERVED or name in accepted.column_names:
             name = f"source_{name}"
         accepted = accepted.append_column(name, kept_rows.column(col))
+        renamed[col] = name
+    columns = {c: renamed[c] for c in table.column_names} if text_field in table.column_names else renamed
     bad = [i for i in range(n) if reasons[i] is not None]
     rejected = pa.table(
         {
@@ -250,4 +257,4 @@ def read_shard(shard: Shard, text_field: str = "text") -> ShardRead:
         },
         schema=REJECT_SCHEMA,
     )
-    return ShardRead(accepted=accepted, rejected=rejected, rows_in=n)
+    return ShardRead(accepted=accepted, rejected=rejected, rows_in=n, columns=columns)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -29,4 +30,12 @@ def read_vocab(home: Path, fingerprint: str) -> list:
     path = vocab_path(home, fingerprint)
     if not path.exists():
         raise FileNotFoundError(f"prior vocabulary {path} is missing; re-materialize token_scores")
-    return pq.read_table(path, columns=["text"]).column("text").to_pylist()
+    st = path.stat()
+    return _read_vocab(str(path), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=4)
+def _read_vocab(path: str, _mtime_ns: int, _size: int) -> list:
+    """Read once per process (a backfill re-edits many shards against one vocabulary); callers must not mutate."""
+    with pq.ParquetFile(path) as fh:
+        return fh.read(columns=["text"]).column("text").to_pylist()

@@ -33,14 +33,25 @@ def plan_windows(doc: int, n_tokens: int, window: int, overlap: int) -> list[Win
     return out
 
 
+# Padding a window may carry in its batch: at most this share of the batch's width, or SMALL tokens.
+MAX_PADDING = 0.10
+SMALL = 2
+
+
 def pack_batches(windows: list[Window], batch_tokens: int) -> list[list[Window]]:
-    """Longest first, then greedy: each batch holds windows of similar length under a padded-token budget."""
+    """Longest first, then greedy buckets of similar length under a padded-token budget.
+
+    A batch is padded to its first (longest) window; a window starts a new batch when the budget is full
+    or when it would be padded by more than MAX_PADDING of the width (SMALL tokens for tiny windows), so
+    padding stays small while batches stay as large as the lengths allow.
+    """
     ordered = sorted(windows, key=lambda w: (-w.length, w.doc, w.start))
     batches: list[list[Window]] = []
     current: list[Window] = []
     for w in ordered:
         width = current[0].length if current else w.length
-        if current and (len(current) + 1) * width > batch_tokens:
+        too_short = width - w.length > max(MAX_PADDING * width, SMALL)
+        if current and ((len(current) + 1) * width > batch_tokens or too_short):
             batches.append(current)
             current = []
         current.append(w)

@@ -98,3 +98,97 @@ def test_health_prints_the_whole_corpus_table(tmp_path, small_source, tiny_model
 def test_health_without_a_run_is_a_clear_error(tmp_path, capsys):
     assert main(["health", "--home", str(tmp_path)]) == 2
     assert "run `tledit run` first" in capsys.readouterr().err
+
+
+def test_field_edits_only_the_response_and_export_keeps_the_source_schema(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    import gzip
+    import json
+
+    import pyarrow.parquet as pq
+
+    from tests.conftest import write_jsonl
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
+    src = tmp_path / "instructions"
+    src.mkdir()
+    rows = [
+        {"id": f"q{i}", "prompt": f"Question {i}: what is fair?", "response": "Fair is foul, and foul is fair. " * 3, "text": "a clash", "n": i}
+        for i in range(3)
+    ] + [{"id": "bad", "prompt": "no answer", "response": "", "text": "x", "n": 9}]
+    write_jsonl(src / "chat.jsonl", rows)
+    home = tmp_path / "home"
+    code = main(["run", "--home", str(home), "--source", str(src), "--model", str(tiny_model_dir), "--field", "response",
+                 "--threshold", "0.05", "--exclude-original"])
+    assert code == 0
+    capsys.readouterr()
+    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    changed = con.execute("SELECT sum(n_changed) FROM edited_corpus").fetchone()[0]
+    con.close()
+
+    out = tmp_path / "export"
+    assert main(["export", "--home", str(home), "--out", str(out)]) == 0
+    assert "exported 3 edited documents from 1 shard(s)" in capsys.readouterr().out
+    exported = [json.loads(line) for line in gzip.decompress((out / "chat.jsonl.gz").read_bytes()).decode().splitlines()]
+    assert [list(r) for r in exported] == [["id", "prompt", "response", "text", "n"]] * 3  # the source's columns, in order
+    assert [r["id"] for r in exported] == ["q0", "q1", "q2"]  # source order; the rejected row is not exported
+    for src_row, r in zip(rows, exported):
+        assert (r["prompt"], r["text"], r["n"]) == (src_row["prompt"], src_row["text"], src_row["n"])  # untouched
+    assert changed > 0 and sum(r["response"] != src_row["response"] for src_row, r in zip(rows, exported)) > 0
+    first = (out / "chat.jsonl.gz").read_bytes()
+    assert main(["export", "--home", str(home), "--out", str(out)]) == 0
+    assert (out / "chat.jsonl.gz").read_bytes() == first  # same bytes on every export
+
+    assert main(["export", "--home", str(home), "--out", str(out), "--format", "parquet"]) == 0
+    table = pq.read_table(out / "chat.parquet")
+    assert table.column_names == ["id", "prompt", "response", "text", "n"]
+    assert table.column("response").to_pylist() == [r["response"] for r in exported]
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_export_refuses_text_edited_with_other_settings(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
+    home = tmp_path / "home"
+    assert main(["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir), "--shard", "alpha"]) == 0
+    capsys.readouterr()
+    assert main(["export", "--home", str(home), "--out", str(tmp_path / "o"), "--shard", "beta"]) == 2
+    assert "shard 'beta' has no raw_corpus; run `tledit run` first" in capsys.readouterr().err
+    monkeypatch.setenv("TLEDIT_THRESHOLD", "0.5")
+    assert main(["export", "--home", str(home), "--out", str(tmp_path / "o"), "--shard", "alpha"]) == 2
+    assert "not the current p=0.5" in capsys.readouterr().err
+
+
+def test_preview_shows_probabilities_eligible_tokens_and_the_edit(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.delenv("NO_COLOR", raising=False)
+    home = tmp_path / "home"
+    text = "Fair is foul, and foul is fair: hover through the fog and filthy air."
+    assert main(["preview", text, "--home", str(home), "--model", str(tiny_model_dir), "--threshold", "0.01",
+                 "--exclude-original"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b[" not in out  # not a terminal: plain markers, no colour
+    assert "strategy=top_k,exclude_original" in out
+    lines = out.splitlines()
+    shown = lines[lines.index("original, with P(token | original prefix); * = eligible") + 1]
+    assert shown.startswith("Fair[") and "*]" in shown
+    import re
+
+    assert re.sub(r"\[[-0-9.]+\*?\]", "", shown) == text  # every character once, each token with its P
+    edited = lines[lines.index("edited") + 1]
+    assert edited != text and "changes" in lines
+    assert not (home / "dagster_home").exists()  # a preview stores nothing
+
+    (tmp_path / "t.txt").write_text(text)
+    assert main(["preview", "--file", str(tmp_path / "t.txt"), "--home", str(home), "--model", str(tiny_model_dir)]) == 0
+    assert main(["preview", "--home", str(home)]) == 2
+    assert "give the text to preview, or --file F" in capsys.readouterr().err
+
+
+def test_preview_colours_a_terminal(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    from tledit_pipeline.preview import preview, render
+    from tledit_pipeline.prior import cached_prior
+    from tledit_pipeline.settings import Settings
+
+    s = Settings(home=tmp_path, model=str(tiny_model_dir)).with_overrides(threshold=0.01)
+    result = preview(cached_prior(s.model, str(s.models_dir), "cpu", "float32"), "Fair is foul, and foul is fair.", s)
+    coloured = render(result, 0.01, colour=True)
+    assert "\x1b[1;30;43m" in coloured and "[0." not in coloured
+    assert result.n_changed <= result.n_eligible <= len(result.tokens)

@@ -223,3 +223,84 @@ def test_resample_handles_minus_inf_candidates():
     lp = np.array([[-0.1, -np.inf, -np.inf]], dtype=np.float32)
     for u in (0.0, 0.5, 0.999):
         assert resample(ids, lp, np.array([u]), 3, 1.5)[0] == 5
+
+
+# ---------------------------------------------------------------- strategies
+
+
+def test_top_p_draws_only_from_the_nucleus():
+    ids, lp, u = _cands(n=2000, seed=3)
+    beta = 1.5
+    out = resample(ids, lp, u, K, beta, strategy="top_p", top_p=0.6)
+    w = np.exp(lp.astype(np.float64) / beta)
+    w /= w.sum(axis=1, keepdims=True)
+    before = np.cumsum(w, axis=1) - w  # mass of the better candidates (stored best first)
+    for i in range(len(out)):
+        nucleus = ids[i][before[i] < 0.6]
+        assert out[i] in nucleus
+    # A wider nucleus reaches candidates a narrow one never does.
+    wide = resample(ids, lp, u, K, beta, strategy="top_p", top_p=1.0)
+    col = lambda drawn: (ids == drawn[:, None]).argmax(axis=1)  # noqa: E731
+    assert col(wide).max() > col(out).max()
+
+
+def test_top_p_tiny_keeps_only_the_best_candidate():
+    ids, lp, u = _cands()
+    np.testing.assert_array_equal(resample(ids, lp, u, K, 1.5, strategy="top_p", top_p=1e-9), ids[:, 0])
+
+
+def test_top_p_ignores_k_and_uses_every_stored_candidate():
+    ids, lp, u = _cands(n=3000, seed=4)
+    flat = np.zeros_like(lp)  # equal mass: the nucleus at top_p=1 is every stored candidate
+    out = resample(ids, flat, u, 1, 1.0, strategy="top_p", top_p=1.0)
+    picked_col = (ids == out[:, None]).argmax(axis=1)
+    assert set(picked_col.tolist()) == set(range(K))
+
+
+def test_exclude_original_never_draws_the_original():
+    ids, lp, u = _cands(n=1000, seed=5)
+    original = ids[:, 0].copy()  # the prior's favourite, as for an eligible token
+    for strategy in ("top_k", "top_p"):
+        out = resample(ids, lp, u, K, 1.5, strategy=strategy, top_p=0.9, original=original)
+        assert (out != original).all()
+        assert all(o in row for o, row in zip(out, ids))
+
+
+def test_exclude_original_keeps_a_token_without_alternatives():
+    ids = np.array([[5, 6, 7]], dtype=np.int32)
+    lp = np.array([[0.0, -np.inf, np.nan]], dtype=np.float32)
+    out = resample(ids, lp, np.array([0.7]), 3, 1.5, original=np.array([5], dtype=np.int32))
+    assert out.tolist() == [5]
+
+
+def test_exclude_original_changes_every_eligible_token():
+    d = synthetic(seed=6)
+    d["topk_ids"][:, 0] = d["token_ids"]  # the original is the top candidate, as in real scores
+    dec = apply_edit_rule(**d, settings=EditSettings(threshold=0.5, exclude_original=True))
+    assert dec.eligible.any()
+    assert (dec.changed == dec.eligible).all()
+    plain = apply_edit_rule(**d, settings=EditSettings(threshold=0.5))
+    assert plain.changed.sum() < dec.changed.sum()
+
+
+def test_strategies_enter_the_version():
+    base = EditSettings()
+    versions = {
+        base.version(),
+        EditSettings(strategy="top_p").version(),
+        EditSettings(strategy="top_p", top_p=0.95).version(),
+        EditSettings(exclude_original=True).version(),
+    }
+    assert len(versions) == 4
+    assert "strategy=top_k" in base.version()
+    # top_p only matters to the top_p strategy, so it does not mark top_k output stale.
+    assert EditSettings(top_p=0.5).version() == base.version()
+
+
+def test_bad_strategy_is_a_clear_error():
+    from tledit_pipeline.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="strategy must be one of top_k, top_p"):
+        EditSettings(strategy="beam")
+    with pytest.raises(SettingsError, match="top_p must be in"):
+        EditSettings(strategy="top_p", top_p=0.0)

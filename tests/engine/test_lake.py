@@ -89,12 +89,13 @@ def test_failed_write_leaves_no_partition_and_no_tmp(tmp_path, monkeypatch):
     class Boom(Exception):
         pass
 
-    def failing(table, where, **kw):
-        with open(where, "wb") as fh:
-            fh.write(b"half a file")
+    real_write = lake.pq.ParquetWriter.write_table
+
+    def failing(self, table, *a, **kw):  # writes part of the rows, then the disk fills up
+        real_write(self, table.slice(0, 1))
         raise Boom("disk full")
 
-    monkeypatch.setattr(lake.pq, "write_table", failing)
+    monkeypatch.setattr(lake.pq.ParquetWriter, "write_table", failing)
     with pytest.raises(Boom):
         write_partition(tmp_path, "raw_corpus", "a", _table())
     monkeypatch.undo()
@@ -102,7 +103,7 @@ def test_failed_write_leaves_no_partition_and_no_tmp(tmp_path, monkeypatch):
     assert [f for f in _all_files(tmp_path) if f.endswith(".tmp")] == []
     # A crash while rewriting keeps the previous, complete partition.
     write_partition(tmp_path, "raw_corpus", "a", _table("a", 4))
-    monkeypatch.setattr(lake.pq, "write_table", failing)
+    monkeypatch.setattr(lake.pq.ParquetWriter, "write_table", failing)
     with pytest.raises(Boom):
         write_partition(tmp_path, "raw_corpus", "a", _table("a", 1))
     monkeypatch.undo()
@@ -188,3 +189,29 @@ def test_connect(tmp_path):
     ro = connect(tmp_path / "home")
     assert ro.execute("SELECT count(*) FROM raw_corpus").fetchone()[0] == 3
     ro.close()
+
+
+def test_rebuild_database_replaces_the_file_while_a_reader_holds_it(tmp_path):
+    import duckdb
+
+    from tledit_pipeline.lake import connect, rebuild_database
+
+    with rebuild_database(tmp_path) as con:
+        con.execute("CREATE TABLE t AS SELECT 1 AS v")
+    reader = connect(tmp_path, read_only=True)
+    with rebuild_database(tmp_path) as con:  # no lock error: the new database is another file
+        con.execute("CREATE TABLE t AS SELECT 2 AS v")
+    assert reader.execute("SELECT v FROM t").fetchone() == (1,)  # the reader keeps its snapshot
+    reader.close()
+    with connect(tmp_path, read_only=True) as fresh:
+        assert fresh.execute("SELECT v FROM t").fetchone() == (2,)
+    assert [p.name for p in tmp_path.iterdir()] == ["tledit.duckdb"]
+    try:
+        with rebuild_database(tmp_path) as con:
+            con.execute("CREATE TABLE t AS SELECT 3 AS v")
+            raise RuntimeError("build failed")
+    except RuntimeError:
+        pass
+    with duckdb.connect(str(tmp_path / "tledit.duckdb"), read_only=True) as fresh:
+        assert fresh.execute("SELECT v FROM t").fetchone() == (2,)  # a failed build leaves the old file
+    assert [p.name for p in tmp_path.iterdir()] == ["tledit.duckdb"]

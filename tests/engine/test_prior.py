@@ -4,7 +4,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tledit_pipeline.prior import PriorError, cached_prior, load_prior, pick_dtype
+from tledit_pipeline.prior import PriorError, cached_prior, cpu_has_bf16, load_prior, pick_dtype
 from tledit_pipeline.scoring import score_table
 from tledit_pipeline.settings import BUNDLED_MODEL, ScoringSettings
 
@@ -68,5 +68,13 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_dtype_choice():
-    assert pick_dtype("cpu") == "float32"
+    assert pick_dtype("cpu") == ("bfloat16" if cpu_has_bf16() else "float32")
     assert pick_dtype("cpu", "bfloat16") == "bfloat16"
+    assert pick_dtype("cpu", "float32") == "float32"
+
+
+def test_cpu_bf16_detection_reads_the_flags():
+    assert cpu_has_bf16("processor: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert cpu_has_bf16("flags: fpu amx_bf16 amx_tile\n")
+    assert not cpu_has_bf16("flags: fpu avx2 avx512f avx512_vnni\n")
+    assert not cpu_has_bf16("")

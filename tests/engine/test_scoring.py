@@ -2,6 +2,7 @@
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -95,3 +96,37 @@ def test_literal_special_token_text_is_just_text(tiny_prior):
     assert eos not in table["token_id"].to_pylist()
     spans = zip(table["char_start"].to_pylist(), table["char_end"].to_pylist())
     assert "".join(text[s:e] for s, e in spans) == text
+
+
+def test_partition_is_streamed_in_chunks_and_equals_the_in_memory_table(tiny_prior, tmp_path):
+    from tledit_pipeline.lake import partition_file, partition_meta, read_partition, write_partition
+    from tledit_pipeline.scoring import score_partition
+
+    write_partition(tmp_path, "raw_corpus", "s", docs_table(TEXTS))
+    settings = ScoringSettings(window=48, overlap=16, batch_tokens=256)
+    whole, _ = score_table(tiny_prior, "s", docs_table(TEXTS), settings)
+    # A chunk per document or two: the streamed path really streams.
+    stats = score_partition(tiny_prior, tmp_path, "s", settings, meta={"raw_digest": "x"}, chars_per_chunk=100)
+    got = read_partition(tmp_path, "token_scores", "s")
+    assert pq.ParquetFile(partition_file(tmp_path, "token_scores", "s")).num_row_groups > 1
+    assert got.column_names == whole.column_names
+    assert got["doc_id"].equals(whole["doc_id"]) and got["token_id"].equals(whole["token_id"])
+    np.testing.assert_allclose(got["logprob"].to_numpy(zero_copy_only=False), whole["logprob"].to_numpy(zero_copy_only=False),
+                               atol=1e-4, equal_nan=True)
+    assert partition_meta(tmp_path, "token_scores", "s") == {"raw_digest": "x"}
+    assert stats.documents == len(TEXTS) and stats.tokens == got.num_rows
+    assert sum(stats.shares[f"prob_bin_{i:02d}"] for i in range(10)) == pytest.approx(1.0)
+
+
+def test_right_padding_needs_no_attention_mask(tiny_prior):
+    """Causal attention keeps real tokens from seeing the padding after them: padded rows equal unpadded ones."""
+    from tledit_pipeline.scoring import Scorer
+    from tledit_pipeline.windows import Window
+
+    scorer = Scorer(tiny_prior, ScoringSettings(window=64, overlap=16, batch_tokens=4096))
+    ids = tokenize(tiny_prior, ["A longer line of text that sets the padded width of the batch.", "Short one."])
+    both = scorer.forward_batch([Window(0, 0, len(ids[0]), 1), Window(1, 0, len(ids[1]), 1)], ids)
+    alone = scorer.forward_batch([Window(1, 0, len(ids[1]), 1)], ids)
+    n = len(ids[1]) - 1
+    np.testing.assert_allclose(both[0][-n:], alone[0], atol=1e-5)
+    assert (both[1][-n:] == alone[1]).all()

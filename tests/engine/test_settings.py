@@ -285,3 +285,24 @@ def test_synthetic_and_check_settings_from_env_and_overrides(tmp_path):
         Settings.from_env(env={"TLEDIT_SYNTHETIC_SAMPLE": "0"})
     with pytest.raises(SettingsError, match="min_tail_coverage"):
         Settings.from_env(env={}, min_tail_coverage=1.5)
+
+
+def test_strategy_settings_from_env():
+    from tledit_pipeline.settings import Settings, SettingsError
+
+    s = Settings.from_env({"TLEDIT_STRATEGY": "top_p", "TLEDIT_TOP_P": "0.8", "TLEDIT_EXCLUDE_ORIGINAL": "yes"})
+    assert (s.edit.strategy, s.edit.top_p, s.edit.exclude_original) == ("top_p", 0.8, True)
+    assert Settings.from_env({"TLEDIT_EXCLUDE_ORIGINAL": "0"}).edit.exclude_original is False
+    with pytest.raises(SettingsError, match="TLEDIT_EXCLUDE_ORIGINAL='maybe' is not a valid boolean"):
+        Settings.from_env({"TLEDIT_EXCLUDE_ORIGINAL": "maybe"})
+
+
+def test_data_dir_as_a_file_url_resolves_locally(tmp_path):
+    from tledit_pipeline.settings import Settings, SettingsError
+
+    s = Settings.from_env({"TLEDIT_HOME": f"file://{tmp_path}/data"})
+    assert s.home == tmp_path / "data" and s.duckdb_path == tmp_path / "data" / "tledit.duckdb"
+    s.save()
+    assert Settings.load({"TLEDIT_HOME": f"file://{tmp_path}/data"}).home == tmp_path / "data"
+    with pytest.raises(SettingsError, match="must be on the local disk"):
+        Settings.from_env({"TLEDIT_HOME": "memory://bucket/data"})

@@ -1,0 +1,70 @@
+"""The bench harness on the tiny prior: every figure present, consistent, and the JSON line last."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tledit_pipeline import bench
+from tledit_pipeline.scoring import Scorer, tokenize
+from tledit_pipeline.settings import ScoringSettings, Settings
+
+
+@pytest.fixture
+def tiny_settings(tmp_path, tiny_model_dir, small_source):
+    return Settings(home=tmp_path / "home", source=str(small_source), model=str(tiny_model_dir),
+                    model_cache=tmp_path / "models").with_overrides(window=64, overlap=16, batch_tokens=256, device="cpu", dtype="float32")
+
+
+def test_run_reports_every_figure(tiny_settings):
+    fig = bench.run(tiny_settings, naive_every=1, memory_tokens=0, profile=False)
+    for key in ("tokens", "pipeline_tokens_per_s", "forward_tokens_per_s", "naive_tokens_per_s", "matmul_flops_per_s",
+                "flops_per_token", "roofline_fraction", "peak_rss_mb", "device", "dtype",
+                "reedit_tokens_per_s", "reedit_speedup_vs_scoring"):
+        assert key in fig, key
+    assert fig["documents"] == 5 and fig["shards"] == 2
+    assert fig["device"] == "cpu" and fig["dtype"] == "float32"
+    assert fig["roofline_fraction"] == pytest.approx(
+        fig["pipeline_tokens_per_s"] * fig["flops_per_token"] / fig["matmul_flops_per_s"], abs=1e-3)
+    assert fig["pipeline_vs_forward"] == pytest.approx(fig["pipeline_tokens_per_s"] / fig["forward_tokens_per_s"], abs=1e-3)
+    # The naive loop truncates nothing here (context 256 > every document), so it sees every token.
+    assert fig["naive_tokens"] == fig["tokens"]
+    assert 0 <= fig["padding_share"] < 1
+    table = bench.report(fig)
+    assert "pipeline_vs_naive" in table and "roofline_fraction" in table
+
+
+def test_main_prints_json_last(tiny_settings, monkeypatch, capsys):
+    monkeypatch.setenv("TLEDIT_HOME", str(tiny_settings.home))
+    monkeypatch.setenv("TLEDIT_MODEL_CACHE", str(tiny_settings.models_dir))
+    for var, value in (("TLEDIT_WINDOW", "64"), ("TLEDIT_OVERLAP", "16"), ("TLEDIT_BATCH_TOKENS", "256")):
+        monkeypatch.setenv(var, value)
+    out = tiny_settings.home.parent / "fig.json"
+    assert bench.main(["--source", tiny_settings.source, "--model", tiny_settings.model, "--memory-tokens", "0",
+                       "--json", str(out)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    fig = json.loads(lines[-1])
+    assert fig == json.loads(out.read_text())
+    assert fig["tokens"] > 0 and "naive tokens/s" in "\n".join(lines)
+
+
+def test_memory_probe_scores_about_the_tokens_asked(tiny_settings):
+    got = bench.memory_probe(tiny_settings, 300)
+    assert 300 <= got["tokens"] < 300 + 400  # whole documents, so it overshoots by less than the longest one
+    assert got["peak_rss_mb"] >= got["base_rss_mb"] > 0
+
+
+def test_useful_flops_counts_keys_each_scored_token_sees(tiny_prior):
+    scorer = Scorer(tiny_prior, ScoringSettings(window=32, overlap=8, batch_tokens=64))
+    ids = tokenize(tiny_prior, ["word " * 40, "short text"])
+    windows, batches = scorer.plan(ids)
+    scored = sum(w.end - w.score_from for w in windows)
+    total, per_token = bench.useful_flops(tiny_prior, batches, scored)
+    cfg = tiny_prior.model.config
+    keys = sum(int(np.arange(w.score_from - w.start, w.length + 0).sum()) for w in windows)
+    assert per_token == 2 * tiny_prior.n_params
+    assert total == per_token * scored + 4 * cfg.num_hidden_layers * cfg.hidden_size * keys
+
+
+def test_matmul_peak_is_positive():
+    assert bench.matmul_flops_per_s("cpu", "float32", repeats=1) > 0
