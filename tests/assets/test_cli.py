@@ -118,7 +118,9 @@ def test_field_edits_only_the_response_and_export_keeps_the_source_schema(tmp_pa
     write_jsonl(src / "chat.jsonl", rows)
     home = tmp_path / "home"
     code = main(["run", "--home", str(home), "--source", str(src), "--model", str(tiny_model_dir), "--field", "response",
-                 "--threshold", "0.05", "--exclude-original"])
+                 "--threshold", "0.05", "--exclude-original",
+                 # A deliberately heavy edit: loosen the health checks that would (rightly) block it.
+                 "--min-tail-coverage", "0", "--max-js-divergence", "1"])
     assert code == 0
     capsys.readouterr()
     con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)

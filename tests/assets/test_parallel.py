@@ -42,13 +42,18 @@ def test_two_concurrent_runs_on_different_shards(tmp_path, small_source, tiny_mo
 
 
 def test_partition_assets_never_open_the_duckdb_file(tmp_path, small_source, tiny_model_dir, monkeypatch):
-    """Every per-shard asset and check runs with duckdb.connect forbidden."""
+    """Every per-shard asset and check runs with the DuckDB file forbidden (an in-memory DuckDB over one
+    partition's parquet, as ngram_profile's metrics use, takes no lock)."""
     from assets.checks import CHECKS
     from assets.definitions import PER_SHARD, build_assets, build_resources
     from tledit_pipeline.settings import Settings
 
-    def refuse(*_a, **_k):
-        raise AssertionError("a partition step opened DuckDB")
+    in_memory = duckdb.connect
+
+    def refuse(database=":memory:", *a, **k):
+        if str(database) not in ("", ":memory:"):
+            raise AssertionError("a partition step opened DuckDB")
+        return in_memory(database, *a, **k)
 
     monkeypatch.setattr(duckdb, "connect", refuse)
     settings = Settings(home=tmp_path / "home", source=str(small_source), model=str(tiny_model_dir))

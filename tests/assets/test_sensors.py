@@ -65,8 +65,8 @@ def test_refresh_schedule_requests_the_stale_part_of_each_chain(tmp_path, small_
                                         resources={"tledit": TleditResource.from_settings(settings)})
         requests = {r.partition_key: r for r in schedule.evaluate_tick(ctx).run_requests}
         assert sorted(instance.get_dynamic_partitions("shards")) == ["alpha", "beta", "gamma"]
-        assert [k.path[0] for k in requests["alpha"].asset_selection] == ["token_scores", "edited_corpus", "ngram_profile"]
-        assert [k.path[0] for k in requests["gamma"].asset_selection] == ["raw_corpus", "token_scores", "edited_corpus", "ngram_profile"]
+        assert [k.path[0] for k in requests["alpha"].asset_selection] == ["token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile"]
+        assert [k.path[0] for k in requests["gamma"].asset_selection] == ["raw_corpus", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile"]
         assert set(requests) == {"alpha", "beta", "gamma"}
 
 

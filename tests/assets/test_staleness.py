@@ -78,7 +78,7 @@ def test_threshold_backfill_rerun_and_changed_file(tmp_path, small_source, tiny_
     # A changed source file: only its shard's chain is redone.
     write_jsonl(small_source / "alpha.jsonl", [{"text": "Out, damned spot! Out, I say!", "lang": "en", "n": 9}])
     work = _plan(home)
-    assert work["alpha"].assets == ("raw_corpus", "token_scores", "edited_corpus", "ngram_profile")
+    assert work["alpha"].assets == ("raw_corpus", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile")
     assert "alpha.jsonl changed" in work["alpha"].reason and work["beta"].assets == ()
     assert main(["run", "--home", str(home)]) == 0
     assert "plan: 1 of 2 shard(s) missing or stale" in capsys.readouterr().out
@@ -104,7 +104,7 @@ def test_each_edit_setting_marks_only_edited_stale(tmp_path, small_source, tiny_
     defs = build_defs(s)
     assert defs.resolve_implicit_global_asset_job_def().execute_in_process(
         instance=instance, partition_key="alpha",
-        asset_selection=[dg.AssetKey(k) for k in ("raw_corpus", "token_scores", "edited_corpus", "ngram_profile")],
+        asset_selection=[dg.AssetKey(k) for k in ("raw_corpus", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile")],
     ).success
     shard = [sh for sh in discover_shards(s.source, home) if sh.key == "alpha"]
     assert plan(instance, defs.resolve_asset_graph(), s, shard)[0].assets == ()
@@ -113,6 +113,10 @@ def test_each_edit_setting_marks_only_edited_stale(tmp_path, small_source, tiny_
         changed = s.with_overrides(**change)
         work = plan(instance, build_defs(changed).resolve_asset_graph(), changed, shard)[0]
         assert work.assets == ("edited_corpus", "ngram_profile"), change
+    # A setting of the synthetic baseline redoes it and the profile: no rescoring, no re-edit.
+    for change in ({"prefix_tokens": 8}, {"max_new_tokens": 16}, {"synthetic_sample": 0.5}, {"synthetic_seed": 2}):
+        changed = s.with_overrides(**change)
+        assert plan(instance, build_defs(changed).resolve_asset_graph(), changed, shard)[0].assets == ("synthetic_corpus", "ngram_profile"), change
     # A scoring setting makes token_scores stale instead.
     rescored = s.with_overrides(window=128, overlap=32)
     assert plan(instance, build_defs(rescored).resolve_asset_graph(), rescored, shard)[0].assets[0] == "token_scores"
