@@ -27,6 +27,7 @@ $(STAMP): pyproject.toml
 
 demo: install
 	$(BIN)/tledit run
+	$(BIN)/tledit health
 
 test: install
 	$(BIN)/pytest
