@@ -29,6 +29,7 @@ class RunFailed(TleditError):
 
 def _settings(args: argparse.Namespace) -> Settings:
     flags = {k: getattr(args, k, None) for k in ("home", "source", "model", "text_field", "threshold", "top_k", "beta", "seed", "device", "dtype")}
+    flags |= {k: True for k in ("trust_remote_code", "allow_pickle") if getattr(args, k, None)}
     return Settings.load(**flags)
 
 
@@ -195,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--device", help="auto | cpu | cuda (TLEDIT_DEVICE)")
         p.add_argument("--dtype", help="auto | float32 | bfloat16 (TLEDIT_DTYPE)")
         p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
+        p.add_argument("--trust-remote-code", action="store_true", default=None, help="run the model repository's own code (TLEDIT_TRUST_REMOTE_CODE)")
+        p.add_argument("--allow-pickle", action="store_true", default=None, help="load pickle checkpoints such as pytorch_model.bin (TLEDIT_ALLOW_PICKLE)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("tledit").setLevel(logging.INFO)

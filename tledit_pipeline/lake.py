@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,6 +20,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tledit_pipeline.errors import TleditError
+
 LAKE_DIR = "lake"
 DATA_FILE = "data.parquet"
 META_KEY = b"tledit"
@@ -25,13 +29,51 @@ META_KEY = b"tledit"
 # Asset name -> the view exposed in DuckDB over its parquet folder.
 VIEWS = ("raw_corpus", "rejected_documents", "token_scores", "edited_corpus", "ngram_profile")
 
+# Partition keys and asset names become folder names: only these characters, so no key can leave the lake.
+_KEY_RE = re.compile(r"^[a-z0-9_-]{1,100}$")
+_ASSET_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_TMP_RE = re.compile(r"^\." + re.escape(DATA_FILE) + r"\.(\d+)\.[0-9a-f]{32}\.tmp$")
+# Test-only hook (tests/reliability/test_crash.py): an asset name; its writer stops before the rename so a
+# test can SIGKILL the run while the partition is being written. Never set it in real runs.
+HOLD_ENV = "TLEDIT_TEST_HOLD_WRITE"
+
+
+class LakeError(TleditError):
+    """A partition key or asset name that cannot be a lake path (it would escape the data directory)."""
+
 
 def lake_root(home: Path) -> Path:
     return Path(home) / LAKE_DIR
 
 
 def partition_file(home: Path, asset: str, shard: str) -> Path:
+    """The one file of a partition. Keys are validated, never trusted: a hostile key is an error, not a path."""
+    if not is_shard_key(shard):
+        raise LakeError(f"{shard!r} is not a valid shard key (1-100 of a-z, 0-9, '-', '_'); refusing to use it as a path")
+    if not isinstance(asset, str) or not _ASSET_RE.fullmatch(asset):
+        raise LakeError(f"{asset!r} is not a valid asset name")
     return lake_root(home) / asset / f"shard={shard}" / DATA_FILE
+
+
+def is_shard_key(key: object) -> bool:
+    return isinstance(key, str) and bool(_KEY_RE.fullmatch(key))
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Temporary files left by writers that were killed (their process is gone) are removed."""
+    for f in folder.iterdir():
+        m = _TMP_RE.match(f.name)
+        if not m:
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            f.unlink(missing_ok=True)
+        except PermissionError:  # alive, someone else's
+            pass
 
 
 def write_partition(
@@ -48,16 +90,35 @@ def write_partition(
         schema_meta = dict(table.schema.metadata or {})
         schema_meta[META_KEY] = json.dumps(meta, sort_keys=True).encode()
         table = table.replace_schema_metadata(schema_meta)
-    tmp = target.parent / f".{DATA_FILE}.{uuid.uuid4().hex}.tmp"
+    _remove_orphans(target.parent)
+    # The writer's pid is in the name, so a later writer can tell a killed run's leftover from a live write.
+    tmp = target.parent / f".{DATA_FILE}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
     try:
         # Fixed writer options: the same table gives the same bytes on every run.
         pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        if os.environ.get(HOLD_ENV) == asset:
+            time.sleep(600)
         os.replace(tmp, target)
+        _fsync_dir(target.parent)
     finally:
         tmp.unlink(missing_ok=True)
     return target
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a power cut after it must not bring the old file back)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def read_partition(home: Path, asset: str, shard: str, columns: list[str] | None = None) -> pa.Table:
@@ -98,6 +159,11 @@ def sql_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def sql_list(values: Sequence[str]) -> str:
+    """A SQL list of quoted string literals, e.g. for read_parquet([...])."""
+    return "[" + ", ".join(sql_literal(v) for v in values) + "]"
+
+
 def refresh_views(con: duckdb.DuckDBPyConnection, home: Path, shards: Sequence[str]) -> list[str]:
     """(Re)create one view per asset over the given shards' files; returns the view names made.
 
@@ -106,15 +172,15 @@ def refresh_views(con: duckdb.DuckDBPyConnection, home: Path, shards: Sequence[s
     """
     made = []
     for view in VIEWS:
-        paths = [partition_file(home, view, s).absolute() for s in sorted(shards)]
+        # A key that is not a valid shard key (added by hand in the UI, say) has no files to show.
+        paths = [partition_file(home, view, s).absolute() for s in sorted(shards) if is_shard_key(s)]
         paths = [p for p in paths if p.exists()]
         if not paths:
             con.execute(f"DROP VIEW IF EXISTS {sql_identifier(view)}")
             continue
-        files = "[" + ", ".join(sql_literal(str(p)) for p in paths) + "]"
         con.execute(
             f"CREATE OR REPLACE VIEW {sql_identifier(view)} AS SELECT * FROM read_parquet("
-            f"{files}, hive_partitioning = false, union_by_name = true)"
+            f"{sql_list([str(p) for p in paths])}, hive_partitioning = false, union_by_name = true)"
         )
         made.append(view)
     return made
