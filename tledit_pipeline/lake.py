@@ -33,8 +33,9 @@ VIEWS = ("raw_corpus", "rejected_documents", "token_scores", "edited_corpus", "n
 _KEY_RE = re.compile(r"^[a-z0-9_-]{1,100}$")
 _ASSET_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _TMP_RE = re.compile(r"^\." + re.escape(DATA_FILE) + r"\.(\d+)\.[0-9a-f]{32}\.tmp$")
-# Test-only hook (tests/reliability/test_crash.py): an asset name; its writer stops before the rename so a
-# test can SIGKILL the run while the partition is being written. Never set it in real runs.
+# Test-only hook (tests/reliability/test_crash.py): "asset" or "asset:shard"; that writer stops for 10 minutes
+# after writing its temporary file, before the rename, so a test can SIGKILL the run mid-write. Never set it
+# in real runs.
 HOLD_ENV = "TLEDIT_TEST_HOLD_WRITE"
 
 
@@ -98,7 +99,7 @@ def write_partition(
         pq.write_table(table, tmp, compression="zstd", write_statistics=True, store_schema=True)
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
-        if os.environ.get(HOLD_ENV) == asset:
+        if os.environ.get(HOLD_ENV) in (asset, f"{asset}:{shard}"):
             time.sleep(600)
         os.replace(tmp, target)
         _fsync_dir(target.parent)
