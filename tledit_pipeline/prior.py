@@ -240,7 +240,7 @@ def _check_weights(model: str, path: str, allow_pickle: bool) -> None:
     pickles = sorted(f.name for f in p.iterdir() if f.name.endswith(PICKLE_SUFFIXES))
     if pickles:
         raise PriorError(
-            f"prior {model!r}: {path} has only pickle weights ({', '.join(pickles)}), which can run code when "
+            f"prior {model!r} has only pickle weights ({', '.join(pickles)}), which can run code when "
             "loaded; convert them to safetensors, or opt in with TLEDIT_ALLOW_PICKLE=1 (--allow-pickle) if you trust them"
         )
 

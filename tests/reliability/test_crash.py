@@ -83,3 +83,48 @@ def test_sigkill_mid_write_leaves_no_partial_partition(tmp_path, small_source, t
         return con.execute("SELECT variant, shard, metric, value FROM distribution_health ORDER BY ALL").fetchall()
 
     assert health(crashed) == health(clean)
+
+
+def test_concurrent_writers_and_readers_only_ever_see_whole_partitions(tmp_path):
+    """Parallel runs of one partition: readers see the old or a new table, never a mix or a half file."""
+    import threading
+
+    import pyarrow as pa
+
+    from tledit_pipeline.lake import read_partition, write_partition
+
+    tables = [pa.table({"doc_id": [f"w{w}-{i}" for i in range(2000)], "text": [f"writer {w} " * 20] * 2000}) for w in range(4)]
+    write_partition(tmp_path, "raw_corpus", "a", tables[0])
+    errors: list[BaseException] = []
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def write(w):
+        try:
+            for _ in range(5):
+                write_partition(tmp_path, "raw_corpus", "a", tables[w])
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    def read():
+        try:
+            while not stop.is_set():
+                got = read_partition(tmp_path, "raw_corpus", "a")
+                match = [w for w, t in enumerate(tables) if got.equals(t)]
+                assert len(match) == 1
+                seen.add(str(match[0]))
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    readers = [threading.Thread(target=read) for _ in range(2)]
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(4)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    stop.set()
+    for t in readers:
+        t.join()
+    assert errors == []
+    assert seen
+    assert [f.name for f in (tmp_path / "lake" / "raw_corpus" / "shard=a").iterdir()] == [DATA_FILE]
