@@ -179,12 +179,41 @@ def refresh_views(con: duckdb.DuckDBPyConnection, home: Path, shards: Sequence[s
         if not paths:
             con.execute(f"DROP VIEW IF EXISTS {sql_identifier(view)}")
             continue
-        con.execute(
-            f"CREATE OR REPLACE VIEW {sql_identifier(view)} AS SELECT * FROM read_parquet("
-            f"{sql_list([str(p) for p in paths])}, hive_partitioning = false, union_by_name = true)"
-        )
+        mixed = _mixed_columns(paths)
+        if not mixed:
+            con.execute(
+                f"CREATE OR REPLACE VIEW {sql_identifier(view)} AS SELECT * FROM read_parquet("
+                f"{sql_list([str(p) for p in paths])}, hive_partitioning = false, union_by_name = true)"
+            )
+        else:
+            con.execute(f"CREATE OR REPLACE VIEW {sql_identifier(view)} AS " + sql_union_as_json(paths, mixed))
         made.append(view)
     return made
+
+
+def _mixed_columns(paths: Sequence[Path]) -> dict[Path, list[str]]:
+    """Columns whose type differs between files (a passthrough field that is a number in one shard and an
+    object in another), per file that has them. DuckDB cannot union such columns; as JSON they can."""
+    schemas = {p: pq.read_schema(p) for p in paths}
+    types: dict[str, set] = {}
+    for schema in schemas.values():
+        for f in schema:
+            if f.type != pa.null():  # an all-null column casts to anything
+                types.setdefault(f.name, set()).add(f.type)
+    mixed = {name for name, ts in types.items() if len(ts) > 1}
+    return {p: [n for n in schema.names if n in mixed] for p, schema in schemas.items()} if mixed else {}
+
+
+def sql_union_as_json(paths: Sequence[Path], mixed: Mapping[Path, list[str]]) -> str:
+    """One SELECT per file, the mixed columns turned into JSON, stacked by column name."""
+    parts = []
+    for p in paths:
+        cols = mixed.get(p, [])
+        replace = (
+            " REPLACE (" + ", ".join(f"to_json({sql_identifier(c)}) AS {sql_identifier(c)}" for c in cols) + ")" if cols else ""
+        )
+        parts.append(f"SELECT *{replace} FROM read_parquet({sql_literal(str(p))}, hive_partitioning = false)")
+    return " UNION ALL BY NAME ".join(parts)
 
 
 def connect(home: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:

@@ -225,3 +225,26 @@ def test_run_keeps_texts_and_reasons_exact(run):
     assert crlf and all(e == r for e, r, changed in crlf if changed == 0)
     # A mixed-type passthrough column reads as JSON in DuckDB.
     assert con.execute("SELECT typeof(mixed) FROM raw_corpus WHERE mixed IS NOT NULL LIMIT 1").fetchone()[0] == "JSON"
+
+
+def test_a_field_typed_differently_in_two_shards_reads_as_json(tmp_path):
+    """A number in one shard, an object in another: DuckDB cannot union them, so the view shows JSON."""
+    from tledit_pipeline.lake import refresh_views
+
+    src = tmp_path / "src"
+    src.mkdir()
+    from conftest import write_jsonl
+
+    write_jsonl(src / "one.jsonl", [{"text": "first", "extra": 5, "same": 1}])
+    write_jsonl(src / "two.jsonl", [{"text": "second", "extra": {"a": [1, "x"]}, "same": 2}])
+    write_jsonl(src / "three.jsonl", [{"text": "third", "other": "only here"}])
+    keys = []
+    for s in discover_shards(str(src), tmp_path):
+        write_partition(tmp_path, "raw_corpus", s.key, read_shard(s).accepted)
+        keys.append(s.key)
+    con = duckdb.connect(str(tmp_path / "t.duckdb"))
+    refresh_views(con, tmp_path, keys)
+    rows = con.execute("SELECT text, extra, same, other FROM raw_corpus ORDER BY text").fetchall()
+    assert rows == [("first", "5", 1, None), ("second", '{"a":[1,"x"]}', 2, None), ("third", None, None, "only here")]
+    assert [json.loads(x) for (x,) in con.execute("SELECT extra FROM raw_corpus WHERE extra IS NOT NULL ORDER BY text").fetchall()] == [5, {"a": [1, "x"]}]
+    assert con.execute("SELECT count(*) FROM (SELECT * FROM raw_corpus)").fetchone()[0] == 3

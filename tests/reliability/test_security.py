@@ -117,7 +117,8 @@ def test_a_hostile_dagster_partition_key_fails_without_touching_files(tmp_path, 
     assert [p for p in tmp_path.rglob("*.parquet")] == []
 
 
-SAFE_SQL_PARTS = {"sql_identifier", "sql_literal", "sql_list"}
+# The lake's quoting helpers; sql_union_as_json is built from sql_identifier and sql_literal only (tested below).
+SAFE_SQL_PARTS = {"sql_identifier", "sql_literal", "sql_list", "sql_union_as_json"}
 
 
 def _sql_problems(tree: ast.AST, filename: str) -> list[str]:
@@ -154,6 +155,24 @@ def test_no_sql_is_built_by_pasting_values():
         problems += _sql_problems(tree, str(f.relative_to(REPO)))
     assert calls >= 4  # the scan does see the code's SQL
     assert problems == []
+
+
+def test_union_sql_quotes_hostile_paths_and_column_names(tmp_path):
+    import pyarrow as pa
+
+    from tledit_pipeline.lake import sql_union_as_json
+
+    folder = tmp_path / "it's \"odd\"; DROP TABLE t;--"
+    folder.mkdir()
+    col = 'x"); DROP TABLE t;--'
+    a, b = folder / "a'.parquet", folder / "b.parquet"
+    pq.write_table(pa.table({"k": [1], col: [5]}), a)
+    pq.write_table(pa.table({"k": [2], col: ["five"]}), b)
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (i INTEGER)")
+    rows = con.execute(sql_union_as_json([a, b], {a: [col], b: [col]}) + " ORDER BY k").fetchall()
+    assert rows == [(1, "5"), (2, '"five"')]
+    assert con.execute("SELECT count(*) FROM t").fetchone()[0] == 0  # still there
 
 
 def test_the_sql_scan_catches_pasted_values():
