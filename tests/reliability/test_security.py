@@ -236,7 +236,13 @@ def test_pickle_checkpoint_loads_when_opted_in(pickle_model, tiny_model_dir, tin
     assert torch.equal(a, b)
 
 
-def test_remote_code_is_not_run_unless_opted_in(tiny_model_dir, tmp_path, monkeypatch):
+@pytest.fixture
+def remote_code_prior(tiny_model_dir, tmp_path, monkeypatch):
+    """The tiny prior as a repository with its own Python code, which leaves a marker file when it runs."""
+    import transformers.dynamic_module_utils as dynamic
+
+    # Where transformers copies a repository's code before importing it: a temp dir, not ~/.cache.
+    monkeypatch.setattr(dynamic, "HF_MODULES_CACHE", str(tmp_path / "hf-modules"))
     folder = tmp_path / "remote-code-prior"
     shutil.copytree(tiny_model_dir, folder)
     marker = tmp_path / "remote-code-ran"
@@ -252,9 +258,20 @@ def test_remote_code_is_not_run_unless_opted_in(tiny_model_dir, tmp_path, monkey
     config.update(model_type="evil", architectures=["EvilModel"],
                   auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"})
     (folder / "config.json").write_text(json.dumps(config))
+    return folder, marker
+
+
+def test_remote_code_is_not_run_unless_opted_in(remote_code_prior, tmp_path):
+    folder, marker = remote_code_prior
     with pytest.raises(PriorError, match="needs its own Python code.*TLEDIT_TRUST_REMOTE_CODE"):
         load_prior(str(folder), tmp_path, device="cpu", dtype="float32")
     assert not marker.exists()
+
+
+def test_remote_code_runs_when_opted_in(remote_code_prior, tmp_path):
+    folder, marker = remote_code_prior
+    prior = load_prior(str(folder), tmp_path, device="cpu", dtype="float32", trust_remote_code=True)
+    assert type(prior.model).__name__ == "EvilModel" and marker.read_text() == "ran"
 
 
 def test_fingerprint_follows_weights_replaced_in_place(tmp_path):
