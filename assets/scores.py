@@ -28,13 +28,10 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         """One teacher-forced pass of the prior; long documents in overlapping windows, nothing truncated."""
         s = tledit.settings()
         key = context.partition_key
+        raw_digest = partition_digest(s.home, "raw_corpus", key)  # first: a bad key or missing raw writes nothing
         model = prior.load()
         vocab = write_vocab(s.home, model)
-        info = describe(model) | {
-            "vocab": vocab.name,
-            "scoring": s.scoring.version(),
-            "raw_digest": partition_digest(s.home, "raw_corpus", key),
-        }
+        info = describe(model) | {"vocab": vocab.name, "scoring": s.scoring.version(), "raw_digest": raw_digest}
         # Streamed: raw documents are read, scored and written chunk by chunk.
         stats = score_partition(model, s.home, key, s.scoring, meta=info, report=reporter(context))
         hist = stats.shares

@@ -178,7 +178,10 @@ def file_digest(path: Path) -> str:
 
 def partition_digest(home: Path, asset: str, shard: str) -> str:
     """Lets a downstream step prove which upstream bytes it was built from."""
-    return file_digest(partition_file(home, asset, shard))
+    path = partition_file(home, asset, shard)
+    if not path.exists():
+        raise FileNotFoundError(f"{asset} has no data for shard {shard!r} ({path}); materialize it first")
+    return file_digest(path)
 
 
 def partition_meta(home: Path, asset: str, shard: str) -> dict[str, Any]:
