@@ -42,6 +42,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     flags = {k: getattr(args, k, None) for k in ("home", "source", "model", "text_field", "threshold", "top_k", "beta", "seed",
                                                  "strategy", "top_p", "exclude_original", "device", "dtype")}
     flags |= {k: getattr(args, k, None) for k in HEALTH_FLAGS}
+    flags |= {k: True for k in ("trust_remote_code", "allow_pickle") if getattr(args, k, None)}
     return Settings.load(**flags)
 
 
@@ -338,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="never draw the original token again (TLEDIT_EXCLUDE_ORIGINAL, default off)")
         p.add_argument("--device", help="auto | cpu | cuda (TLEDIT_DEVICE)")
         p.add_argument("--dtype", help="auto | float32 | bfloat16 (TLEDIT_DTYPE)")
+        p.add_argument("--trust-remote-code", action="store_true", default=None, help="run the model repository's own code (TLEDIT_TRUST_REMOTE_CODE)")
+        p.add_argument("--allow-pickle", action="store_true", default=None, help="load pickle checkpoints such as pytorch_model.bin (TLEDIT_ALLOW_PICKLE)")
         if name == "run":
             p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
             p.add_argument("--force", action="store_true", help="re-materialize every shard, not only missing or stale ones")

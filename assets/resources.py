@@ -20,6 +20,8 @@ class TleditResource(dg.ConfigurableResource):
     text_field: str
     model_cache: Optional[str] = None
     refresh_cron: str = "@daily"
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
     threshold: float
     top_k: int
     beta: float
@@ -56,13 +58,22 @@ class PriorResource(dg.ConfigurableResource):
     models_dir: str
     device: str = "auto"
     dtype: str = "auto"
+    trust_remote_code: bool = False
+    allow_pickle: bool = False
 
     @classmethod
     def from_settings(cls, s: Settings) -> "PriorResource":
-        return cls(model=s.model, models_dir=str(s.models_dir), device=s.scoring.device, dtype=s.scoring.dtype)
+        return cls(
+            model=s.model,
+            models_dir=str(s.models_dir),
+            device=s.scoring.device,
+            dtype=s.scoring.dtype,
+            trust_remote_code=s.trust_remote_code,
+            allow_pickle=s.allow_pickle,
+        )
 
     def load(self) -> Prior:
-        return cached_prior(self.model, self.models_dir, self.device, self.dtype)
+        return cached_prior(self.model, self.models_dir, self.device, self.dtype, self.trust_remote_code, self.allow_pickle)
 
 
 def reporter(context: dg.AssetExecutionContext) -> Callable[[str], None]:

@@ -6,7 +6,7 @@ from assets.partitions import shards
 from assets.resources import PriorResource, TleditResource, reporter
 from tledit_pipeline.health import histogram_chart
 from tledit_pipeline.lake import partition_digest, partition_file
-from tledit_pipeline.prior import describe
+from tledit_pipeline.prior import describe, model_version
 from tledit_pipeline.scoring import score_partition
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.vocab import write_vocab
@@ -21,19 +21,17 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         kinds={"pytorch", "parquet"},
         deps=["raw_corpus"],
         pool="prior",
-        code_version=f"scores-{ENGINE_VERSION}|model={settings.model}|{settings.scoring.version()}",
+        # The model's files are in the version too: weights replaced in the same folder mark scores stale.
+        code_version=f"scores-{ENGINE_VERSION}|model={settings.model}@{model_version(settings.model, settings.models_dir)}|{settings.scoring.version()}",
     )
     def token_scores(context: dg.AssetExecutionContext, tledit: TleditResource, prior: PriorResource) -> dg.MaterializeResult:
         """One teacher-forced pass of the prior; long documents in overlapping windows, nothing truncated."""
         s = tledit.settings()
         key = context.partition_key
+        raw_digest = partition_digest(s.home, "raw_corpus", key)  # first: a bad key or missing raw writes nothing
         model = prior.load()
         vocab = write_vocab(s.home, model)
-        info = describe(model) | {
-            "vocab": vocab.name,
-            "scoring": s.scoring.version(),
-            "raw_digest": partition_digest(s.home, "raw_corpus", key),
-        }
+        info = describe(model) | {"vocab": vocab.name, "scoring": s.scoring.version(), "raw_digest": raw_digest}
         # Streamed: raw documents are read, scored and written chunk by chunk.
         stats = score_partition(model, s.home, key, s.scoring, meta=info, report=reporter(context))
         hist = stats.shares

@@ -11,7 +11,7 @@ machine even when the absolute numbers move:
   float32, truncated at 2048 tokens, full logits, softmax, gather and top-k;
 - matmul: a large square matmul in the prior's dtype on the same device: the hardware's ceiling;
 - re-edit: a threshold backfill (edited_corpus from stored scores, another p), which never runs the model;
-- memory: two fresh processes score a shard and a shard 4x larger; peak RSS while scoring is compared.
+- memory: two fresh processes score a shard and the same shard 4x over; peak RSS while scoring is compared.
 
 The last line printed is one JSON object with every figure.
 """
@@ -196,8 +196,15 @@ def _reedit(settings: Settings, home: Path, keys: list[str], passes: int = 3) ->
     return tokens, float(np.median(times[1:]))
 
 
-def memory_probe(settings: Settings, tokens_wanted: int) -> dict[str, Any]:
-    """Score one shard of about `tokens_wanted` tokens (sample documents, repeated if needed) in this process."""
+def memory_probe(settings: Settings, tokens_wanted: int, repeat: int = 1) -> dict[str, Any]:
+    """Score, in this process, a shard of `repeat` copies of the same documents (about `tokens_wanted` tokens each).
+
+    The documents are the source's, interleaved by a hash of their text so short and long ones mix; the
+    4x shard is the 1x shard four times over, so both run the same kinds of batches and only the shard's
+    size differs.
+    """
+    import hashlib
+
     from tledit_pipeline.lake import write_partition
     from tledit_pipeline.prior import cached_prior
     from tledit_pipeline.scoring import score_partition, tokenize
@@ -205,13 +212,15 @@ def memory_probe(settings: Settings, tokens_wanted: int) -> dict[str, Any]:
 
     prior = cached_prior(settings.model, str(settings.models_dir), settings.scoring.device, settings.scoring.dtype)
     docs = [t for s in discover_shards(settings.source, settings.home) for t in read_shard(s, settings.text_field).accepted.column("text").to_pylist()]
+    docs.sort(key=lambda t: hashlib.sha256(t.encode()).digest())
     lengths = [len(x) for x in tokenize(prior, docs)]
-    texts, ids, total = [], [], 0
+    picked, total = [], 0
     while total < tokens_wanted:
-        i = len(texts) % len(docs)
-        texts.append(docs[i])
-        ids.append(f"doc-{len(texts):08d}")
+        i = len(picked) % len(docs)
+        picked.append(docs[i])
         total += lengths[i]
+    texts = picked * repeat
+    ids = [f"doc-{i:08d}" for i in range(len(texts))]
     with tempfile.TemporaryDirectory(prefix="tledit-bench-mem-") as tmp:
         write_partition(Path(tmp), "raw_corpus", "probe", pa.table({"doc_id": ids, "text": texts}))
         base = rss_mb()
@@ -221,9 +230,9 @@ def memory_probe(settings: Settings, tokens_wanted: int) -> dict[str, Any]:
     return {"tokens": stats.tokens, "documents": stats.documents, "base_rss_mb": round(base, 1), "peak_rss_mb": round(peak, 1)}
 
 
-def _probe_in_subprocess(tokens: int, env: dict[str, str]) -> dict[str, Any]:
+def _probe_in_subprocess(tokens: int, repeat: int, env: dict[str, str]) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, "-m", "tledit_pipeline.bench", "--memory-probe", str(tokens)],
+        [sys.executable, "-m", "tledit_pipeline.bench", "--memory-probe", str(tokens), "--memory-repeat", str(repeat)],
         capture_output=True, text=True, env=env, check=False,
     )
     if out.returncode != 0:
@@ -315,8 +324,8 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool)
         env = dict(os.environ, TLEDIT_SOURCE=settings.source, TLEDIT_MODEL=settings.model,
                    TLEDIT_MODEL_CACHE=str(settings.models_dir), TLEDIT_HOME=str(settings.home),
                    TLEDIT_DEVICE=settings.scoring.device, TLEDIT_DTYPE=settings.scoring.dtype)
-        small = _probe_in_subprocess(memory_tokens, env)
-        large = _probe_in_subprocess(4 * memory_tokens, env)
+        small = _probe_in_subprocess(memory_tokens, 1, env)
+        large = _probe_in_subprocess(memory_tokens, 4, env)
         out |= {
             "memory_small_tokens": small["tokens"],
             "memory_large_tokens": large["tokens"],
@@ -387,10 +396,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", help="auto | float32 | bfloat16")
     parser.add_argument("--batch-tokens", type=int, help="padded tokens per forward batch")
     parser.add_argument("--naive-every", type=int, default=4, help="the naive loop runs on every Nth document (default 4)")
-    parser.add_argument("--memory-tokens", type=int, default=5000, help="small shard of the memory test; 0 skips it")
+    parser.add_argument("--memory-tokens", type=int, default=8192, help="small shard of the memory test (the large is 4x); 0 skips it")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of one shard")
     parser.add_argument("--json", type=Path, help="also write the JSON figures to this file")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--memory-repeat", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import logging
@@ -403,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env(source=args.source, model=args.model, device=args.device, dtype=args.dtype,
                                      batch_tokens=args.batch_tokens)
         if args.memory_probe:
-            print(json.dumps(memory_probe(settings, args.memory_probe)))
+            print(json.dumps(memory_probe(settings, args.memory_probe, args.memory_repeat)))
             return 0
         fig = run(settings, max(args.naive_every, 1), args.memory_tokens, args.profile)
     except TleditError as exc:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +22,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tledit_pipeline.errors import TleditError
+
 LAKE_DIR = "lake"
 DATA_FILE = "data.parquet"
 META_KEY = b"tledit"
@@ -27,12 +31,30 @@ META_KEY = b"tledit"
 # Asset name -> the view exposed in DuckDB over its parquet folder.
 VIEWS = ("raw_corpus", "rejected_documents", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile")
 
+# Partition keys and asset names become folder names: only these characters, so no key can leave the lake.
+_KEY_RE = re.compile(r"^[a-z0-9_-]{1,100}$")
+_ASSET_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_TMP_RE = re.compile(r"^\." + re.escape(DATA_FILE) + r"\.(\d+)\.[0-9a-f]{32}\.tmp$")
+# Test-only hook (tests/reliability/test_crash.py): "asset" or "asset:shard"; that writer stops for 10 minutes
+# after writing its temporary file, before the rename, so a test can SIGKILL the run mid-write. Never set it
+# in real runs.
+HOLD_ENV = "TLEDIT_TEST_HOLD_WRITE"
+
+
+class LakeError(TleditError):
+    """A partition key or asset name that cannot be a lake path (it would escape the data directory)."""
+
 
 def lake_root(home: Path) -> Path:
     return Path(home) / LAKE_DIR
 
 
 def partition_file(home: Path, asset: str, shard: str) -> Path:
+    """The one file of a partition. Keys are validated, never trusted: a hostile key is an error, not a path."""
+    if not is_shard_key(shard):
+        raise LakeError(f"{shard!r} is not a valid shard key (1-100 of a-z, 0-9, '-', '_'); refusing to use it as a path")
+    if not isinstance(asset, str) or not _ASSET_RE.fullmatch(asset):
+        raise LakeError(f"{asset!r} is not a valid asset name")
     return lake_root(home) / asset / f"shard={shard}" / DATA_FILE
 
 
@@ -40,18 +62,21 @@ class PartitionWriter:
     """Streams tables into one partition; it becomes visible (atomically) only when the block succeeds.
 
     Fixed writer options and one row group per written table: the same tables give the same bytes.
-    `meta` may be set until the block ends; it is stored in the parquet footer as JSON.
+    `meta` may be set until the block ends; it is stored in the parquet footer as JSON. The writer's pid
+    is in the temporary name, so a later writer can tell a killed run's leftover from a live write.
     """
 
     def __init__(self, home: Path, asset: str, shard: str, schema: pa.Schema):
         self.target = partition_file(home, asset, shard)
+        self.asset, self.shard = asset, shard
         self.schema = schema
         self.meta: Mapping[str, Any] | None = None
         self.rows = 0
 
     def __enter__(self) -> "PartitionWriter":
         self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.target.parent / f".{DATA_FILE}.{uuid.uuid4().hex}.tmp"
+        _remove_orphans(self.target.parent)
+        self.tmp = self.target.parent / f".{DATA_FILE}.{os.getpid()}.{uuid.uuid4().hex}.tmp"
         self.writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd", write_statistics=True, store_schema=True)
         return self
 
@@ -68,9 +93,33 @@ class PartitionWriter:
             if exc_type is None:
                 with open(self.tmp, "rb") as fh:
                     os.fsync(fh.fileno())
+                if os.environ.get(HOLD_ENV) in (self.asset, f"{self.asset}:{self.shard}"):
+                    time.sleep(600)
                 os.replace(self.tmp, self.target)
+                _fsync_dir(self.target.parent)
         finally:
             self.tmp.unlink(missing_ok=True)
+
+
+def is_shard_key(key: object) -> bool:
+    return isinstance(key, str) and bool(_KEY_RE.fullmatch(key))
+
+
+def _remove_orphans(folder: Path) -> None:
+    """Temporary files left by writers that were killed (their process is gone) are removed."""
+    for f in folder.iterdir():
+        m = _TMP_RE.match(f.name)
+        if not m:
+            continue
+        pid = int(m.group(1))
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            f.unlink(missing_ok=True)
+        except PermissionError:  # alive, someone else's
+            pass
 
 
 def write_partition(
@@ -85,6 +134,20 @@ def write_partition(
         out.write(table)
         out.meta = meta
     return out.target
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make the rename itself durable (a power cut after it must not bring the old file back)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def open_partition(home: Path, asset: str, shard: str) -> pq.ParquetFile:
@@ -115,7 +178,10 @@ def file_digest(path: Path) -> str:
 
 def partition_digest(home: Path, asset: str, shard: str) -> str:
     """Lets a downstream step prove which upstream bytes it was built from."""
-    return file_digest(partition_file(home, asset, shard))
+    path = partition_file(home, asset, shard)
+    if not path.exists():
+        raise FileNotFoundError(f"{asset} has no data for shard {shard!r} ({path}); materialize it first")
+    return file_digest(path)
 
 
 def partition_meta(home: Path, asset: str, shard: str) -> dict[str, Any]:
@@ -133,6 +199,11 @@ def sql_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def sql_list(values: Sequence[str]) -> str:
+    """A SQL list of quoted string literals, e.g. for read_parquet([...])."""
+    return "[" + ", ".join(sql_literal(v) for v in values) + "]"
+
+
 def refresh_views(con: duckdb.DuckDBPyConnection, home: Path, shards: Sequence[str]) -> list[str]:
     """(Re)create one view per asset over the given shards' files; returns the view names made.
 
@@ -141,16 +212,20 @@ def refresh_views(con: duckdb.DuckDBPyConnection, home: Path, shards: Sequence[s
     """
     made = []
     for view in VIEWS:
-        paths = [partition_file(home, view, s).absolute() for s in sorted(shards)]
+        # A key that is not a valid shard key (added by hand in the UI, say) has no files to show.
+        paths = [partition_file(home, view, s).absolute() for s in sorted(shards) if is_shard_key(s)]
         paths = [p for p in paths if p.exists()]
         if not paths:
             con.execute(f"DROP VIEW IF EXISTS {sql_identifier(view)}")
             continue
-        files = "[" + ", ".join(sql_literal(str(p)) for p in paths) + "]"
-        con.execute(
-            f"CREATE OR REPLACE VIEW {sql_identifier(view)} AS SELECT * FROM read_parquet("
-            f"{files}, hive_partitioning = false, union_by_name = true)"
-        )
+        mixed = _mixed_columns(paths)
+        if not mixed:
+            con.execute(
+                f"CREATE OR REPLACE VIEW {sql_identifier(view)} AS SELECT * FROM read_parquet("
+                f"{sql_list([str(p) for p in paths])}, hive_partitioning = false, union_by_name = true)"
+            )
+        else:
+            con.execute(f"CREATE OR REPLACE VIEW {sql_identifier(view)} AS " + sql_union_as_json(paths, mixed))
         made.append(view)
     return made
 
@@ -179,6 +254,31 @@ def rebuild_database(home: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     finally:
         tmp.unlink(missing_ok=True)
         tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+
+
+def _mixed_columns(paths: Sequence[Path]) -> dict[Path, list[str]]:
+    """Columns whose type differs between files (a passthrough field that is a number in one shard and an
+    object in another), per file that has them. DuckDB cannot union such columns; as JSON they can."""
+    schemas = {p: pq.read_schema(p) for p in paths}
+    types: dict[str, set] = {}
+    for schema in schemas.values():
+        for f in schema:
+            if f.type != pa.null():  # an all-null column casts to anything
+                types.setdefault(f.name, set()).add(f.type)
+    mixed = {name for name, ts in types.items() if len(ts) > 1}
+    return {p: [n for n in schema.names if n in mixed] for p, schema in schemas.items()} if mixed else {}
+
+
+def sql_union_as_json(paths: Sequence[Path], mixed: Mapping[Path, list[str]]) -> str:
+    """One SELECT per file, the mixed columns turned into JSON, stacked by column name."""
+    parts = []
+    for p in paths:
+        cols = mixed.get(p, [])
+        replace = (
+            " REPLACE (" + ", ".join(f"to_json({sql_identifier(c)}) AS {sql_identifier(c)}" for c in cols) + ")" if cols else ""
+        )
+        parts.append(f"SELECT *{replace} FROM read_parquet({sql_literal(str(p))}, hive_partitioning = false)")
+    return " UNION ALL BY NAME ".join(parts)
 
 
 def connect(home: Path, read_only: bool = True) -> duckdb.DuckDBPyConnection:

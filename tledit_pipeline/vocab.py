@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from tledit_pipeline.lake import lake_root, write_partition
+from tledit_pipeline.lake import partition_file, write_partition
 from tledit_pipeline.prior import Prior
 
 VOCAB_ASSET = "prior_vocab"
 
 
 def vocab_path(home: Path, fingerprint: str) -> Path:
-    return lake_root(home) / VOCAB_ASSET / f"shard={fingerprint}" / "data.parquet"
+    return partition_file(home, VOCAB_ASSET, fingerprint)
 
 
 def write_vocab(home: Path, prior: Prior) -> Path:

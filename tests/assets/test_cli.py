@@ -44,13 +44,13 @@ def test_unsupported_single_file_is_a_clear_error(tmp_path, capsys):
 
 def test_a_bad_shard_does_not_stop_the_others(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
-    (small_source / "gamma.jsonl").write_text('{"text": "fine"}\n{broken\n')
+    (small_source / "gamma.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00 not gzip data")  # unreadable as a whole
     (small_source / "empty-texts.jsonl").write_text('{"text": ""}\n{"text": null}\n{"other": 1}\n')
     home = tmp_path / "home"
     code = main(["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir)])
     captured = capsys.readouterr()
     assert code == 2
-    assert "1 of 4 shard(s) failed" in captured.err and "gamma.jsonl" in captured.err
+    assert "1 of 4 shard(s) failed" in captured.err and "gamma.jsonl.gz" in captured.err
     # The good shards, and the one whose every row was rejected, are done; health covers them.
     assert "shards          3" in captured.out and "5 accepted, 3 rejected" in captured.out
     con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)

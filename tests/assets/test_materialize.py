@@ -121,7 +121,7 @@ def test_synthetic_settings_are_in_its_code_version(settings):
 
 
 def test_bad_shard_fails_with_a_clear_message(settings, small_source):
-    (small_source / "broken.jsonl").write_text('{"text": "fine"}\n{not json\n')
+    (small_source / "broken.jsonl.gz").write_bytes(b"\x1f\x8b\x08\x00 not gzip data")  # unreadable as a whole
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(SHARDS, ["broken"])
         result = dg.materialize(
@@ -133,7 +133,7 @@ def test_bad_shard_fails_with_a_clear_message(settings, small_source):
         error = failure.step_failure_data.error
         while error.cause is not None:
             error = error.cause
-        assert "broken.jsonl" in error.message and "broken" in error.message
+        assert "broken.jsonl.gz" in error.message and "'broken'" in error.message
 
 
 def test_edit_refuses_scores_of_other_raw_bytes(settings, small_source):

@@ -49,9 +49,11 @@ def test_main_prints_json_last(tiny_settings, monkeypatch, capsys):
 
 
 def test_memory_probe_scores_about_the_tokens_asked(tiny_settings):
-    got = bench.memory_probe(tiny_settings, 300)
-    assert 300 <= got["tokens"] < 300 + 400  # whole documents, so it overshoots by less than the longest one
-    assert got["peak_rss_mb"] >= got["base_rss_mb"] > 0
+    one = bench.memory_probe(tiny_settings, 300)
+    assert 300 <= one["tokens"] < 300 + 400  # whole documents, so it overshoots by less than the longest one
+    assert one["peak_rss_mb"] >= one["base_rss_mb"] > 0
+    four = bench.memory_probe(tiny_settings, 300, repeat=4)
+    assert four["tokens"] == 4 * one["tokens"] and four["documents"] == 4 * one["documents"]
 
 
 def test_useful_flops_counts_keys_each_scored_token_sees(tiny_prior):

@@ -48,18 +48,7 @@ def test_bundled_spans_are_exact_on_hard_text(bundled):
     assert not whole.all()  # the emoji / CJK byte pieces are not editable
 
 
-def test_pickle_checkpoints_are_not_loaded(tiny_model_dir, tmp_path):
-    import shutil
-
-    import torch
-    from safetensors.torch import load_file
-
-    folder = tmp_path / "pickled"
-    shutil.copytree(tiny_model_dir, folder)
-    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
-    (folder / "model.safetensors").unlink()
-    with pytest.raises(PriorError, match="cannot load prior model"):
-        load_prior(str(folder), tmp_path / "models", device="cpu")
+# Pickle checkpoints and remote code: tests/reliability/test_security.py.
 
 
 def test_missing_model_is_a_clear_error(tmp_path):
