@@ -199,13 +199,13 @@ ORDER BY variant, rank
 """
 
 
-def _frame(con: "duckdb.DuckDBPyConnection", sql: str, params: dict | None = None) -> pl.DataFrame:
-    return pl.from_arrow(con.execute(sql, params or {}).to_arrow_table())
+def _frame(result: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
+    return pl.from_arrow(result.to_arrow_table())
 
 
 def ngram_health(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
     """The n-gram metrics (variant, shard, metric, value) over the connection's `ngram_profile` view."""
-    return _frame(con, NGRAM_SQL)
+    return _frame(con.execute(NGRAM_SQL))
 
 
 def profile_health(path: Path) -> pl.DataFrame:
@@ -224,16 +224,16 @@ def build_health_table(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
     if missing:
         raise TleditError(f"distribution_health needs {', '.join(missing)} for at least one shard; materialize them first")
     con.execute("CREATE OR REPLACE TABLE distribution_health AS " + HEALTH_SQL)
-    return _frame(con, "SELECT * FROM distribution_health ORDER BY variant, shard, metric")
+    return _frame(con.execute("SELECT * FROM distribution_health ORDER BY variant, shard, metric"))
 
 
 def rank_frequency(con: "duckdb.DuckDBPyConnection", n: int = 1) -> pl.DataFrame:
     """(variant, rank, freq) at log-spaced ranks over the whole corpus: the Zipf curve of each variant."""
-    return _frame(con, RANK_FREQUENCY_SQL, {"n": n})
+    return _frame(con.execute(RANK_FREQUENCY_SQL, {"n": n}))
 
 
 def document_perplexities(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
-    return _frame(con, PPL_SQL)
+    return _frame(con.execute(PPL_SQL))
 
 
 def overview_markdown(health: pl.DataFrame, shard: str = "__all__") -> str:
