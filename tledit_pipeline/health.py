@@ -223,7 +223,14 @@ def build_health_table(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
     missing = [v for v in HEALTH_VIEWS if v not in views]
     if missing:
         raise TleditError(f"distribution_health needs {', '.join(missing)} for at least one shard; materialize them first")
-    con.execute("CREATE OR REPLACE TABLE distribution_health AS " + HEALTH_SQL)
+    # One thread: float sums in a fixed order, so the same lake gives the same table to the last bit
+    # (parallel aggregation adds in whatever order the threads finish). The inputs are small aggregates.
+    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    con.execute("SET threads = 1")
+    try:
+        con.execute("CREATE OR REPLACE TABLE distribution_health AS " + HEALTH_SQL)
+    finally:
+        con.execute("SET threads = $t", {"t": threads})
     return _frame(con.execute("SELECT * FROM distribution_health ORDER BY variant, shard, metric"))
 
 
