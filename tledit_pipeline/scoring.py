@@ -26,6 +26,7 @@ from tledit_pipeline.spans import token_spans
 from tledit_pipeline.windows import Window, pack_batches, plan_windows
 
 LOGIT_ROWS = 1024  # positions projected to the vocabulary at once: bounds the logits' memory
+WIDE = 8  # extra top entries taken so that blocked tokens rarely leave fewer than k candidates
 # A chunk of documents is tokenized, scored and written before the next is read: these bound its size.
 DOCS_PER_CHUNK = 4096
 CHARS_PER_CHUNK = 1_000_000
@@ -130,6 +131,7 @@ class Scorer:
         # Logits in float32 even for a bf16 body, so the P >= p boundary is not blurred by rounding.
         self.head_weight = self.head.weight if self.head.weight.dtype == torch.float32 else self.head.weight.float()
         self.head_bias = None if getattr(self.head, "bias", None) is None else self.head.bias.float()
+        self._logits = None  # the reused logits buffer (see logits())
 
     def plan(self, ids: list[np.ndarray]) -> tuple[list[Window], list[list[Window]]]:
         """Every window of these documents, and the batches they run in."""
@@ -160,7 +162,40 @@ class Scorer:
         return hidden[row_t, col_t], inp_t[row_t, col_t + 1], width * len(batch)
 
     def logits(self, picked, s: int):
-        return self.torch.nn.functional.linear(picked[s : s + LOGIT_ROWS].float(), self.head_weight, self.head_bias)
+        """Vocabulary logits of up to LOGIT_ROWS positions, in float32, written into one reused buffer.
+
+        A fresh 200 MB tensor per slice costs about as much in page faults as a pass of exp over it.
+        """
+        torch = self.torch
+        x = picked[s : s + LOGIT_ROWS].float()
+        if self._logits is None:
+            self._logits = torch.empty((LOGIT_ROWS, self.head_weight.shape[0]), dtype=torch.float32, device=x.device)
+        out = self._logits[: x.shape[0]]
+        torch.matmul(x, self.head_weight.t(), out=out)
+        if self.head_bias is not None:
+            out.add_(self.head_bias)
+        return out
+
+    def candidates(self, logits):
+        """Top-k replaceable candidates of each row, and each row's largest logit.
+
+        One topk over the raw logits, WIDE entries wider than k, so blocked tokens (specials, byte pieces)
+        rarely crowd out k replaceable ones; the few rows where they do are redone with them masked.
+        """
+        torch = self.torch
+        k = self.k
+        wide_v, wide_i = torch.topk(logits, min(k + WIDE, logits.shape[1]), dim=-1)
+        ok = ~self.blocked[wide_i]
+        take = ok & (ok.cumsum(1) <= k)
+        short = take.sum(1) < k
+        top_v = torch.empty((logits.shape[0], k), dtype=wide_v.dtype, device=wide_v.device)
+        top_i = torch.empty((logits.shape[0], k), dtype=wide_i.dtype, device=wide_i.device)
+        full = ~short
+        top_v[full] = wide_v[full][take[full]].view(-1, k)
+        top_i[full] = wide_i[full][take[full]].view(-1, k)
+        if short.any():
+            top_v[short], top_i[short] = torch.topk(logits[short].masked_fill_(self.blocked, float("-inf")), k, dim=-1)
+        return top_v, top_i, wide_v[:, 0]
 
     def forward_batch(self, batch: list[Window], ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Log-prob of the actual token and top-k candidates at every scored position, from one pass."""
@@ -170,9 +205,11 @@ class Scorer:
             lp_out, ids_out, tlp_out = [], [], []
             for s in range(0, picked.shape[0], LOGIT_ROWS):
                 logits = self.logits(picked, s)
-                lse = torch.logsumexp(logits, dim=-1)
-                lp_out.append(logits.gather(1, target[s : s + LOGIT_ROWS, None])[:, 0] - lse)
-                top_v, top_i = torch.topk(logits.masked_fill_(self.blocked, float("-inf")), self.k, dim=-1)
+                actual = logits.gather(1, target[s : s + LOGIT_ROWS, None])[:, 0]
+                top_v, top_i, row_max = self.candidates(logits)
+                # The normalizer last, in place: the buffer is rewritten by the next slice anyway.
+                lse = logits.sub_(row_max[:, None]).exp_().sum(dim=-1).log_().add_(row_max)
+                lp_out.append(actual - lse)
                 ids_out.append(top_i)
                 tlp_out.append(top_v - lse[:, None])
             lp = torch.cat(lp_out).cpu().numpy()

@@ -130,3 +130,16 @@ def test_right_padding_needs_no_attention_mask(tiny_prior):
     n = len(ids[1]) - 1
     np.testing.assert_allclose(both[0][-n:], alone[0], atol=1e-5)
     assert (both[1][-n:] == alone[1]).all()
+
+
+def test_candidates_are_the_same_when_blocked_tokens_crowd_the_wide_topk(tiny_prior, monkeypatch):
+    """WIDE = 0 sends every row with a blocked token in its top k down the masked fallback: same result."""
+    import tledit_pipeline.scoring as scoring
+
+    settings = ScoringSettings(window=64, overlap=16, batch_tokens=512, candidates=8)
+    wide, _ = score_table(tiny_prior, "s", docs_table(TEXTS), settings)
+    monkeypatch.setattr(scoring, "WIDE", 0)
+    narrow, _ = score_table(tiny_prior, "s", docs_table(TEXTS), settings)
+    assert wide["topk_ids"].equals(narrow["topk_ids"])
+    np.testing.assert_allclose(wide["logprob"].to_numpy(zero_copy_only=False), narrow["logprob"].to_numpy(zero_copy_only=False),
+                               atol=1e-6, equal_nan=True)
