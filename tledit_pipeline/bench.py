@@ -11,7 +11,8 @@ machine even when the absolute numbers move:
   float32, truncated at 2048 tokens, full logits, softmax, gather and top-k;
 - matmul: a large square matmul in the prior's dtype on the same device: the hardware's ceiling;
 - re-edit: a threshold backfill (edited_corpus from stored scores, another p), which never runs the model;
-- memory: two fresh processes score a shard and the same shard 4x over; peak RSS while scoring is compared.
+- memory: two fresh processes score a shard and the same shard 4x over; peak RSS while scoring is compared
+  (the small shard already holds each document 4 times, so both fill their batches alike).
 
 The last line printed is one JSON object with every figure.
 """
@@ -320,12 +321,14 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool)
         "params": info["params"],
     }
     if memory_tokens:
-        say(f"memory: scoring {memory_tokens:,} and {4 * memory_tokens:,} tokens in fresh processes")
+        say(f"memory: scoring {4 * memory_tokens:,} and {16 * memory_tokens:,} tokens in fresh processes")
         env = dict(os.environ, TLEDIT_SOURCE=settings.source, TLEDIT_MODEL=settings.model,
                    TLEDIT_MODEL_CACHE=str(settings.models_dir), TLEDIT_HOME=str(settings.home),
                    TLEDIT_DEVICE=settings.scoring.device, TLEDIT_DTYPE=settings.scoring.dtype)
-        small = _probe_in_subprocess(memory_tokens, 1, env)
-        large = _probe_in_subprocess(memory_tokens, 4, env)
+        # Each document already 4 times in the small shard: its batches are as full as the large one's,
+        # so the two differ only in the shard's size.
+        small = _probe_in_subprocess(memory_tokens, 4, env)
+        large = _probe_in_subprocess(memory_tokens, 16, env)
         out |= {
             "memory_small_tokens": small["tokens"],
             "memory_large_tokens": large["tokens"],
@@ -396,7 +399,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", help="auto | float32 | bfloat16")
     parser.add_argument("--batch-tokens", type=int, help="padded tokens per forward batch")
     parser.add_argument("--naive-every", type=int, default=4, help="the naive loop runs on every Nth document (default 4)")
-    parser.add_argument("--memory-tokens", type=int, default=8192, help="small shard of the memory test (the large is 4x); 0 skips it")
+    parser.add_argument("--memory-tokens", type=int, default=2048,
+                        help="documents of the memory test: the small shard holds them 4x, the large 16x; 0 skips it")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of one shard")
     parser.add_argument("--json", type=Path, help="also write the JSON figures to this file")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
