@@ -321,7 +321,7 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool)
         "params": info["params"],
     }
     if memory_tokens:
-        say(f"memory: scoring {4 * memory_tokens:,} and {16 * memory_tokens:,} tokens in fresh processes")
+        say(f"memory: documents of about {memory_tokens:,} tokens, scored 4x and 16x over in fresh processes")
         env = dict(os.environ, TLEDIT_SOURCE=settings.source, TLEDIT_MODEL=settings.model,
                    TLEDIT_MODEL_CACHE=str(settings.models_dir), TLEDIT_HOME=str(settings.home),
                    TLEDIT_DEVICE=settings.scoring.device, TLEDIT_DTYPE=settings.scoring.dtype)
