@@ -7,7 +7,7 @@ from typing import Callable, Optional
 
 import dagster as dg
 
-from tledit_pipeline.prior import Prior, cached_prior
+from tledit_pipeline.prior import Prior, cached_prior, model_version
 from tledit_pipeline.settings import Settings
 
 
@@ -86,3 +86,8 @@ def reporter(context: dg.AssetExecutionContext) -> Callable[[str], None]:
         term.info("[%s] %s", key, msg)
 
     return report
+
+
+def prior_code_version(settings: Settings) -> str:
+    """The prior's part of a model-running asset's code version: its name and a hash of its files."""
+    return f"model={settings.model}@{model_version(settings.model, settings.models_dir)}"

@@ -3,10 +3,10 @@
 import dagster as dg
 
 from assets.partitions import shards
-from assets.resources import PriorResource, TleditResource, reporter
+from assets.resources import PriorResource, TleditResource, prior_code_version, reporter
 from tledit_pipeline.health import histogram_chart
 from tledit_pipeline.lake import partition_digest, partition_file
-from tledit_pipeline.prior import describe, model_version
+from tledit_pipeline.prior import describe
 from tledit_pipeline.scoring import score_partition
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.vocab import write_vocab
@@ -22,7 +22,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         deps=["raw_corpus"],
         pool="prior",
         # The model's files are in the version too: weights replaced in the same folder mark scores stale.
-        code_version=f"scores-{ENGINE_VERSION}|model={settings.model}@{model_version(settings.model, settings.models_dir)}|{settings.scoring.version()}",
+        code_version=f"scores-{ENGINE_VERSION}|{prior_code_version(settings)}|{settings.scoring.version()}",
     )
     def token_scores(context: dg.AssetExecutionContext, tledit: TleditResource, prior: PriorResource) -> dg.MaterializeResult:
         """One teacher-forced pass of the prior; long documents in overlapping windows, nothing truncated."""

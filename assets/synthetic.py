@@ -4,10 +4,10 @@ import dagster as dg
 import numpy as np
 
 from assets.partitions import shards
-from assets.resources import PriorResource, TleditResource, reporter
+from assets.resources import PriorResource, TleditResource, prior_code_version, reporter
 from tledit_pipeline.health import histogram_chart, probability_histogram
 from tledit_pipeline.lake import partition_digest, partition_file, read_partition, write_partition
-from tledit_pipeline.prior import describe, model_version
+from tledit_pipeline.prior import describe
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.synthetic import synthesize
 
@@ -22,7 +22,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         deps=["raw_corpus"],
         pool="prior",
         # The baseline's settings (m, cap, sample, seed) and the prior are part of the code version.
-        code_version=f"synthetic-{ENGINE_VERSION}|model={settings.model}@{model_version(settings.model, settings.models_dir)}|dtype={settings.scoring.dtype}|{settings.synthetic.version()}",
+        code_version=f"synthetic-{ENGINE_VERSION}|{prior_code_version(settings)}|dtype={settings.scoring.dtype}|{settings.synthetic.version()}",
     )
     def synthetic_corpus(context: dg.AssetExecutionContext, tledit: TleditResource, prior: PriorResource) -> dg.MaterializeResult:
         """Plain temperature-1 samples of the prior from each sampled document's first m tokens (KV cache, batched)."""

@@ -131,10 +131,10 @@ def edit_shard(
     return table, stats
 
 
-def edit_stored_shard(home: Path, shard: str, settings: EditSettings) -> tuple[pa.Table, EditStats]:
-    """Re-edit one shard from the lake (raw_corpus, token_scores, the prior's vocabulary): no model needed.
+def edit_partition(home: Path, shard: str, settings: EditSettings) -> EditStats:
+    """edited_corpus written from the lake (raw_corpus, token_scores, the prior's vocabulary): no model needed.
 
-    This is what a threshold backfill runs; it refuses scores computed from other raw_corpus bytes.
+    What the asset and a threshold backfill run; it refuses scores computed from other raw_corpus bytes.
     """
     scored_from = partition_meta(home, "token_scores", shard)
     if scored_from.get("raw_digest") != partition_digest(home, "raw_corpus", shard):
@@ -144,11 +144,6 @@ def edit_stored_shard(home: Path, shard: str, settings: EditSettings) -> tuple[p
     raw = read_partition(home, "raw_corpus", shard, columns=["doc_id", "text"])
     scores = read_partition(home, "token_scores", shard)
     vocab = read_vocab(home, scored_from["fingerprint"])
-    return edit_shard(shard, raw, scores, vocab, settings)
-
-
-def edit_partition(home: Path, shard: str, settings: EditSettings) -> EditStats:
-    """edited_corpus partition written from the lake: what the asset and a threshold backfill run."""
-    table, stats = edit_stored_shard(home, shard, settings)
+    table, stats = edit_shard(shard, raw, scores, vocab, settings)
     write_partition(home, "edited_corpus", shard, table, meta={"edit": settings.version()})
     return stats

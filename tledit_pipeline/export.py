@@ -11,15 +11,13 @@ import datetime as _dt
 import decimal
 import gzip
 import json
-import os
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tledit_pipeline.errors import TleditError
-from tledit_pipeline.lake import partition_file, partition_meta, read_partition
+from tledit_pipeline.lake import partition_file, partition_meta, read_partition, write_file_atomically
 
 FORMATS = ("jsonl.gz", "parquet")
 
@@ -59,28 +57,17 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def _atomic_write(target: Path, write) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
-
-
 def write_export(table: pa.Table, out_dir: Path, shard: str, fmt: str) -> Path:
     """One file per shard, written atomically; the same table gives the same bytes."""
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     target = Path(out_dir) / f"{shard}.{fmt}"
     if fmt == "parquet":
-        return _atomic_write(target, lambda p: pq.write_table(table, p, compression="zstd"))
+        return write_file_atomically(target, lambda p: pq.write_table(table, p, compression="zstd"))
     lines = "".join(
         json.dumps(row, ensure_ascii=False, default=_json_default) + "\n" for row in table.to_pylist()
     ).encode("utf-8")
-    return _atomic_write(target, lambda p: p.write_bytes(gzip.compress(lines, mtime=0)))
+    return write_file_atomically(target, lambda p: p.write_bytes(gzip.compress(lines, mtime=0)))
 
 
 def export_shard(home: Path, shard: str, out_dir: Path, fmt: str = "jsonl.gz", edit_version: str | None = None) -> tuple[Path, int]:

@@ -16,7 +16,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
@@ -122,6 +122,19 @@ def _remove_orphans(folder: Path) -> None:
             pass
 
 
+def write_file_atomically(target: Path, write: Callable[[Path], None]) -> Path:
+    """`write(tmp)` fills a temporary file beside `target`, which then replaces it in one rename."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
 def write_partition(
     home: Path,
     asset: str,
@@ -167,13 +180,18 @@ def read_partition(home: Path, asset: str, shard: str, columns: list[str] | None
         return fh.read(columns=columns)
 
 
-def file_digest(path: Path) -> str:
-    """Content hash of a file (16 hex digits): data versions and lineage checks."""
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's content, read in blocks (files may be larger than memory)."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
+        for block in iter(lambda: fh.read(1 << 22), b""):
             h.update(block)
-    return h.hexdigest()[:16]
+    return h.hexdigest()
+
+
+def file_digest(path: Path) -> str:
+    """Content hash of a file (16 hex digits): data versions and lineage checks."""
+    return file_sha256(path)[:16]
 
 
 def partition_digest(home: Path, asset: str, shard: str) -> str:

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from tledit_pipeline.errors import TleditError
+from tledit_pipeline.lake import file_sha256
 from tledit_pipeline.settings import BUNDLED_MODEL
 
 if TYPE_CHECKING:
@@ -213,11 +214,7 @@ def _file_hash(path: Path) -> str:
     st = path.stat()
     key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _FILE_HASHES:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 22), b""):
-                h.update(block)
-        _FILE_HASHES[key] = h.hexdigest()
+        _FILE_HASHES[key] = file_sha256(path)
     return _FILE_HASHES[key]
 
 

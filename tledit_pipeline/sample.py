@@ -14,10 +14,10 @@ import json
 import re
 import sys
 import sysconfig
-import uuid
 from pathlib import Path
 
 from tledit_pipeline.errors import TleditError
+from tledit_pipeline.lake import write_file_atomically
 
 PLAY = "macbeth_gut.txt"
 FORTUNE_SETS = ("fortunes", "murphy", "startrek", "zippy")
@@ -99,9 +99,7 @@ def write_jsonl_gz(path: Path, docs: list[dict]) -> None:
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0, filename="") as gz:
         for d in docs:
             gz.write((json.dumps(d, ensure_ascii=False) + "\n").encode("utf-8"))
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    tmp.write_bytes(buf.getvalue())
-    tmp.replace(path)
+    write_file_atomically(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
 
 
 def ensure_sample(folder: Path) -> Path:

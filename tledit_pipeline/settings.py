@@ -269,16 +269,6 @@ class Settings:
         return cls().with_overrides(**values)
 
 
-def boolean(raw: str) -> bool:
-    """1/true/yes/on or 0/false/no/off, for TLEDIT_* switches."""
-    value = str(raw).strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(raw)
-
-
 def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, (var, cast) in _ENV.items():
