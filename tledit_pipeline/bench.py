@@ -100,15 +100,6 @@ def matmul_flops_per_s(device: str, dtype: str, repeats: int = 5) -> float:
     return 2 * n**3 / best
 
 
-def bf16_native(device: str) -> bool:
-    """Whether the device has bf16 arithmetic units (without them torch emulates bf16, slower than float32)."""
-    import torch
-
-    from tledit_pipeline.prior import cpu_has_bf16
-
-    return torch.cuda.is_bf16_supported() if device.startswith("cuda") else cpu_has_bf16()
-
-
 def useful_flops(prior, batches: list, windows_scored: int) -> tuple[float, float]:
     """FLOPs every scored token needs: 2 x parameters, plus causal attention over the keys it actually sees.
 
@@ -252,7 +243,7 @@ def _probe_in_subprocess(tokens: int, repeat: int, env: dict[str, str]) -> dict[
 
 
 def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool) -> dict[str, Any]:
-    from tledit_pipeline.prior import cached_prior, describe
+    from tledit_pipeline.prior import cached_prior, describe, native_bf16
     from tledit_pipeline.scoring import Scorer, score_partition, tokenize, use_all_cores
     from tledit_pipeline.source import discover_shards, read_shard
     from tledit_pipeline.vocab import write_vocab
@@ -324,7 +315,7 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool)
         # The most pipeline_vs_naive can be in this dtype: every scored token at the matmul peak.
         "pipeline_vs_naive_ceiling": round(peak / flops_per_token / naive, 2),
         "bf16_matmul_flops_per_s": round(bf16_peak),
-        "bf16_native": bf16_native(dev),
+        "bf16_native": native_bf16(dev),
         "padding_share": round(1 - sum(s.fed_tokens for s in stats) / max(sum(s.padded_tokens for s in stats), 1), 4),
         "reread_share": round(1 - sum(s.scored for s in stats) / max(sum(s.fed_tokens for s in stats), 1), 4),
         "reedit_tokens_per_s": round(reedit, 1),

@@ -109,15 +109,20 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
+def native_bf16(device: str) -> bool:
+    """Whether the device computes bf16 natively: CUDA with bf16, or a CPU with AVX-512 BF16/AMX."""
+    if device.startswith("cuda"):
+        import torch
+
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_bf16()
+
+
 def pick_dtype(device: str, requested: str = "auto") -> str:
-    """auto: bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX-512 BF16/AMX), else float32."""
+    """auto: bf16 where the hardware computes it natively, else float32."""
     if requested != "auto":
         return requested
-    import torch
-
-    if device.startswith("cuda"):
-        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
-    return "bfloat16" if cpu_has_bf16() else "float32"
+    return "bfloat16" if native_bf16(device) else "float32"
 
 
 _BYTE_DECODER: dict[str, int] | None = None
