@@ -156,26 +156,23 @@ def _raw_lake(settings: Settings, home: Path) -> list[str]:
     return keys
 
 
-def _forward_only(prior, settings: Settings, home: Path, keys: list[str]) -> tuple[int, float, float, float]:
-    """The model alone over the pipeline's own chunks and batches. Returns tokens, seconds, FLOPs, 2N."""
+def _forward_only(scorer, home: Path, key: str) -> tuple[int, float, float, float]:
+    """The model alone over one shard, in the pipeline's own chunks and batches. Returns tokens, seconds, FLOPs, 2N."""
     from tledit_pipeline.lake import open_partition
-    from tledit_pipeline.scoring import CHARS_PER_CHUNK, DOCS_PER_CHUNK, Scorer, chunks, tokenize
+    from tledit_pipeline.scoring import CHARS_PER_CHUNK, DOCS_PER_CHUNK, chunks, tokenize
 
-    scorer = Scorer(prior, settings.scoring)
-    tokens, seconds, flops = 0, 0.0, 0.0
-    per_token = 0.0
-    for key in keys:
-        raw = open_partition(home, "raw_corpus", key).iter_batches(batch_size=64, columns=["doc_id", "text"])
-        for _, texts in chunks(raw, DOCS_PER_CHUNK, CHARS_PER_CHUNK):
-            ids = tokenize(prior, texts)
-            windows, batches = scorer.plan(ids)
-            t = time.perf_counter()
-            for batch in batches:
-                scorer.forward_only(batch, ids)
-            seconds += time.perf_counter() - t
-            tokens += sum(len(x) for x in ids)
-            f, per_token = useful_flops(prior, batches, sum(w.end - w.score_from for w in windows))
-            flops += f
+    tokens, seconds, flops, per_token = 0, 0.0, 0.0, 0.0
+    raw = open_partition(home, "raw_corpus", key).iter_batches(batch_size=64, columns=["doc_id", "text"])
+    for _, texts in chunks(raw, DOCS_PER_CHUNK, CHARS_PER_CHUNK):
+        ids = tokenize(scorer.prior, texts)
+        windows, batches = scorer.plan(ids)
+        t = time.perf_counter()
+        for batch in batches:
+            scorer.forward_only(batch, ids)
+        seconds += time.perf_counter() - t
+        tokens += sum(len(x) for x in ids)
+        f, per_token = useful_flops(scorer.prior, batches, sum(w.end - w.score_from for w in windows))
+        flops += f
     return tokens, seconds, flops, per_token
 
 
@@ -275,7 +272,7 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool)
             stats.append(score_partition(prior, home, key, settings.scoring,
                                          meta={"fingerprint": prior.fingerprint, "raw_digest": _digest(home, key)}))
             pipe_s += time.perf_counter() - t
-            n, seconds, f, param_flops = _forward_only(prior, settings, home, [key])
+            n, seconds, f, param_flops = _forward_only(scorer, home, key)
             fwd_tokens, fwd_s, flops = fwd_tokens + n, fwd_s + seconds, flops + f
         tokens = sum(s.tokens for s in stats)
         assert fwd_tokens == tokens, (fwd_tokens, tokens)
