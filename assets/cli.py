@@ -100,7 +100,7 @@ def _root_cause(result) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     """Materialize only what is missing or stale (the UI's "materialize changed and missing")."""
     from assets.definitions import build_defs
-    from assets.partitions import PER_SHARD, SHARDS
+    from assets.partitions import SHARDS, chain
     from assets.staleness import health_out_of_date, plan
     from tledit_pipeline.lake import connect
     from tledit_pipeline.source import discover_shards
@@ -126,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     graph = defs.resolve_asset_graph()
     t0 = time.perf_counter()
     if args.force:
-        work = {s.key: (tuple(PER_SHARD), "--force") for s in found}
+        work = {s.key: (tuple(chain(graph)), "--force") for s in found}
     else:
         work = {w.key: (w.assets, w.reason) for w in plan(instance, graph, settings, found)}
     todo = [k for k, (assets, _) in work.items() if assets]

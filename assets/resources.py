@@ -29,12 +29,16 @@ class TleditResource(dg.ConfigurableResource):
     strategy: str = "top_k"
     top_p: float = 0.9
     exclude_original: bool = False
+    drop_below: float = 0.0
     window: int
     overlap: int
     candidates: int
     batch_tokens: int
     device: str
     dtype: str
+    document_start: bool = True
+    context_field: Optional[str] = None
+    generations: int = 1
     prefix_tokens: int = 32
     max_new_tokens: int = 128
     synthetic_sample: float = 0.25

@@ -58,6 +58,7 @@ class EditSettings:
     strategy: str = "top_k"  # top_k | top_p (see tledit_pipeline.edit)
     top_p: float = 0.9  # the nucleus mass of strategy top_p
     exclude_original: bool = False  # never draw the original token again
+    drop_below: float = 0.0  # delete whole tokens with P < drop_below (0: off); the paper's P <= 0.001 setting
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -72,13 +73,19 @@ class EditSettings:
             raise SettingsError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if not 0.0 < self.top_p <= 1.0:
             raise SettingsError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0.0 <= self.drop_below < self.threshold:
+            raise SettingsError(
+                f"drop_below must be in [0, threshold p), got {self.drop_below} (p = {self.threshold}): "
+                "a token cannot be both deleted and resampled"
+            )
 
     def version(self) -> str:
         """Stable string for the edited asset's code version: any change that alters the output marks it stale."""
         v = f"p={self.threshold!r},k={self.top_k},beta={self.beta!r},seed={self.seed},strategy={self.strategy}"
         if self.strategy == "top_p":
             v += f",top_p={self.top_p!r}"
-        return v + (",exclude_original" if self.exclude_original else "")
+        v += ",exclude_original" if self.exclude_original else ""
+        return v + (f",drop_below={self.drop_below!r}" if self.drop_below > 0 else "")
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,10 @@ class ScoringSettings:
     batch_tokens: int = 8192  # padded tokens per forward batch
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto | float32 | bfloat16
+    # Score every document after the model's document-start token (prior.document_start_id), so its
+    # first token is scored too and every token sees the context the model was trained with.
+    document_start: bool = True
+    context_field: str | None = None  # a field whose text the prior reads before the edited one (SFT prompts)
 
     def __post_init__(self) -> None:
         if self.window < 2:
@@ -108,7 +119,9 @@ class ScoringSettings:
 
     def version(self) -> str:
         # batch_tokens and device do not change results beyond float noise, so they stay out.
-        return f"window={self.window},overlap={self.overlap},candidates={self.candidates},dtype={self.dtype}"
+        v = f"window={self.window},overlap={self.overlap},candidates={self.candidates},dtype={self.dtype}"
+        v += ",document_start" if self.document_start else ""
+        return v + (f",context={self.context_field}" if self.context_field else "")
 
 
 @dataclass(frozen=True)
@@ -174,9 +187,14 @@ class Settings:
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
     checks: CheckSettings = field(default_factory=CheckSettings)
+    generations: int = 1  # edit the edited text again: generation g re-scores generation g-1's text
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", data_dir(self.home))
+        if self.generations < 1:
+            raise SettingsError(f"generations must be >= 1, got {self.generations}")
+        if self.scoring.context_field is not None and self.scoring.context_field == self.text_field:
+            raise SettingsError(f"context_field {self.scoring.context_field!r} is the edited field itself")
         if self.model_cache is not None:
             object.__setattr__(self, "model_cache", Path(self.model_cache).expanduser().absolute())
         if self.edit.top_k > self.scoring.candidates:
@@ -205,7 +223,8 @@ class Settings:
                              "text_field": self.text_field,
                              "model_cache": str(self.model_cache) if self.model_cache else None,
                              "refresh_cron": self.refresh_cron,
-                             "trust_remote_code": self.trust_remote_code, "allow_pickle": self.allow_pickle}
+                             "trust_remote_code": self.trust_remote_code, "allow_pickle": self.allow_pickle,
+                             "generations": self.generations}
         return d | asdict(self.edit) | asdict(self.scoring) | asdict(self.synthetic) | asdict(self.checks)
 
     def save(self) -> Path:
