@@ -151,7 +151,6 @@ class ScoringSettings:
         None,
         "a field the prior reads as left context before the edited field (an SFT prompt before its response): "
         "it changes the scores, only the edited field's tokens are edited; a change rescores",
-        commands=PRIOR,
         shown_default="none",
     )
 
