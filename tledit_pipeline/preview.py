@@ -115,14 +115,14 @@ def render(result: Preview, threshold: float, colour: bool = False) -> str:
             parts.append(f"{_colour(t.prob, t.eligible)}{shown}{_RESET}")
             continue
         p = "-" if t.prob is None else f"{t.prob:.2f}" if t.prob < 0.995 else f"{t.prob:.3f}"
-        parts.append(f"{shown}[{p}{'*' if t.eligible else '-' if t.deleted else ''}]")
+        parts.append(f"{shown}[{p}{'*' if t.eligible else 'x' if t.deleted else ''}]")
     lines = [
         f"tokens {len(result.tokens)}, eligible {result.n_eligible} (P >= {threshold}), changed {result.n_changed}"
         + (f", deleted {result.n_deleted}" if result.n_deleted else ""),
         "",
         "original, with P(token | original prefix)" + (
             ": yellow = eligible, orange >= 0.9, green >= 0.5, cyan >= 0.1, grey < 0.1" if colour
-            else "; * = eligible, - = deleted"
+            else "; * = eligible, x = deleted"
         ),
         "".join(parts),
         "",
