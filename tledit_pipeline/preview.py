@@ -122,7 +122,7 @@ def render(result: Preview, threshold: float, colour: bool = False) -> str:
         "",
         "original, with P(token | original prefix)" + (
             ": yellow = eligible, orange >= 0.9, green >= 0.5, cyan >= 0.1, grey < 0.1" if colour
-            else "; * = eligible, x = deleted"
+            else "; * = eligible" + (", x = deleted" if result.n_deleted else "")
         ),
         "".join(parts),
         "",
