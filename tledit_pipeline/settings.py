@@ -259,7 +259,7 @@ class Settings:
     generations: int = setting(
         1,
         "iterative generations N: generation g re-scores generation g-1's edited text with the prior and edits it "
-        "again (assets token_scores_g1, edited_corpus_g2, ...; docs/generations.md); N >= 2 also scores the last one",
+        "again (assets token_scores_g1, edited_corpus_g2, ...; docs/method.md); N >= 2 also scores the last one",
     )
 
     def __post_init__(self) -> None:
