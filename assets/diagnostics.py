@@ -38,6 +38,11 @@ def _key_rows(health: pl.DataFrame) -> pl.DataFrame:
     return health.join(pairs, on=["variant", "metric"])
 
 
+def _generations_version(settings: Settings) -> str:
+    """Which generations the asset reads is part of its code version: a new N rebuilds the profiles and the table."""
+    return f"|generations={settings.generations}" if settings.generations > 1 else ""
+
+
 def build_ngram_profile(settings: Settings) -> dg.AssetsDefinition:
     """ngram_profile reads every generation of the edited corpus (edited_corpus_g2, ... when generations > 1)."""
     later = [text_asset(g) for g in range(2, settings.generations + 1)]
@@ -47,7 +52,7 @@ def build_ngram_profile(settings: Settings) -> dg.AssetsDefinition:
         group_name="diagnostics",
         kinds={"polars", "parquet"},
         deps=["raw_corpus", "edited_corpus", *later, "synthetic_corpus"],
-        code_version=f"ngrams-{ENGINE_VERSION}",
+        code_version=f"ngrams-{ENGINE_VERSION}{_generations_version(settings)}",
     )(ngram_profile)
 
 
@@ -102,7 +107,7 @@ def build_distribution_health(settings: Settings) -> dg.AssetsDefinition:
         group_name="diagnostics",
         kinds={"duckdb"},
         deps=["ngram_profile", "token_scores", "edited_corpus", *later_assets(settings.generations), "synthetic_corpus"],
-        code_version=f"health-{ENGINE_VERSION}",
+        code_version=f"health-{ENGINE_VERSION}{_generations_version(settings)}",
         automation_condition=HEALTH_CONDITION,
     )(distribution_health)
 

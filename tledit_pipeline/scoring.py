@@ -149,11 +149,6 @@ class Scorer:
         self._logits = None  # the reused logits buffer (see logits())
         self.start_id = document_start_id(prior.tokenizer) if settings.document_start else None
 
-    @property
-    def first_scored(self) -> int:
-        """The first position of a document that gets a score: 0 after a start token, else 1."""
-        return 0 if self.start_id is not None else 1
-
     def sequences(self, ids: list[np.ndarray], contexts: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], list[int]]:
         """What the model reads for each document, [start] + context + document, and where the document begins."""
         head = np.array([] if self.start_id is None else [self.start_id], dtype=np.int64)

@@ -110,7 +110,7 @@ def test_each_edit_setting_marks_only_edited_stale(tmp_path, small_source, tiny_
     shard = [sh for sh in discover_shards(s.source, home) if sh.key == "alpha"]
     assert plan(instance, defs.resolve_asset_graph(), s, shard)[0].assets == ()
     for change in ({"threshold": 0.9}, {"top_k": 4}, {"beta": 1.0}, {"seed": 3}, {"strategy": "top_p"},
-                   {"exclude_original": True}):
+                   {"exclude_original": True}, {"drop_below": 0.001}):
         changed = s.with_overrides(**change)
         work = plan(instance, build_defs(changed).resolve_asset_graph(), changed, shard)[0]
         assert work.assets == ("edited_corpus", "ngram_profile"), change
@@ -121,6 +121,14 @@ def test_each_edit_setting_marks_only_edited_stale(tmp_path, small_source, tiny_
     # A scoring setting makes token_scores stale instead.
     rescored = s.with_overrides(window=128, overlap=32)
     assert plan(instance, build_defs(rescored).resolve_asset_graph(), rescored, shard)[0].assets[0] == "token_scores"
+    for change in ({"document_start": False}, {"context_field": "lang"}):  # what the prior reads rescores too
+        changed = s.with_overrides(**change)
+        assert plan(instance, build_defs(changed).resolve_asset_graph(), changed, shard)[0].assets[:3] == (
+            "token_scores", "edited_corpus", "ngram_profile"), change
+    # More generations: only the new generations' assets and what reads them; nothing rescored before them.
+    more = s.with_overrides(generations=2)
+    assert plan(instance, build_defs(more).resolve_asset_graph(), more, shard)[0].assets == (
+        "token_scores_g1", "edited_corpus_g2", "token_scores_g2", "ngram_profile")
 
 
 def test_drop_below_deletes_tokens_and_a_threshold_backfill_needs_no_model(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
