@@ -31,6 +31,7 @@ def _run_in_process(home: Path, source: Path, model: Path, monkeypatch) -> int:
     return main(["run", "--home", str(home), "--source", str(source), "--model", str(model), "--threshold", "0.2"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 def test_sigkill_mid_write_leaves_no_partial_partition(tmp_path, small_source, tiny_model_dir, monkeypatch, capsys):
     crashed = tmp_path / "crashed"
