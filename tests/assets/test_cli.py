@@ -216,6 +216,7 @@ def test_a_model_that_cannot_load_fails_once_and_is_not_remembered(tmp_path, sma
     assert Settings.load(env={}, home=home).model == str(tiny_model_dir)
 
 
+@pytest.mark.slow
 def test_context_field_conditions_the_scores_and_only_the_response_changes(tmp_path, tiny_model_dir, capsys, monkeypatch):
     import gzip
     import json

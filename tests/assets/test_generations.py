@@ -48,6 +48,7 @@ def _health_table(out: str) -> dict[str, dict[str, str]]:
     return table
 
 
+@pytest.mark.slow
 def test_three_generations_end_to_end(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"

@@ -1,7 +1,6 @@
 """Only missing or stale partitions are materialized: settings changes re-edit without the model, a changed
 source file redoes only its own shard, and a run with nothing changed does nothing."""
 
-import pytest
 import dagster as dg
 import duckdb
 import pytest
@@ -133,6 +132,7 @@ def test_each_edit_setting_marks_only_edited_stale(tmp_path, small_source, tiny_
         "token_scores_g1", "edited_corpus_g2", "token_scores_g2", "ngram_profile")
 
 
+@pytest.mark.slow
 def test_drop_below_deletes_tokens_and_a_threshold_backfill_needs_no_model(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
