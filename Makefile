@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 # The bundled prior is converted once and shared by the demo and the tests.
 export TLEDIT_MODEL_CACHE ?= $(TLEDIT_HOME)/models
 
-.PHONY: install demo test bench ui validate clean
+.PHONY: install demo test bench ui validate docs clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ bench: install
 
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml
+
+# The settings table of docs/configuration.md, derived from tledit_pipeline/settings.py.
+docs: install
+	$(BIN)/python -m tledit_pipeline.settings docs/configuration.md
 
 # dagster dev on the instance and remembered settings of $(TLEDIT_HOME) (see `tledit ui`).
 ui: install
