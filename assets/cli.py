@@ -48,8 +48,8 @@ def add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def prepare_instance(settings: Settings):
-    """The Dagster instance under <home>/dagster_home, the same one `make ui` opens."""
-    home = settings.dagster_home
+    """The Dagster instance under <home>/dagster_home (or TLEDIT_DAGSTER_HOME), the same one `make ui` opens."""
+    home = settings.instance_dir
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         (home / "dagster.yaml").write_text(INSTANCE_YAML)
@@ -194,7 +194,7 @@ def summary(con, settings: Settings, elapsed: float, keys: list[str], materializ
     print("                  views raw_corpus, token_scores, edited_corpus, synthetic_corpus, ngram_profile;"
           " table distribution_health (tledit health)")
     print(f"  settings        {settings.home / SETTINGS_FILE}")
-    print(f"  UI              make ui   (dagster dev, DAGSTER_HOME={settings.dagster_home}) -> http://127.0.0.1:3000")
+    print(f"  UI              make ui   (dagster dev, DAGSTER_HOME={settings.instance_dir}) -> http://127.0.0.1:3000")
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -257,6 +257,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     from tledit_pipeline.export import export_shard
     from tledit_pipeline.source import discover_shards
+    from tledit_pipeline.storage import location
 
     settings = _settings(args)
     keys = [s.key for s in discover_shards(settings.source, settings.home)]
@@ -265,7 +266,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         if unknown:
             raise TleditError(f"unknown shard(s) {sorted(unknown)}; the source has {keys}")
         keys = [k for k in keys if k in args.shard]
-    out = Path(args.out).expanduser().absolute()
+    out = location(args.out)  # a folder, or an object-store prefix (s3://bucket/prefix)
     total = 0
     for key in keys:
         path, rows = export_shard(settings.home, key, out, args.format, settings.edit.version())

@@ -11,13 +11,13 @@ import datetime as _dt
 import decimal
 import gzip
 import json
-from pathlib import Path
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tledit_pipeline import storage
 from tledit_pipeline.errors import TleditError
 from tledit_pipeline.lake import partition_file, partition_meta, read_partition, write_file_atomically
+from tledit_pipeline.storage import Location
 
 FORMATS = ("jsonl.gz", "parquet")
 
@@ -26,7 +26,7 @@ class ExportError(TleditError):
     """A shard cannot be exported as asked; the message names it."""
 
 
-def edited_in_source_schema(home: Path, shard: str, edit_version: str | None = None) -> pa.Table:
+def edited_in_source_schema(home: Location, shard: str, edit_version: str | None = None) -> pa.Table:
     """The shard's edited documents with the source's columns; refuses text edited with other settings."""
     for asset in ("raw_corpus", "edited_corpus"):
         if not partition_file(home, asset, shard).exists():
@@ -57,11 +57,11 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def write_export(table: pa.Table, out_dir: Path, shard: str, fmt: str) -> Path:
-    """One file per shard, written atomically; the same table gives the same bytes."""
+def write_export(table: pa.Table, out_dir: Location | str, shard: str, fmt: str) -> Location:
+    """One file per shard, written atomically (one PUT on an object store); the same table gives the same bytes."""
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    target = Path(out_dir) / f"{shard}.{fmt}"
+    target = storage.location(out_dir) / f"{shard}.{fmt}"
     if fmt == "parquet":
         return write_file_atomically(target, lambda p: pq.write_table(table, p, compression="zstd"))
     lines = "".join(
@@ -70,6 +70,8 @@ def write_export(table: pa.Table, out_dir: Path, shard: str, fmt: str) -> Path:
     return write_file_atomically(target, lambda p: p.write_bytes(gzip.compress(lines, mtime=0)))
 
 
-def export_shard(home: Path, shard: str, out_dir: Path, fmt: str = "jsonl.gz", edit_version: str | None = None) -> tuple[Path, int]:
+def export_shard(
+    home: Location, shard: str, out_dir: Location | str, fmt: str = "jsonl.gz", edit_version: str | None = None
+) -> tuple[Location, int]:
     table = edited_in_source_schema(home, shard, edit_version)
     return write_export(table, out_dir, shard, fmt), table.num_rows
