@@ -105,7 +105,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from assets.definitions import build_defs
     from assets.partitions import PER_SHARD, SHARDS
     from assets.staleness import health_out_of_date, plan
-    from tledit_pipeline.lake import connect
+    from tledit_pipeline.lake import check_home, connect
     from tledit_pipeline.prior import check_model
     from tledit_pipeline.source import discover_shards
 
@@ -117,8 +117,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise TleditError(f"unknown shard(s) {sorted(unknown)}; the source has {[s.key for s in found]}")
         found = [s for s in found if s.key in args.shard]
     if not found:
-        raise TleditError(f"no shard files (.jsonl, .jsonl.gz, .parquet, .txt) in source {settings.source!r}")
+        raise TleditError(f"no shard files (.jsonl, .jsonl.gz, .parquet, .txt, .arrow) in source {settings.source!r}")
     check_model(settings.model, settings.allow_pickle)
+    check_home(settings.home)
     instance = prepare_instance(settings)
     known = set(instance.get_dynamic_partitions(SHARDS))
     new = [s.key for s in found if s.key not in known]
@@ -256,6 +257,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """The edited corpus in the source's schema, one file per shard (rejected rows are not exported)."""
 
     from tledit_pipeline.export import export_shard
+    from tledit_pipeline.lake import check_home
     from tledit_pipeline.source import discover_shards
     from tledit_pipeline.storage import location
 
@@ -267,6 +269,7 @@ def cmd_export(args: argparse.Namespace) -> int:
             raise TleditError(f"unknown shard(s) {sorted(unknown)}; the source has {keys}")
         keys = [k for k in keys if k in args.shard]
     out = location(args.out)  # a folder, or an object-store prefix (s3://bucket/prefix)
+    check_home(out)
     total = 0
     for key in keys:
         path, rows = export_shard(settings.home, key, out, args.format, settings.edit.version())

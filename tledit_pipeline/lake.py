@@ -51,6 +51,14 @@ class LakeError(TleditError):
     """A partition key or asset name that cannot be a lake path (it would escape the data directory)."""
 
 
+def check_home(home: Location) -> None:
+    """Fail early, in one line, when a data directory on an object store cannot be used (no such bucket,
+    access denied, an endpoint that does not answer): before any work starts, not in every step."""
+    home = storage.location(home)
+    if isinstance(home, RemotePath):
+        storage.check_bucket(home)
+
+
 def lake_root(home: Location) -> Location:
     return storage.location(home) / LAKE_DIR
 

@@ -231,7 +231,7 @@ def _problem(exc: BaseException, url: str) -> str | None:
             return "no such bucket"
         return "no such object (was it removed or renamed after it was listed?)"
     if isinstance(exc, PermissionError):
-        detail = f": {text}" if text and text != url else ""
+        detail = f": {text}" if text and text != url and text.lower().strip(" .") != "access denied" else ""
         return f"access denied{detail} (check the credentials and the bucket's policy)"
     if isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__name__ in ("ClientConnectorError", "ServerDisconnectedError"):
         return f"cannot connect to {_endpoint(url)} (is it running and reachable? check AWS_ENDPOINT_URL)"
@@ -260,7 +260,7 @@ def errors(url: str) -> Iterator[None]:
 def check_bucket(where: RemotePath) -> None:
     """A clear error when the bucket itself is missing or closed to us (listings just come back empty)."""
     root = RemotePath(f"{where.protocol}://{where.bucket}")
-    with errors(root.url):
+    with errors(where.url):
         where.fs.ls(root.path, detail=False)
 
 
