@@ -58,13 +58,9 @@ def prepare_instance(settings: Settings):
 
     # Two `tledit run`s starting at once on a new home would both create the instance's SQLite schema
     # ("table ... already exists"): the first open is serialized by a lock file; later opens just wait briefly.
-    with open(home / ".instance.lock", "a") as lock:
-        try:
-            import fcntl
+    from filelock import FileLock
 
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except ImportError:  # not POSIX: no concurrent runs protection, as before
-            pass
+    with FileLock(home / ".instance.lock"):
         return DagsterInstance.get()
 
 

@@ -14,10 +14,8 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import dagster as dg
-from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
-from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
-from dagster._time import get_current_datetime
 
+from assets.dagster_internals import AssetGraphView, CachingStaleStatusResolver, StaleStatus, TemporalContext, get_current_datetime
 from assets.partitions import PER_SHARD
 from tledit_pipeline.lake import partition_file
 from tledit_pipeline.settings import Settings

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,10 +40,6 @@ VIEWS = ("raw_corpus", "rejected_documents", "token_scores", "edited_corpus", "s
 _KEY_RE = re.compile(r"^[a-z0-9_-]{1,100}$")
 _ASSET_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _TMP_RE = re.compile(r"^\." + re.escape(DATA_FILE) + r"\.(\d+)\.[0-9a-f]{32}\.tmp$")
-# Test-only hook (tests/reliability/test_crash.py): "asset" or "asset:shard"; that writer stops for 10 minutes
-# after writing its temporary file, before the rename, so a test can SIGKILL the run mid-write. Never set it
-# in real runs.
-HOLD_ENV = "TLEDIT_TEST_HOLD_WRITE"
 
 
 class LakeError(TleditError):
@@ -109,8 +104,6 @@ class PartitionWriter:
                 self.writer.add_key_value_metadata({META_KEY: json.dumps(self.meta, sort_keys=True).encode()})
             self.writer.close()
             if exc_type is None:
-                if os.environ.get(HOLD_ENV) in (self.asset, f"{self.asset}:{self.shard}"):
-                    time.sleep(600)
                 _publish(self.tmp, self.target)
         finally:
             self.tmp.unlink(missing_ok=True)
@@ -149,7 +142,10 @@ def _publish(tmp: Path, target: Location) -> None:
 
 
 def write_file_atomically(target: Location, write: Callable[[Path], None]) -> Location:
-    """`write(tmp)` fills a temporary file, which then replaces `target` in one rename (one PUT on a store)."""
+    """`write(tmp)` fills a temporary file, which then replaces `target` in one rename (one PUT on a store).
+
+    By hand: no well-kept library writes a file atomically with a caller-supplied writer (DuckDB, pyarrow).
+    """
     target = storage.location(target)
     if isinstance(target, RemotePath):
         tmp = storage.spool_file(target.name)

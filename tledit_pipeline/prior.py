@@ -312,7 +312,7 @@ def load_prior(
     except PriorError:
         raise
     except Exception as exc:  # a missing `gguf` package, a corrupt file, a full disk
-        raise PriorError(f"cannot prepare the bundled prior: {type(exc).__name__}: {exc}") from None
+        raise PriorError(f"cannot prepare the bundled prior: {exc}") from None
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     local_only = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(path).exists()

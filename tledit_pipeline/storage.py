@@ -354,11 +354,8 @@ def sha256(loc: Location) -> str:
                 size += len(block)
         _remember_digest(loc, size, etag, h.hexdigest())
         return h.hexdigest()
-    h = hashlib.sha256()
     with open(loc, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def stamp(loc: Location) -> list:

@@ -1,5 +1,6 @@
 """`tledit run` end to end, in process, against a persistent instance under a temporary home."""
 
+import pytest
 import dagster as dg
 import duckdb
 
@@ -196,6 +197,7 @@ def test_preview_colours_a_terminal(tmp_path, tiny_model_dir, capsys, monkeypatc
     assert result.n_changed <= result.n_eligible <= len(result.tokens)
 
 
+@pytest.mark.slow
 def test_a_model_that_cannot_load_fails_once_and_is_not_remembered(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
