@@ -40,8 +40,9 @@ class S3Server:
     def set_auth(self, enforced: bool) -> None:
         """moto checks credentials and IAM policies only when told to (its /moto-api/reset-auth switch)."""
         value = b"0" if enforced else b"inf"
-        request = urllib.request.Request(f"{self.endpoint}/moto-api/reset-auth", data=value, method="POST",
-                                         headers={"Content-Type": "text/plain"})
+        request = urllib.request.Request(
+            f"{self.endpoint}/moto-api/reset-auth", data=value, method="POST", headers={"Content-Type": "text/plain"}
+        )
         urllib.request.urlopen(request, timeout=10)
 
 
@@ -51,7 +52,8 @@ def s3_server(tmp_path_factory) -> S3Server:
     log = open(tmp_path_factory.mktemp("moto") / "server.log", "wb")
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:
@@ -93,10 +95,10 @@ class S3:
 
     def keys(self, prefix: str = "") -> list[str]:
         base = f"{self.bucket}/{prefix}".rstrip("/")
-        return sorted(p[len(self.bucket) + 1:] for p in self.fs.find(base))
+        return sorted(p[len(self.bucket) + 1 :] for p in self.fs.find(base))
 
     def objects(self, prefix: str) -> dict[str, bytes]:
-        return {k[len(prefix):].lstrip("/"): self.fs.cat_file(f"{self.bucket}/{k}") for k in self.keys(prefix)}
+        return {k[len(prefix) :].lstrip("/"): self.fs.cat_file(f"{self.bucket}/{k}") for k in self.keys(prefix)}
 
 
 def aws_env(endpoint: str, tmp_path: Path) -> dict[str, str]:
@@ -140,8 +142,14 @@ def subprocess_env(tmp_path: Path, endpoint: str, **extra: str) -> dict[str, str
     """A child `tledit` process's environment: no TLEDIT_* from the outside, the AWS variables, offline."""
     repo = Path(__file__).resolve().parents[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TLEDIT_", "AWS_"))}
-    env.update(aws_env(endpoint, tmp_path), PYTHONPATH=str(repo), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", **extra)
+    env.update(
+        aws_env(endpoint, tmp_path),
+        PYTHONPATH=str(repo),
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        **extra,
+    )
     return env
 
 
@@ -150,12 +158,18 @@ def iam_user_without_s3(endpoint: str, tmp_path: Path) -> dict[str, str]:
     import boto3
 
     env = aws_env(endpoint, tmp_path)
-    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1",
-                       aws_access_key_id="testing", aws_secret_access_key=SECRET)
+    iam = boto3.client(
+        "iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="testing", aws_secret_access_key=SECRET
+    )
     name = f"reader-{uuid.uuid4().hex[:8]}"
     iam.create_user(UserName=name)
-    iam.put_user_policy(UserName=name, PolicyName="nothing", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "s3:*", "Resource": "*"}]}))
+    iam.put_user_policy(
+        UserName=name,
+        PolicyName="nothing",
+        PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "s3:*", "Resource": "*"}]}
+        ),
+    )
     key = iam.create_access_key(UserName=name)["AccessKey"]
     return env | {"AWS_ACCESS_KEY_ID": key["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": key["SecretAccessKey"]}
 
@@ -216,7 +230,7 @@ class StallingProxy:
                         buf = buf[-8192:]
                         continue
                     dst.sendall(data[: end - start])
-                    data, allowance = data[end - start:], self.body_bytes
+                    data, allowance = data[end - start :], self.body_bytes
                 dst.sendall(data[:allowance])
                 allowance -= min(allowance, len(data))
                 if allowance == 0:

@@ -11,6 +11,7 @@ import datetime as _dt
 import decimal
 import gzip
 import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 

@@ -141,7 +141,7 @@ def _publish(tmp: Path, target: Location) -> None:
     _fsync_dir(target.parent)
 
 
-def write_file_atomically(target: Location, write: Callable[[Path], None]) -> Location:
+def write_file_atomically(target: Location, write: Callable[[Path], object]) -> Location:
     """`write(tmp)` fills a temporary file, which then replaces `target` in one rename (one PUT on a store).
 
     By hand: no well-kept library writes a file atomically with a caller-supplied writer (DuckDB, pyarrow).
@@ -365,7 +365,7 @@ def _mixed_columns(paths: Sequence[Location]) -> dict[Location, list[str]]:
         from concurrent.futures import ThreadPoolExecutor
 
         with ThreadPoolExecutor(16) as pool:  # footers of a store's objects: many small requests at once
-            schemas = dict(zip(paths, pool.map(read_schema, paths)))
+            schemas = dict(zip(paths, pool.map(read_schema, paths), strict=True))
     else:
         schemas = {p: pq.read_schema(p) for p in paths}
     types: dict[str, set] = {}

@@ -269,7 +269,7 @@ class Settings:
         """Every setting by name, JSON-ready: the form saved in <home>/settings.json and given to resources."""
         return {s.name: s.plain(self.value(s)) for s in SPECS}
 
-    def save(self) -> Path:
+    def save(self) -> "Path | RemotePath":
         """Remember these settings in the data directory, so the UI, the sensor and later runs use them."""
         from tledit_pipeline.lake import write_file_atomically
 

@@ -164,7 +164,7 @@ def _hf_cache_files(source: str) -> list[tuple[str, Location]]:
         with mock.patch.object(datasets.config, "HF_HUB_OFFLINE", True), \
                 mock.patch.object(huggingface_hub.constants, "HF_HUB_OFFLINE", True):
             loaded = datasets.load_dataset(name, config or None, split=split or None)
-    except Exception as exc:  # noqa: BLE001: the library raises many kinds for "not cached"; all end here
+    except Exception as exc:  # noqa: BLE001 (the library raises many kinds for "not cached"; all end here)
         detail = str(exc).splitlines()[0] if str(exc) else "not found"
         raise SourceError(
             f"source {source!r}: not in the local Hugging Face cache ({datasets.config.HF_DATASETS_CACHE}): {detail}"

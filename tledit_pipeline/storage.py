@@ -22,11 +22,12 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import IO, Any, Iterator, Union
+from typing import IO, Any
 
 from tledit_pipeline.errors import TleditError
 
@@ -122,7 +123,7 @@ class RemotePath:
         with errors(self.url):
             return self.fs.info(self.path)
 
-    def open(self, mode: str = "rb", **kwargs: Any) -> IO:
+    def open(self, mode: str = "rb", **kwargs: Any) -> Any:
         if "r" not in mode:
             raise ValueError("RemotePath opens for reading only; writes go through put_file (one PUT)")
         with errors(self.url):
@@ -145,7 +146,7 @@ class RemotePath:
                     raise
 
 
-Location = Union[Path, RemotePath]
+Location = Path | RemotePath
 
 
 def location(value: str | os.PathLike | RemotePath) -> Location:
@@ -176,9 +177,19 @@ def filesystem(protocol: str, url: str = ""):
     except ValueError:
         raise StorageError(f"{url or protocol + '://'}: unknown storage protocol {protocol!r}") from None
     except ImportError:
-        package = {"s3": "s3fs", "s3a": "s3fs", "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs", "abfss": "adlfs"}.get(protocol)
+        package = {
+            "s3": "s3fs",
+            "s3a": "s3fs",
+            "gs": "gcsfs",
+            "gcs": "gcsfs",
+            "az": "adlfs",
+            "abfs": "adlfs",
+            "abfss": "adlfs",
+        }.get(protocol)
         hint = f"pip install {package}" if package else "install the fsspec package for it"
-        raise StorageError(f"{url or protocol + '://'}: the {protocol}:// protocol needs a package that is not installed ({hint})") from None
+        raise StorageError(
+            f"{url or protocol + '://'}: the {protocol}:// protocol needs a package that is not installed ({hint})"
+        ) from None
     return cls(use_listings_cache=False)
 
 
@@ -233,7 +244,10 @@ def _problem(exc: BaseException, url: str) -> str | None:
     if isinstance(exc, PermissionError):
         detail = f": {text}" if text and text != url and text.lower().strip(" .") != "access denied" else ""
         return f"access denied{detail} (check the credentials and the bucket's policy)"
-    if isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__name__ in ("ClientConnectorError", "ServerDisconnectedError"):
+    if isinstance(exc, (ConnectionError, TimeoutError)) or type(exc).__name__ in (
+        "ClientConnectorError",
+        "ServerDisconnectedError",
+    ):
         return f"cannot connect to {_endpoint(url)} (is it running and reachable? check AWS_ENDPOINT_URL)"
     if isinstance(exc, OSError):
         low = text.lower()
@@ -250,7 +264,7 @@ def errors(url: str) -> Iterator[None]:
         yield
     except StorageError:
         raise
-    except Exception as exc:  # noqa: BLE001: _problem decides; anything it does not know is re-raised as is
+    except Exception as exc:  # noqa: BLE001 (_problem decides; anything it does not know is re-raised as is)
         problem = _problem(exc, url)
         if problem is None:
             raise
@@ -408,11 +422,7 @@ def list_files(loc: Location) -> list[tuple[Location, dict[str, Any]]]:
             found = fs.glob(loc.path, detail=True)
         else:
             found = {e["name"]: e for e in fs.ls(loc.path, detail=True)}
-    return [
-        (RemotePath(fs.unstrip_protocol(name)), info)
-        for name, info in sorted(found.items())
-        if info.get("type") == "file"
-    ]
+    return [(RemotePath(fs.unstrip_protocol(name)), info) for name, info in sorted(found.items()) if info.get("type") == "file"]
 
 
 def existing(loc: Location, names: list[str]) -> set[str]:
@@ -426,7 +436,7 @@ def existing(loc: Location, names: list[str]) -> set[str]:
         except FileNotFoundError:
             return set()
     base = loc.path.rstrip("/") + "/"
-    present = {f[len(base):] for f in found if f.startswith(base)}
+    present = {f[len(base) :] for f in found if f.startswith(base)}
     return {n for n in names if n in present}
 
 

@@ -18,9 +18,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.cli import main
+from tests.assets.test_staleness import _forbid_the_model
 from tledit_pipeline.lake import DATA_FILE, DUCKDB_FILE
 from tledit_pipeline.settings import Settings
-from tests.assets.test_staleness import _forbid_the_model
 
 PER_SHARD = ("raw_corpus", "rejected_documents", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile")
 
@@ -38,6 +38,7 @@ def on_s3(s3, small_source, tiny_model_dir, tmp_path, monkeypatch):
     return s3, source, home, flags
 
 
+@pytest.mark.slow
 def test_whole_graph_backfill_and_changed_object_on_the_server(on_s3, tmp_path, capsys, monkeypatch):
     s3, source, home, flags = on_s3
     assert _run(*flags, "--threshold", "0.2") == 0

@@ -20,34 +20,40 @@ datasets = pytest.importorskip("datasets")
 TEXTS = [
     "When shall we three meet again? In thunder, lightning, or in rain?",
     "Fair is foul, and foul is fair. Hover through the fog and filthy air.",
-    "Caf\u00e9 \u65e5\u672c\u8a9e \U0001F600 e\u0301 done.\r\nNext line.",
+    "Caf\u00e9 \u65e5\u672c\u8a9e \U0001f600 e\u0301 done.\r\nNext line.",
     "Is this a dagger which I see before me?",
 ]
 
 
 def _dataset() -> "datasets.Dataset":
-    features = datasets.Features({
-        "id": datasets.Value("int64"),
-        "text": datasets.Value("string"),
-        "label": datasets.ClassLabel(names=["verse", "prose"]),
-        "meta": {"act": datasets.Value("string"), "line": datasets.Value("int32")},
-        "tags": datasets.Sequence(datasets.Value("string")),
-        "score": datasets.Value("float32"),
-    })
-    return datasets.Dataset.from_dict({
-        "id": [10, 11, 12, 13],
-        "text": TEXTS,
-        "label": [0, 1, 1, 0],
-        "meta": [{"act": "I", "line": 1}, {"act": "I", "line": 2}, {"act": None, "line": None}, {"act": "II", "line": 33}],
-        "tags": [["witch"], [], ["unicode", "crlf"], ["dagger"]],
-        "score": [0.5, 1.25, -2.0, 3.0],
-    }, features=features)
+    features = datasets.Features(
+        {
+            "id": datasets.Value("int64"),
+            "text": datasets.Value("string"),
+            "label": datasets.ClassLabel(names=["verse", "prose"]),
+            "meta": {"act": datasets.Value("string"), "line": datasets.Value("int32")},
+            "tags": datasets.Sequence(datasets.Value("string")),
+            "score": datasets.Value("float32"),
+        }
+    )
+    return datasets.Dataset.from_dict(
+        {
+            "id": [10, 11, 12, 13],
+            "text": TEXTS,
+            "label": [0, 1, 1, 0],
+            "meta": [{"act": "I", "line": 1}, {"act": "I", "line": 2}, {"act": None, "line": None}, {"act": "II", "line": 33}],
+            "tags": [["witch"], [], ["unicode", "crlf"], ["dagger"]],
+            "score": [0.5, 1.25, -2.0, 3.0],
+        },
+        features=features,
+    )
 
 
 def test_save_to_disk_folder_is_one_shard_per_arrow_file(tmp_path):
     saved = tmp_path / "saved"
     datasets.DatasetDict({"train": _dataset(), "test": _dataset().select([3])}).save_to_disk(
-        str(saved), num_shards={"train": 2, "test": 1})
+        str(saved), num_shards={"train": 2, "test": 1}
+    )
     shards = discover_shards(str(saved), tmp_path)
     assert [s.key for s in shards] == ["test-data-00000-of-00001", "train-data-00000-of-00002", "train-data-00001-of-00002"]
     reads = {s.key: read_shard(s) for s in shards}
@@ -62,6 +68,7 @@ def test_save_to_disk_folder_is_one_shard_per_arrow_file(tmp_path):
     assert all(r.rejected.num_rows == 0 and len(r.digest) == 16 for r in reads.values())
 
 
+@pytest.mark.slow
 def test_run_and_export_from_a_saved_dataset(tmp_path, tiny_model_dir, monkeypatch, capsys):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     saved = tmp_path / "saved"
@@ -96,6 +103,7 @@ def _cache_dataset(cache: str) -> None:
     os.remove(parquet)
 
 
+@pytest.mark.slow
 def test_dataset_from_the_local_hf_cache_runs_offline(tmp_path, tiny_model_dir, monkeypatch, capsys):
     cache = tmp_path / "hf-datasets"
     cache.mkdir()

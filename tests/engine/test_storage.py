@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -17,7 +16,6 @@ from tledit_pipeline.lake import (
     PartitionWriter,
     connect,
     partition_digest,
-    partition_file,
     partition_meta,
     read_partition,
     rebuild_database,
@@ -116,7 +114,9 @@ def test_duckdb_reads_the_lake_through_fsspec(s3, tmp_path, monkeypatch):
     with connect(home) as con:  # a local copy, read-only, that still reads the lake on the server
         assert con.execute("SELECT n FROM t").fetchone() == (4,)
         assert con.execute("SELECT count(DISTINCT shard) FROM raw_corpus").fetchone() == (2,)
-        assert con.execute("SELECT count(*) FROM duckdb_extensions() WHERE loaded AND extension_name = 'httpfs'").fetchone() == (0,)
+        assert con.execute("SELECT count(*) FROM duckdb_extensions() WHERE loaded AND extension_name = 'httpfs'").fetchone() == (
+            0,
+        )
 
 
 def test_sources_on_the_server(s3, small_source, tmp_path):
@@ -124,7 +124,9 @@ def test_sources_on_the_server(s3, small_source, tmp_path):
     (small_source / ".hidden.jsonl").write_text('{"text": "x"}\n')
     prefix = s3.upload_folder(small_source, "corpus")
     assert [(s.key, str(s.path)) for s in discover_shards(prefix, tmp_path)] == [
-        ("alpha", f"{prefix}/alpha.jsonl"), ("beta", f"{prefix}/beta.jsonl.gz")]
+        ("alpha", f"{prefix}/alpha.jsonl"),
+        ("beta", f"{prefix}/beta.jsonl.gz"),
+    ]
     assert [s.key for s in discover_shards(f"{prefix}/*.jsonl.gz", tmp_path)] == ["beta"]
     assert [s.key for s in discover_shards(f"{prefix}/alpha.jsonl", tmp_path)] == ["alpha"]
     assert discover_shards(f"{prefix}/*.parquet", tmp_path) == []

@@ -27,8 +27,9 @@ HELD = f"/lake/edited_corpus/shard=alpha/{DATA_FILE}"  # the object being upload
 
 
 def _tledit(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "assets.cli", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "assets.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _one_line_error(proc: subprocess.CompletedProcess) -> str:
@@ -40,6 +41,7 @@ def _one_line_error(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 def test_killed_mid_upload_leaves_no_partial_partition(s3, small_source, tiny_model_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
@@ -49,8 +51,9 @@ def test_killed_mid_upload_leaves_no_partial_partition(s3, small_source, tiny_mo
     args = ["run", "--home", crashed, "--source", source, "--model", str(tiny_model_dir), "--threshold", "0.2"]
     proxy = StallingProxy(int(s3.server.endpoint.rsplit(":", 1)[1]), key_suffix=HELD)
     env = subprocess_env(tmp_path, proxy.endpoint)
-    proc = subprocess.Popen([sys.executable, "-m", "assets.cli", *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "assets.cli", *args], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         assert proxy.stalled.wait(300), "the upload of edited_corpus never started"
         time.sleep(0.5)  # the server holds the request's first bytes
@@ -82,7 +85,9 @@ def test_killed_mid_upload_leaves_no_partial_partition(s3, small_source, tiny_mo
 
 def test_no_such_bucket_is_one_line(s3, small_source, tmp_path):
     env = subprocess_env(tmp_path, s3.server.endpoint)
-    line = _one_line_error(_tledit(env, "run", "--home", str(tmp_path / "home"), "--source", "s3://no-such-bucket/corpus/*.jsonl"))
+    line = _one_line_error(
+        _tledit(env, "run", "--home", str(tmp_path / "home"), "--source", "s3://no-such-bucket/corpus/*.jsonl")
+    )
     assert "s3://no-such-bucket" in line and "no such bucket" in line
     source = s3.upload_folder(small_source, "corpus")
     line = _one_line_error(_tledit(env, "run", "--home", "s3://no-such-bucket/home", "--source", source))
@@ -93,8 +98,16 @@ def test_no_such_bucket_is_one_line(s3, small_source, tmp_path):
 
 def test_bad_endpoint_is_one_line(tmp_path):
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    line = _one_line_error(_tledit(subprocess_env(tmp_path, endpoint), "run", "--home", str(tmp_path / "home"),
-                                   "--source", "s3://corpus/shards/*.jsonl.gz"))
+    line = _one_line_error(
+        _tledit(
+            subprocess_env(tmp_path, endpoint),
+            "run",
+            "--home",
+            str(tmp_path / "home"),
+            "--source",
+            "s3://corpus/shards/*.jsonl.gz",
+        )
+    )
     assert "s3://corpus" in line and f"cannot connect to {endpoint}" in line
 
 
@@ -133,4 +146,6 @@ def test_a_missing_fsspec_package_is_named(tmp_path, capsys):
         pass
     assert main(["shards", "--home", str(tmp_path), "--source", "gs://bucket/corpus/*.jsonl"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "tledit: gs://bucket/corpus/*.jsonl: the gs:// protocol needs a package that is not installed (pip install gcsfs)"
+    assert (
+        err == "tledit: gs://bucket/corpus/*.jsonl: the gs:// protocol needs a package that is not installed (pip install gcsfs)"
+    )

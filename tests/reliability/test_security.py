@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import build_tiny_model, write_jsonl
+
 from tledit_pipeline.lake import LakeError, lake_root, partition_file, read_partition, refresh_views, write_partition
 from tledit_pipeline.prior import PriorError, _fingerprint, load_prior, model_version
 from tledit_pipeline.settings import Settings, SettingsError
