@@ -202,7 +202,9 @@ class Settings:
     )
     source: str = setting(
         "sample",
-        "`sample`, or a folder / glob / file of `.jsonl`, `.jsonl.gz`, `.parquet`, `.txt` (one file = one shard = one partition)",
+        "`sample`; a folder / glob / file of `.jsonl`, `.jsonl.gz`, `.parquet`, `.txt`, `.arrow`, local or on an object store "
+        "(`s3://bucket/prefix/*.jsonl.gz`, `gs://`, `az://`, `hf://datasets/...`); a `save_to_disk` folder; or "
+        "`hf:NAME[:CONFIG[:SPLIT]]` from the local Hugging Face cache (one file = one shard = one partition; docs/storage.md)",
         commands=CORPUS,
     )
     model: str = setting(BUNDLED_MODEL, "the prior: the bundled SmolLM2-135M, a Hugging Face id or a local folder", commands=PRIOR)

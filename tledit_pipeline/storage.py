@@ -35,6 +35,7 @@ LOCAL_PROTOCOLS = ("file", "local")
 SINGLE_PUT_LIMIT = 5 * 2**30  # S3's largest single PUT; s3fs uploads anything smaller in one request
 BLOCK = 8 * 2**20  # bytes per ranged GET when streaming an object
 GLOB_CHARS = "*?["
+BUCKET_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl")  # a URL's first component is a bucket
 
 
 class StorageError(TleditError):
@@ -273,6 +274,8 @@ def errors(url: str) -> Iterator[None]:
 
 def check_bucket(where: RemotePath) -> None:
     """A clear error when the bucket itself is missing or closed to us (listings just come back empty)."""
+    if where.protocol not in BUCKET_STORES:
+        return
     root = RemotePath(f"{where.protocol}://{where.bucket}")
     with errors(where.url):
         where.fs.ls(root.path, detail=False)
