@@ -18,27 +18,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.cli import main
-from tests.s3 import StallingProxy, free_port, iam_user_without_s3, subprocess_env
+from tests.s3 import StallingProxy, aws_env, free_port, iam_user_without_s3, reset_filesystems, subprocess_env
 from tledit_pipeline.lake import DATA_FILE
 from tledit_pipeline.source import SourceError, discover_shards, read_shard
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HELD = f"/lake/edited_corpus/shard=alpha/{DATA_FILE}"  # the object being uploaded when the run is killed
-
-
-def _tledit(env: dict[str, str], *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "assets.cli", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def _one_line_error(proc: subprocess.CompletedProcess) -> str:
-    """The run failed with exit 2 and said why in one line, without a traceback or exception names."""
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("tledit: "), proc.stderr[-3000:]
-    assert "Traceback" not in proc.stderr and "Error:" not in lines[0] and "Exception" not in lines[0]
-    return lines[0]
 
 
 @pytest.mark.slow
@@ -83,45 +68,56 @@ def test_killed_mid_upload_leaves_no_partial_partition(s3, small_source, tiny_mo
     assert [name for name in after if after[name] != reference[name]] == []
 
 
-def test_no_such_bucket_is_one_line(s3, small_source, tmp_path):
-    env = subprocess_env(tmp_path, s3.server.endpoint)
-    line = _one_line_error(
-        _tledit(env, "run", "--home", str(tmp_path / "home"), "--source", "s3://no-such-bucket/corpus/*.jsonl")
-    )
-    assert "s3://no-such-bucket" in line and "no such bucket" in line
+def _error_line(capsys, *args: str) -> str:
+    """`tledit ARGS` failed with exit 2 and said why in one line, without a traceback or exception names."""
+    code = main(list(args))
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("tledit: "), (code, err[-3000:])
+    assert "Traceback" not in err and "Error:" not in lines[0] and "Exception" not in lines[0]
+    return lines[0]
+
+
+def test_no_such_bucket_is_one_line(s3, small_source, tiny_model_dir, tmp_path, capsys):
+    line = _error_line(capsys, "run", "--home", str(tmp_path / "home"), "--source", "s3://no-such-bucket/corpus/*.jsonl")
+    assert line == "tledit: s3://no-such-bucket/corpus/*.jsonl: no such bucket"
     source = s3.upload_folder(small_source, "corpus")
-    line = _one_line_error(_tledit(env, "run", "--home", "s3://no-such-bucket/home", "--source", source))
-    assert "s3://no-such-bucket" in line and "no such bucket" in line
-    line = _one_line_error(_tledit(env, "run", "--home", str(tmp_path / "home"), "--source", s3.url("nothing-here")))
-    assert s3.url("nothing-here") in line and "is not a folder, object or glob that exists" in line
+    line = _error_line(capsys, "run", "--home", "s3://no-such-bucket/home", "--source", source, "--model", str(tiny_model_dir))
+    assert line == "tledit: s3://no-such-bucket/home: no such bucket"
+    line = _error_line(capsys, "run", "--home", str(tmp_path / "home"), "--source", s3.url("nothing-here"))
+    assert line == f"tledit: source '{s3.url('nothing-here')}' is not a folder, object or glob that exists"
+    line = _error_line(capsys, "export", "--home", str(tmp_path / "home"), "--source", source, "--out", "s3://no-such-bucket/x")
+    assert line == "tledit: s3://no-such-bucket/x: no such bucket"
+    assert not (tmp_path / "home").exists()  # nothing was started
 
 
-def test_bad_endpoint_is_one_line(tmp_path):
+def test_bad_endpoint_is_one_line(tmp_path, monkeypatch, capsys):
     endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    line = _one_line_error(
-        _tledit(
-            subprocess_env(tmp_path, endpoint),
-            "run",
-            "--home",
-            str(tmp_path / "home"),
-            "--source",
-            "s3://corpus/shards/*.jsonl.gz",
-        )
+    for var, value in aws_env(endpoint, tmp_path).items():
+        monkeypatch.setenv(var, value)
+    reset_filesystems()
+    try:
+        line = _error_line(capsys, "run", "--home", str(tmp_path / "home"), "--source", "s3://corpus/shards/*.jsonl.gz")
+    finally:
+        reset_filesystems()
+    assert line == (
+        f"tledit: s3://corpus/shards/*.jsonl.gz: cannot connect to {endpoint} (is it running and reachable? check AWS_ENDPOINT_URL)"
     )
-    assert "s3://corpus" in line and f"cannot connect to {endpoint}" in line
 
 
-def test_access_denied_is_one_line(s3, small_source, tmp_path):
+def test_access_denied_is_one_line(s3, small_source, tmp_path, monkeypatch, capsys):
     source = s3.upload_folder(small_source, "corpus")
-    env = subprocess_env(tmp_path, s3.server.endpoint) | iam_user_without_s3(s3.server.endpoint, tmp_path)
+    keys = iam_user_without_s3(s3.server.endpoint, tmp_path)
+    for var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(var, keys[var])
+    reset_filesystems()
     s3.server.set_auth(True)
     try:
-        proc = _tledit(env, "run", "--home", str(tmp_path / "home"), "--source", source)
+        line = _error_line(capsys, "run", "--home", str(tmp_path / "home"), "--source", source)
     finally:
         s3.server.set_auth(False)
-    line = _one_line_error(proc)
-    assert s3.url() in line and "access denied" in line
-    assert env["AWS_SECRET_ACCESS_KEY"] not in proc.stdout + proc.stderr
+    assert line == f"tledit: {source}: access denied (check the credentials and the bucket's policy)"
+    assert keys["AWS_SECRET_ACCESS_KEY"] not in line
 
 
 def test_object_gone_between_listing_and_reading(s3, small_source, tmp_path):
