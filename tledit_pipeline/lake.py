@@ -279,7 +279,9 @@ def sql_list(values: Sequence[str]) -> str:
     return "[" + ", ".join(sql_literal(v) for v in values) + "]"
 
 
-def refresh_views(con: duckdb.DuckDBPyConnection, home: Location, shards: Sequence[str]) -> list[str]:
+def refresh_views(
+    con: duckdb.DuckDBPyConnection, home: Location, shards: Sequence[str], views: Sequence[str] = VIEWS
+) -> list[str]:
     """(Re)create one view per asset over the given shards' files; returns the view names made.
 
     Explicit file lists, not a glob: a view shows exactly the registered shards, never leftovers of an
@@ -287,7 +289,7 @@ def refresh_views(con: duckdb.DuckDBPyConnection, home: Location, shards: Sequen
     URLs, read through the filesystem registered on the connection (`duckdb_connection`).
     """
     made = []
-    for view in VIEWS:
+    for view in views:
         # A key that is not a valid shard key (added by hand in the UI, say) has no files to show.
         keys = [s for s in sorted(shards) if is_shard_key(s)]
         present = storage.existing(lake_root(home) / view, [f"shard={s}/{DATA_FILE}" for s in keys])  # one listing
