@@ -48,8 +48,8 @@ def add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def prepare_instance(settings: Settings):
-    """The Dagster instance under <home>/dagster_home, the same one `make ui` opens."""
-    home = settings.dagster_home
+    """The Dagster instance under <home>/dagster_home (or TLEDIT_DAGSTER_HOME), the same one `make ui` opens."""
+    home = settings.instance_dir
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "dagster.yaml").exists():
         (home / "dagster.yaml").write_text(INSTANCE_YAML)
@@ -101,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from assets.definitions import build_defs
     from assets.partitions import SHARDS, chain
     from assets.staleness import health_out_of_date, plan
-    from tledit_pipeline.lake import connect
+    from tledit_pipeline.lake import check_home, connect
     from tledit_pipeline.prior import check_model
     from tledit_pipeline.source import discover_shards
 
@@ -113,8 +113,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise TleditError(f"unknown shard(s) {sorted(unknown)}; the source has {[s.key for s in found]}")
         found = [s for s in found if s.key in args.shard]
     if not found:
-        raise TleditError(f"no shard files (.jsonl, .jsonl.gz, .parquet, .txt) in source {settings.source!r}")
+        raise TleditError(f"no shard files (.jsonl, .jsonl.gz, .parquet, .txt, .arrow) in source {settings.source!r}")
     check_model(settings.model, settings.allow_pickle)
+    check_home(settings.home)
     instance = prepare_instance(settings)
     known = set(instance.get_dynamic_partitions(SHARDS))
     new = [s.key for s in found if s.key not in known]
@@ -195,7 +196,7 @@ def summary(con, settings: Settings, elapsed: float, keys: list[str], materializ
     print("                  views raw_corpus, token_scores, edited_corpus, synthetic_corpus, ngram_profile;"
           " table distribution_health (tledit health)")
     print(f"  settings        {settings.home / SETTINGS_FILE}")
-    print(f"  UI              make ui   (dagster dev, DAGSTER_HOME={settings.dagster_home}) -> http://127.0.0.1:3000")
+    print(f"  UI              make ui   (dagster dev, DAGSTER_HOME={settings.instance_dir}) -> http://127.0.0.1:3000")
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -257,7 +258,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     """The edited corpus in the source's schema, one file per shard (rejected rows are not exported)."""
 
     from tledit_pipeline.export import export_shard
+    from tledit_pipeline.lake import check_home
     from tledit_pipeline.source import discover_shards
+    from tledit_pipeline.storage import location
 
     settings = _settings(args)
     if not 1 <= args.generation <= settings.generations:
@@ -271,7 +274,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         if unknown:
             raise TleditError(f"unknown shard(s) {sorted(unknown)}; the source has {keys}")
         keys = [k for k in keys if k in args.shard]
-    out = Path(args.out).expanduser().absolute()
+    out = location(args.out)  # a folder, or an object-store prefix (s3://bucket/prefix)
+    check_home(out)
     total = 0
     for key in keys:
         path, rows = export_shard(settings.home, key, out, args.format, settings.edit.version(), generation=args.generation)

@@ -6,7 +6,7 @@ from assets.partitions import shards
 from assets.resources import TleditResource
 from tledit_pipeline.lake import partition_file, write_partition
 from tledit_pipeline.settings import Settings
-from tledit_pipeline.source import file_fingerprint, find_shard, read_shard
+from tledit_pipeline.source import find_shard, read_shard
 
 ENGINE_VERSION = "2"  # 2: the source schema is recorded for `tledit export`
 
@@ -38,7 +38,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
                 "characters": sum(len(t) for t in texts),
                 "path": dg.MetadataValue.path(str(partition_file(s.home, "raw_corpus", shard.key))),
             },
-            data_version=dg.DataVersion(file_fingerprint(shard.path)),
+            data_version=dg.DataVersion(read.digest),  # the hash of exactly the bytes that were read
         )
 
     return raw_corpus

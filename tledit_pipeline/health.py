@@ -14,7 +14,7 @@ import numpy as np
 import polars as pl
 
 from tledit_pipeline.errors import TleditError
-from tledit_pipeline.lake import sql_literal
+from tledit_pipeline.lake import duckdb_connection, sql_literal
 
 if TYPE_CHECKING:
     import duckdb
@@ -234,9 +234,7 @@ def ngram_health(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
 
 def profile_health(path: Path) -> pl.DataFrame:
     """n-gram metrics of one ngram_profile parquet file (one shard): the same SQL, in memory."""
-    import duckdb
-
-    with duckdb.connect() as con:
+    with duckdb_connection(":memory:", path) as con:  # a lake on an object store is read through its filesystem
         con.execute(f"CREATE VIEW ngram_profile AS SELECT * FROM read_parquet({sql_literal(str(path))})")
         return ngram_health(con).filter(pl.col("shard") != "__all__")
 

@@ -18,6 +18,9 @@ from typing import Any, Callable, Mapping
 
 from tledit_pipeline.errors import TleditError
 
+if typing.TYPE_CHECKING:
+    from tledit_pipeline.storage import RemotePath
+
 BUNDLED_MODEL = "bundled:smollm2-135m"
 STRATEGIES = ("top_k", "top_p")
 SETTINGS_FILE = "settings.json"
@@ -48,28 +51,15 @@ def setting(
     return field(default=default, metadata={"tledit": meta})
 
 
-def data_dir(value: str | os.PathLike) -> Path:
-    """The data directory as a local path: a plain path, or an fsspec URL that resolves to the local disk.
-
-    `file:///srv/tledit` works today. Object stores (s3://, gs://, ...) need the lake, the DuckDB file and
-    the Dagster home split apart first; docs/deploy.md says how, and such URLs are refused here by name.
-    """
-    text = os.fspath(value)
-    if "://" not in text:
-        return Path(text).expanduser().absolute()
-    import fsspec
+def data_dir(value: "str | os.PathLike | RemotePath") -> "Path | RemotePath":
+    """The data directory: a local Path (a path or a file:// URL), or a RemotePath for an object-store URL
+    (s3://bucket/prefix, gs://, az://...), where the lake and the DuckDB file live (docs/storage.md)."""
+    from tledit_pipeline.storage import StorageError, location
 
     try:
-        fs, path = fsspec.core.url_to_fs(text)
-    except (ImportError, ValueError) as exc:
-        raise SettingsError(f"TLEDIT_HOME={text!r}: {exc}") from None
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol not in ("file", "local"):
-        raise SettingsError(
-            f"TLEDIT_HOME={text!r}: the data directory must be on the local disk (file:// or a path) for now; "
-            "object stores are described in docs/deploy.md"
-        )
-    return Path(path).absolute()
+        return location(value)
+    except StorageError as exc:
+        raise SettingsError(f"TLEDIT_HOME: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -227,16 +217,20 @@ GROUPS: dict[str, type] = {"edit": EditSettings, "scoring": ScoringSettings, "sy
 
 @dataclass(frozen=True)
 class Settings:
+    # A Path-typed setting is a location: a local Path, or a RemotePath for an object-store URL (data_dir).
     home: Path = setting(
         Path("data"),
-        "data directory: lake, DuckDB file, Dagster home, converted models; a path or a `file://` URL "
-        "(object stores: see docs/deploy.md)",
+        "data directory: lake, DuckDB file, Dagster home, converted models; a path, a `file://` URL, or an "
+        "object store (`s3://bucket/prefix`, `gs://`, `az://`: the lake and DuckDB file there, the rest local; "
+        "docs/storage.md)",
         commands=ALL,
         shown_default="./data",
     )
     source: str = setting(
         "sample",
-        "`sample`, or a folder / glob / file of `.jsonl`, `.jsonl.gz`, `.parquet`, `.txt` (one file = one shard = one partition)",
+        "`sample`; a folder / glob / file of `.jsonl`, `.jsonl.gz`, `.parquet`, `.txt`, `.arrow`, local or on an object store "
+        "(`s3://bucket/prefix/*.jsonl.gz`, `gs://`, `az://`, `hf://datasets/...`); a `save_to_disk` folder; or "
+        "`hf:NAME[:CONFIG[:SPLIT]]` from the local Hugging Face cache (one file = one shard = one partition; docs/storage.md)",
         commands=CORPUS,
     )
     model: str = setting(BUNDLED_MODEL, "the prior: the bundled SmolLM2-135M, a Hugging Face id or a local folder", commands=PRIOR)
@@ -248,6 +242,12 @@ class Settings:
     )
     model_cache: Path | None = setting(
         None, "where the bundled GGUF is converted (once) to safetensors", shown_default="$TLEDIT_HOME/models"
+    )
+    dagster_home: Path | None = setting(
+        None,
+        "the Dagster instance's home (runs, event log; always local, or PostgreSQL per docs/deploy.md)",
+        commands=("run", "ui"),
+        shown_default="$TLEDIT_HOME/dagster_home; for an object-store home ~/.local/state/tledit/<home>/dagster_home",
     )
     refresh_cron: str = setting("@daily", "cron of the refresh schedule (docs/operating.md)")
     trust_remote_code: bool = setting(False, "run a model repository's own Python code (opt-in)", commands=PRIOR)
@@ -268,8 +268,9 @@ class Settings:
             raise SettingsError(f"generations must be >= 1, got {self.generations}")
         if self.scoring.context_field == self.text_field:
             raise SettingsError(f"context_field {self.scoring.context_field!r} is the edited field itself")
-        if self.model_cache is not None:
-            object.__setattr__(self, "model_cache", Path(self.model_cache).expanduser().absolute())
+        for name in ("model_cache", "dagster_home"):  # local by nature: never an object store
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)).expanduser().absolute())
         if self.edit.top_k > self.scoring.candidates:
             raise SettingsError(
                 f"top_k={self.edit.top_k} exceeds the {self.scoring.candidates} candidates stored per "
@@ -279,15 +280,23 @@ class Settings:
             raise SettingsError("text_field must not be empty")
 
     @property
+    def local_dir(self) -> Path:
+        """The data directory when it is local; for an object store, its folder on this machine (storage.local_dir)."""
+        from tledit_pipeline.storage import local_dir
+
+        return local_dir(self.home)
+
+    @property
     def models_dir(self) -> Path:
-        return self.model_cache or self.home / "models"
+        return self.model_cache or self.local_dir / "models"
 
     @property
-    def dagster_home(self) -> Path:
-        return self.home / "dagster_home"
+    def instance_dir(self) -> Path:
+        """The Dagster home: the dagster_home setting, else dagster_home beside the data (always local)."""
+        return self.dagster_home or self.local_dir / "dagster_home"
 
     @property
-    def duckdb_path(self) -> Path:
+    def duckdb_path(self) -> "Path | RemotePath":
         return self.home / "tledit.duckdb"
 
     def value(self, spec: "Spec") -> Any:
@@ -297,7 +306,7 @@ class Settings:
         """Every setting by name, JSON-ready: the form saved in <home>/settings.json and given to resources."""
         return {s.name: s.plain(self.value(s)) for s in SPECS}
 
-    def save(self) -> Path:
+    def save(self) -> "Path | RemotePath":
         """Remember these settings in the data directory, so the UI, the sensor and later runs use them."""
         from tledit_pipeline.lake import write_file_atomically
 
@@ -316,7 +325,7 @@ class Settings:
                 saved = json.loads((home / SETTINGS_FILE).read_text())
             except ValueError as exc:
                 raise SettingsError(f"{home / SETTINGS_FILE} is not valid JSON: {exc}") from None
-            saved = {k: v for k, v in saved.items() if k in BY_NAME and k != "home"}
+            saved = {k: v for k, v in saved.items() if k in BY_NAME and k not in ("home", "dagster_home")}
         return cls.from_env(env, **(saved | _env_values(env) | {k: v for k, v in overrides.items() if v is not None}))
 
     def with_overrides(self, **overrides: Any) -> "Settings":
@@ -381,8 +390,8 @@ class Spec:
         return boolean if self.type is bool else str if self.type is Path else self.type
 
     def plain(self, value: Any) -> Any:
-        """The JSON / Dagster-config form of a value (paths as strings)."""
-        return str(value) if isinstance(value, Path) else value
+        """The JSON / Dagster-config form of a value (paths and object-store URLs as strings)."""
+        return str(value) if self.type is Path and value is not None else value
 
     def doc_default(self) -> str:
         if self.shown_default is not None:

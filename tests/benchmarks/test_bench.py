@@ -76,3 +76,14 @@ def test_useful_flops_counts_keys_each_scored_token_sees(tiny_prior):
 
 def test_matmul_peak_is_positive():
     assert bench.matmul_flops_per_s("cpu", "float32", repeats=1) > 0
+
+
+def test_pipeline_with_its_lake_on_an_object_store(tiny_settings, s3, small_source):
+    """--source and --lake on the S3 server: the store's pass is timed beside the local one, then removed."""
+    source = s3.upload_folder(small_source, "corpus")
+    fig = bench.run(tiny_settings.with_overrides(source=source), naive_every=4, memory_tokens=0, profile=False,
+                    lake=s3.url("scratch"))
+    assert fig["store"] == "s3" and fig["documents"] == 5 and fig["store_pipeline_tokens_per_s"] > 0
+    assert fig["store_vs_local"] == pytest.approx(fig["store_pipeline_tokens_per_s"] / fig["pipeline_tokens_per_s"], rel=0.02)
+    assert 0 < fig["store_io_share"] < 1 and s3.keys("scratch") == []
+    assert "lake on s3:// vs local" in bench.report(fig) and "waiting on the store" in bench.report(fig)
