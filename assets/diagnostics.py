@@ -179,7 +179,7 @@ def _generations_metadata(health: pl.DataFrame, generations: int) -> dict:
     gens = table.get_column("generation").to_list()
 
     def series(metrics: tuple[str, ...]) -> dict:
-        return {m: [(g, v) for g, v in zip(gens, table.get_column(m).to_list()) if v is not None] for m in metrics if m in table.columns}
+        return {m: [(g, v) for g, v in zip(gens, table.get_column(m).to_list(), strict=True) if v is not None] for m in metrics if m in table.columns}
 
     tail = series(("tail_coverage", "js_divergence_vs_raw"))
     # Coverage stays near 1: its loss (1 - tail_coverage, "tail lost") shows on the divergence's scale.
