@@ -4,7 +4,7 @@ import time
 
 import dagster as dg
 
-from assets.partitions import shards
+from assets.partitions import CHEAP, for_each_shard, shards
 from assets.resources import TleditResource, reporter
 from tledit_pipeline.edited import edit_partition
 from tledit_pipeline.lake import partition_file
@@ -21,21 +21,22 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         deps=["raw_corpus", "token_scores"],
         # The edit settings are part of the code version: changing p, k, beta, seed or strategy marks it stale.
         code_version=f"edited-{ENGINE_VERSION}|{settings.edit.version()}",
+        backfill_policy=CHEAP,
     )
     def edited_corpus(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
         """Semi-synthetic text: over-confident tokens resampled, everything else byte-identical."""
         s = tledit.settings()
-        key = context.partition_key
-        t0 = time.perf_counter()
-        stats = edit_partition(s.home, key, s.edit)
-        seconds = time.perf_counter() - t0
-        reporter(context)(
-            f"edited {stats.documents} docs, {stats.tokens:,} tokens in {seconds:.2f}s "
-            f"({stats.documents / max(seconds, 1e-9):,.0f} docs/s, {stats.tokens / max(seconds, 1e-9):,.0f} tokens/s): "
-            f"{stats.eligible:,} eligible, {stats.changed:,} changed of {stats.scored:,} scored tokens"
-        )
-        return dg.MaterializeResult(
-            metadata={
+
+        def edit_one(key: str) -> dict:
+            t0 = time.perf_counter()
+            stats = edit_partition(s.home, key, s.edit)
+            seconds = time.perf_counter() - t0
+            reporter(context, key)(
+                f"edited {stats.documents} docs, {stats.tokens:,} tokens in {seconds:.2f}s "
+                f"({stats.documents / max(seconds, 1e-9):,.0f} docs/s, {stats.tokens / max(seconds, 1e-9):,.0f} tokens/s): "
+                f"{stats.eligible:,} eligible, {stats.changed:,} changed of {stats.scored:,} scored tokens"
+            )
+            return {
                 "documents": stats.documents,
                 "tokens": stats.tokens,
                 "eligible_tokens": stats.eligible,
@@ -48,6 +49,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
                 "reedit_tokens_per_s": round(stats.tokens / max(seconds, 1e-9), 1),
                 "path": dg.MetadataValue.path(str(partition_file(s.home, "edited_corpus", key))),
             }
-        )
+
+        return dg.MaterializeResult(metadata={"shards_in_run": len(for_each_shard(context, edit_one))})
 
     return edited_corpus

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.partitions import shards
+from assets.partitions import PRIOR, for_each_shard, shards
 from assets.resources import PriorResource, TleditResource, prior_code_version, reporter
 from tledit_pipeline.health import histogram_chart
 from tledit_pipeline.lake import partition_digest, partition_file
@@ -21,22 +21,25 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         kinds={"pytorch", "parquet"},
         deps=["raw_corpus"],
         pool="prior",
+        backfill_policy=PRIOR,
         # The model's files are in the version too: weights replaced in the same folder mark scores stale.
         code_version=f"scores-{ENGINE_VERSION}|{prior_code_version(settings)}|{settings.scoring.version()}",
     )
     def token_scores(context: dg.AssetExecutionContext, tledit: TleditResource, prior: PriorResource) -> dg.MaterializeResult:
         """One teacher-forced pass of the prior; long documents in overlapping windows, nothing truncated."""
         s = tledit.settings()
-        key = context.partition_key
-        raw_digest = partition_digest(s.home, "raw_corpus", key)  # first: a bad key or missing raw writes nothing
-        model = prior.load()
-        vocab = write_vocab(s.home, model)
-        info = describe(model) | {"vocab": vocab.name, "scoring": s.scoring.version(), "raw_digest": raw_digest}
-        # Streamed: raw documents are read, scored and written chunk by chunk.
-        stats = score_partition(model, s.home, key, s.scoring, meta=info, report=reporter(context))
-        hist = stats.shares
-        return dg.MaterializeResult(
-            metadata={
+        model = None
+
+        def score_one(key: str) -> dict:
+            nonlocal model
+            raw_digest = partition_digest(s.home, "raw_corpus", key)  # first: a bad key or missing raw writes nothing
+            model = model or prior.load()
+            vocab = write_vocab(s.home, model)
+            info = describe(model) | {"vocab": vocab.name, "scoring": s.scoring.version(), "raw_digest": raw_digest}
+            # Streamed: raw documents are read, scored and written chunk by chunk.
+            stats = score_partition(model, s.home, key, s.scoring, meta=info, report=reporter(context, key))
+            hist = stats.shares
+            return {
                 "documents": stats.documents,
                 "tokens": stats.tokens,
                 "windows": stats.windows,
@@ -53,6 +56,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
                 "probability_histogram": dg.MetadataValue.md(histogram_chart(hist)),
                 "path": dg.MetadataValue.path(str(partition_file(s.home, "token_scores", key))),
             }
-        )
+
+        return dg.MaterializeResult(metadata={"shards_in_run": len(for_each_shard(context, score_one))})
 
     return token_scores

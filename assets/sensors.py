@@ -12,6 +12,7 @@ import dagster as dg
 
 from assets.partitions import PER_SHARD, SHARDS, shards
 from assets.resources import TleditResource
+from assets.staleness import recorded_source
 from tledit_pipeline.source import discover_shards, file_fingerprint
 
 
@@ -43,10 +44,8 @@ def shard_sensor(context: dg.SensorEvaluationContext, tledit: TleditResource) ->
 
 
 def recorded_version(instance: dg.DagsterInstance, key: str) -> str | None:
-    """The source file hash raw_corpus recorded as its data version for this shard (None if never built)."""
+    """The source file hash raw_corpus recorded for this shard (None if never built)."""
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("raw_corpus"), asset_partitions=[key]), limit=1
     ).records
-    if not records:
-        return None
-    return records[0].asset_materialization.tags.get("dagster/data_version")
+    return recorded_source(records[0])[0] if records else None
