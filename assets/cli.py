@@ -9,10 +9,11 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from tledit_pipeline.errors import TleditError
-from tledit_pipeline.settings import SETTINGS_FILE, Settings
+from tledit_pipeline.settings import SETTINGS_FILE, SPECS, Settings
 
 # One instance for `tledit run`, `tledit ui` (make ui) and the daemon: runs, lineage and metadata in one
 # place (its dagster.yaml: assets/instance.py).
@@ -22,23 +23,23 @@ class RunFailed(TleditError):
     pass
 
 
-# The synthetic baseline's and the health checks' settings, by flag name (see settings.SyntheticSettings, CheckSettings).
-HEALTH_FLAGS = {
-    "prefix_tokens": (int, "m: tokens of each document the baseline starts from (TLEDIT_PREFIX_TOKENS, default 32)"),
-    "max_new_tokens": (int, "cap on tokens the baseline generates per document (TLEDIT_MAX_NEW_TOKENS, default 128)"),
-    "synthetic_sample": (float, "share of documents in the baseline, (0, 1] (TLEDIT_SYNTHETIC_SAMPLE, default 0.25)"),
-    "synthetic_seed": (int, "seed of the baseline's sample and sampling (TLEDIT_SYNTHETIC_SEED, default 0)"),
-    "min_tail_coverage": (float, "edited tail_coverage / raw's must be at least this (TLEDIT_MIN_TAIL_COVERAGE, default 0.98)"),
-    "max_js_divergence": (float, "edited js_divergence_vs_raw must be at most this (TLEDIT_MAX_JS_DIVERGENCE, default 0.01)"),
-}
-
-
 def _settings(args: argparse.Namespace) -> Settings:
-    flags = {k: getattr(args, k, None) for k in ("home", "source", "model", "text_field", "threshold", "top_k", "beta", "seed",
-                                                 "strategy", "top_p", "exclude_original", "device", "dtype")}
-    flags |= {k: getattr(args, k, None) for k in HEALTH_FLAGS}
-    flags |= {k: True for k in ("trust_remote_code", "allow_pickle") if getattr(args, k, None)}
-    return Settings.load(**flags)
+    return Settings.load(**{spec.name: getattr(args, spec.name, None) for spec in SPECS})
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
+    """One flag per declared setting that `command` takes (tledit_pipeline.settings is the only list)."""
+    for spec in SPECS:
+        if command not in spec.commands:
+            continue
+        help_ = f"{spec.help} ({spec.env}, default {spec.doc_default()})".replace("%", "%%")
+        kw: dict = {"dest": spec.name, "default": None, "help": help_}
+        if spec.type is bool:
+            kw["action"] = argparse.BooleanOptionalAction
+        else:
+            kw["type"] = str if spec.type is Path else spec.type
+            kw["choices"] = spec.choices
+        parser.add_argument(spec.flag, *spec.aliases, **kw)
 
 
 def prepare_instance(settings: Settings):
@@ -53,13 +54,9 @@ def prepare_instance(settings: Settings):
 
     # Two `tledit run`s starting at once on a new home would both create the instance's SQLite schema
     # ("table ... already exists"): the first open is serialized by a lock file; later opens just wait briefly.
-    with open(home / ".instance.lock", "a") as lock:
-        try:
-            import fcntl
+    from filelock import FileLock
 
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        except ImportError:  # not POSIX: no concurrent runs protection, as before
-            pass
+    with FileLock(home / ".instance.lock"):
         write_instance_yaml(home)
         return DagsterInstance.get()
 
@@ -152,7 +149,9 @@ def _root_cause(result) -> str:
             continue
         while error.cause is not None:
             error = error.cause
-        return error.message.strip()
+        head, _, rest = error.message.strip().partition(": ")
+        # Dagster formats "module.ClassName: message"; the user needs the message only.
+        return rest if rest and error.cls_name and head.endswith(error.cls_name) else error.message.strip()
     return "run failed"
 
 
@@ -167,6 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from assets.partitions import PER_SHARD, SHARDS
     from assets.staleness import health_out_of_date, plan
     from tledit_pipeline.lake import connect
+    from tledit_pipeline.prior import check_model
     from tledit_pipeline.source import discover_shards
 
     settings = _settings(args)
@@ -178,7 +178,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         found = [s for s in found if s.key in args.shard]
     if not found:
         raise TleditError(f"no shard files (.jsonl, .jsonl.gz, .parquet, .txt) in source {settings.source!r}")
-    settings.save()  # `make ui`, the sensor and the next run see these settings
+    check_model(settings.model, settings.allow_pickle)
     instance = prepare_instance(settings)
     known = set(instance.get_dynamic_partitions(SHARDS))
     new = [s.key for s in found if s.key not in known]
@@ -232,6 +232,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             done_assets.append("distribution_health")
         else:
             print("distribution_health: up to date", flush=True)
+        settings.save()  # used successfully: `make ui`, the sensor and the next run see these settings
         with connect(settings.home, read_only=True) as con:
             summary(con, settings, time.perf_counter() - t0, done, done_assets)
     if failed:
@@ -244,11 +245,8 @@ def submit(instance, asset_graph, work: dict[str, tuple[tuple[str, ...], str]], 
     it (`make ui` or `dagster-daemon run` locally, the K8sRunLauncher on a cluster), one run per range of
     shards as each asset's backfill policy says, under the instance's run-queue limits."""
     import dagster as dg
-    from dagster._core.definitions.asset_graph_subset import AssetGraphSubset
-    from dagster._core.definitions.events import AssetKeyPartitionKey
-    from dagster._core.execution.backfill import PartitionBackfill
-    from dagster._core.utils import make_new_backfill_id
 
+    from assets.dagster_internals import AssetGraphSubset, AssetKeyPartitionKey, PartitionBackfill, make_new_backfill_id
     from assets.partitions import SHARDS
     from assets.staleness import HEALTH, health_out_of_date
 
@@ -340,10 +338,9 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 def cmd_preview(args: argparse.Namespace) -> int:
     """One text scored and edited with the current settings, token by token (nothing is stored)."""
-    from pathlib import Path
 
     from tledit_pipeline.preview import preview, render
-    from tledit_pipeline.prior import cached_prior
+    from tledit_pipeline.prior import cached_prior, check_model
 
     if (args.text is None) == (args.file is None):
         raise TleditError("give the text to preview, or --file F (one of the two)")
@@ -357,6 +354,7 @@ def cmd_preview(args: argparse.Namespace) -> int:
     if not text.strip():
         raise TleditError("nothing to preview: the text is empty")
     settings = _settings(args)
+    check_model(settings.model, settings.allow_pickle)
     prior = cached_prior(settings.model, str(settings.models_dir), settings.scoring.device, settings.scoring.dtype)
     colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
     print(f"prior {settings.model}  ({settings.edit.version()})")
@@ -366,7 +364,6 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """The edited corpus in the source's schema, one file per shard (rejected rows are not exported)."""
-    from pathlib import Path
 
     from tledit_pipeline.export import export_shard
     from tledit_pipeline.source import discover_shards
@@ -400,7 +397,6 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """`dagster dev` on the run's instance and settings (what `make ui` calls)."""
-    from pathlib import Path
 
     settings = _settings(args)
     prepare_instance(settings)
@@ -424,47 +420,21 @@ def main(argv: list[str] | None = None) -> int:
     ):
         p = sub.add_parser(name, help=help_)
         p.set_defaults(fn=fn)
-        p.add_argument("--home", help="data directory (TLEDIT_HOME, default ./data)")
+        add_setting_flags(p, name)
         if name == "ui":
             p.add_argument("dagster_args", nargs="*", help="passed to `dagster dev` (after --)")
-            continue
-        if name == "health":
-            continue
-        if name == "preview":
+        elif name == "preview":
             p.add_argument("text", nargs="?", help="the text to preview")
             p.add_argument("--file", help="preview this file's text instead")
-        else:
-            p.add_argument("--source", help="'sample', a folder, a glob or a file (TLEDIT_SOURCE)")
-            p.add_argument("--text-field", "--field", dest="text_field",
-                           help="field holding the text to edit; other fields pass through (TLEDIT_TEXT_FIELD, default text)")
-        if name == "shards":
-            continue
-        if name == "export":
+        elif name == "export":
             p.add_argument("--out", required=True, help="output folder (one file per shard)")
             p.add_argument("--format", choices=["jsonl.gz", "parquet"], default="jsonl.gz", help="default jsonl.gz")
             p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
-        if name in ("export", "shards"):
-            continue
-        p.add_argument("--model", help="prior: bundled default, a Hugging Face id or a folder (TLEDIT_MODEL)")
-        p.add_argument("--threshold", type=float, help="threshold p (TLEDIT_THRESHOLD, default 0.99)")
-        p.add_argument("--top-k", type=int, help="top-k k (TLEDIT_TOP_K, default 8)")
-        p.add_argument("--beta", type=float, help="temperature beta (TLEDIT_BETA, default 1.5)")
-        p.add_argument("--seed", type=int, help="seed (TLEDIT_SEED, default 0)")
-        p.add_argument("--strategy", choices=["top_k", "top_p"], help="resampling strategy (TLEDIT_STRATEGY, default top_k)")
-        p.add_argument("--top-p", type=float, help="nucleus mass of strategy top_p (TLEDIT_TOP_P, default 0.9)")
-        p.add_argument("--exclude-original", action=argparse.BooleanOptionalAction, default=None,
-                       help="never draw the original token again (TLEDIT_EXCLUDE_ORIGINAL, default off)")
-        p.add_argument("--device", help="auto | cpu | cuda (TLEDIT_DEVICE)")
-        p.add_argument("--dtype", help="auto | float32 | bfloat16 (TLEDIT_DTYPE)")
-        p.add_argument("--trust-remote-code", action="store_true", default=None, help="run the model repository's own code (TLEDIT_TRUST_REMOTE_CODE)")
-        p.add_argument("--allow-pickle", action="store_true", default=None, help="load pickle checkpoints such as pytorch_model.bin (TLEDIT_ALLOW_PICKLE)")
-        if name == "run":
+        elif name == "run":
             p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
             p.add_argument("--force", action="store_true", help="re-materialize every shard, not only missing or stale ones")
             p.add_argument("--submit", action="store_true",
                            help="hand the plan to the instance as a backfill that the daemon runs (make ui / dagster-daemon), and return")
-            for flag, (kind, help_) in HEALTH_FLAGS.items():
-                p.add_argument("--" + flag.replace("_", "-"), type=kind, help=help_)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("tledit").setLevel(logging.INFO)

@@ -20,15 +20,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
-from dagster._core.events.log import EventLogEntry
-from dagster._core.storage.event_log import SqliteEventLogStorage
-from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS
-from dagster._core.storage.sqlalchemy_compat import db_result
 from sqlalchemy import create_engine
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
+
+from assets.dagster_internals import (
+    ASSET_CHECK_EVENTS,
+    ASSET_EVENTS,
+    SQLITE_BUSY_TIMEOUT_SECONDS,
+    EventLogEntry,
+    SqliteEventLogStorage,
+    db_result,
+)
 
 MARKER = "# written by tledit"
 # Per-partition events of a ranged step reach the storage in batches of at most this many.

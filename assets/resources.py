@@ -3,45 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Callable, Optional
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import dagster as dg
+from pydantic import create_model
 
 from tledit_pipeline.prior import Prior, cached_prior, model_version
-from tledit_pipeline.settings import Settings
+from tledit_pipeline.settings import SPECS, Settings, Spec
 
 
-class TleditResource(dg.ConfigurableResource):
-    """Every setting of a run (see tledit_pipeline.settings); built from TLEDIT_* variables or CLI flags."""
-
-    home: str
-    source: str
-    model: str
-    text_field: str
-    model_cache: Optional[str] = None
-    refresh_cron: str = "@daily"
-    trust_remote_code: bool = False
-    allow_pickle: bool = False
-    threshold: float
-    top_k: int
-    beta: float
-    seed: int
-    strategy: str = "top_k"
-    top_p: float = 0.9
-    exclude_original: bool = False
-    window: int
-    overlap: int
-    candidates: int
-    batch_tokens: int
-    device: str
-    dtype: str
-    prefix_tokens: int = 32
-    max_new_tokens: int = 128
-    synthetic_sample: float = 0.25
-    synthetic_seed: int = 0
-    synthetic_batch: int = 32
-    min_tail_coverage: float = 0.98
-    max_js_divergence: float = 0.01
+class _TleditConfig(dg.ConfigurableResource):
+    """Every setting of a run; its fields are derived from the declarations in tledit_pipeline.settings."""
 
     @classmethod
     def from_settings(cls, s: Settings) -> "TleditResource":
@@ -49,6 +22,17 @@ class TleditResource(dg.ConfigurableResource):
 
     def settings(self) -> Settings:
         return Settings.from_env(env={}, **self.model_dump())
+
+
+def _config_field(spec: Spec) -> tuple[Any, Any]:
+    kind = str if spec.type is Path else spec.type
+    return (Optional[kind] if spec.optional else kind), spec.plain(spec.default)
+
+
+# One config field per declared setting, so the UI's launchpad shows each (pydantic builds the class).
+TleditResource = create_model(
+    "TleditResource", __base__=_TleditConfig, __module__=__name__, **{s.name: _config_field(s) for s in SPECS}
+)
 
 
 class PriorResource(dg.ConfigurableResource):

@@ -8,8 +8,8 @@ are done (see assets/diagnostics.py), so one rebuild follows a refresh of many s
 from __future__ import annotations
 
 import dagster as dg
-from dagster._utils.schedules import is_valid_cron_string
 
+from assets.dagster_internals import is_valid_cron_string
 from assets.partitions import PER_SHARD, SHARDS
 from assets.resources import TleditResource
 from assets.staleness import plan

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import dagster as dg
-from dagster._core.storage.event_log.base import EventLogRecord
 
+from assets.dagster_internals import EventLogRecord
 from assets.partitions import PER_SHARD
 from assets.raw import SOURCE_MTIME, SOURCE_SHA, SOURCE_SIZE
 from tledit_pipeline.lake import DUCKDB_FILE, partition_file

@@ -35,10 +35,6 @@ VIEWS = ("raw_corpus", "rejected_documents", "token_scores", "edited_corpus", "s
 _KEY_RE = re.compile(r"^[a-z0-9_-]{1,100}$")
 _ASSET_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 _TMP_RE = re.compile(r"^\." + re.escape(DATA_FILE) + r"\.(\d+)\.[0-9a-f]{32}\.tmp$")
-# Test-only hook (tests/reliability/test_crash.py): "asset" or "asset:shard"; that writer stops for 10 minutes
-# after writing its temporary file, before the rename, so a test can SIGKILL the run mid-write. Never set it
-# in real runs.
-HOLD_ENV = "TLEDIT_TEST_HOLD_WRITE"
 
 
 class LakeError(TleditError):
@@ -93,8 +89,6 @@ class PartitionWriter:
             if exc_type is None:
                 with open(self.tmp, "rb") as fh:
                     os.fsync(fh.fileno())
-                if os.environ.get(HOLD_ENV) in (self.asset, f"{self.asset}:{self.shard}"):
-                    time.sleep(600)
                 os.replace(self.tmp, self.target)
                 _fsync_dir(self.target.parent)
         finally:
@@ -123,7 +117,10 @@ def _remove_orphans(folder: Path) -> None:
 
 
 def write_file_atomically(target: Path, write: Callable[[Path], None]) -> Path:
-    """`write(tmp)` fills a temporary file beside `target`, which then replaces it in one rename."""
+    """`write(tmp)` fills a temporary file beside `target`, which then replaces it in one rename.
+
+    By hand: no well-kept library writes a file atomically with a caller-supplied writer (DuckDB, pyarrow).
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
@@ -182,11 +179,8 @@ def read_partition(home: Path, asset: str, shard: str, columns: list[str] | None
 
 def file_sha256(path: Path) -> str:
     """SHA-256 of a file's content, read in blocks (files may be larger than memory)."""
-    h = hashlib.sha256()
     with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def file_digest(path: Path) -> str:

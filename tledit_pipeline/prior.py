@@ -261,6 +261,38 @@ def _check_weights(model: str, path: str, allow_pickle: bool) -> None:
         )
 
 
+def check_model(model: str, allow_pickle: bool = False) -> None:
+    """Refuse a prior that cannot load, before any run starts and without loading it (one clear line)."""
+    if model == BUNDLED_MODEL:
+        _bundled_gguf()
+        return
+    p = Path(model).expanduser()
+    looks_like_path = model.startswith((".", "/", "~")) or (os.sep in model.strip(os.sep) and p.parent.exists())
+    if p.is_dir():
+        weights = [f for f in p.iterdir() if f.name.endswith((".safetensors", ".gguf", *PICKLE_SUFFIXES))]
+        if not (p / "config.json").exists() or not weights:
+            raise PriorError(f"model folder {model} holds no model (config.json and a weights file are needed)")
+        _check_weights(model, str(p), allow_pickle)
+        return
+    if p.exists():
+        raise PriorError(f"model {model} is a file; give the folder that holds it")
+    if looks_like_path:
+        raise PriorError(f"model folder {model} does not exist")
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.errors import HFValidationError
+
+        try:
+            cached = try_to_load_from_cache(model, "config.json")
+        except HFValidationError:
+            cached = None
+        if not isinstance(cached, str):
+            raise PriorError(
+                f"model {model!r} is neither a folder nor a Hugging Face model in the local cache "
+                "(HF_HUB_OFFLINE=1: nothing is downloaded)"
+            )
+
+
 def load_prior(
     model: str,
     models_dir: Path,
@@ -280,7 +312,7 @@ def load_prior(
     except PriorError:
         raise
     except Exception as exc:  # a missing `gguf` package, a corrupt file, a full disk
-        raise PriorError(f"cannot prepare the bundled prior: {type(exc).__name__}: {exc}") from None
+        raise PriorError(f"cannot prepare the bundled prior: {exc}") from None
     dev = pick_device(device)
     dt = pick_dtype(dev, dtype)
     local_only = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(path).exists()

@@ -217,16 +217,6 @@ class Scorer:
             top_lp = torch.cat(tlp_out).cpu().numpy()
         return lp, top_ids, top_lp, padded
 
-    def forward_only(self, batch: list[Window], ids: list[np.ndarray]) -> int:
-        """The model's own work on a batch (body and vocabulary projection), nothing of ours: the bench's yardstick."""
-        with self.torch.inference_mode():
-            picked, _, padded = self.hidden(batch, ids)
-            for s in range(0, picked.shape[0], LOGIT_ROWS):
-                self.logits(picked, s)
-            if self.prior.device.startswith("cuda"):
-                self.torch.cuda.synchronize()
-        return padded
-
     def score(
         self,
         doc_ids: Sequence[str],

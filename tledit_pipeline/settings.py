@@ -1,26 +1,51 @@
-"""Every knob of a run in one frozen object, read from TLEDIT_* environment variables.
+"""Every knob of a run, declared once: a frozen dataclass field with `setting(...)` metadata.
 
-The same object feeds the CLI flags, the Dagster resources and the assets' code versions, so a changed
-setting is one changed string everywhere.
+Everything else derives from the declarations below: the `TLEDIT_<NAME>` environment variable, the `tledit`
+flag (`--name-with-dashes`), the Dagster resource's config (assets/resources.py), the saved settings.json and
+the table in docs/configuration.md (`python -m tledit_pipeline.settings` prints it; a test compares).
+Adding a setting = one field here, in the group whose code version it changes, plus its use.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+import typing
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from tledit_pipeline.errors import TleditError
 
 BUNDLED_MODEL = "bundled:smollm2-135m"
 STRATEGIES = ("top_k", "top_p")
 SETTINGS_FILE = "settings.json"
+ENV_PREFIX = "TLEDIT_"
+
+# Which `tledit` commands take a setting's flag.
+ALL = ("run", "preview", "export", "shards", "ui", "health")
+RUN = ("run",)
+PRIOR = ("run", "preview")  # settings that change what the prior computes or how its scores are edited
+CORPUS = ("run", "export", "shards")
 
 
 class SettingsError(TleditError, ValueError):
     """A setting has a value the pipeline cannot use; the message names the variable."""
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    commands: tuple[str, ...] = RUN,
+    aliases: tuple[str, ...] = (),
+    choices: tuple[str, ...] | None = None,
+    shown_default: str | None = None,
+) -> Any:
+    """A dataclass field that also declares its flag, docs line and which commands take it."""
+    meta = {"help": help, "commands": commands, "aliases": aliases, "choices": choices, "shown_default": shown_default}
+    return field(default=default, metadata={"tledit": meta})
 
 
 def data_dir(value: str | os.PathLike) -> Path:
@@ -49,15 +74,22 @@ def data_dir(value: str | os.PathLike) -> Path:
 
 @dataclass(frozen=True)
 class EditSettings:
-    """The edit rule's parameters: threshold p, top-k k, temperature beta, seed, sampling strategy."""
+    """The edit rule's parameters: a change re-edits from stored scores (no model call)."""
 
-    threshold: float = 0.99
-    top_k: int = 8
-    beta: float = 1.5
-    seed: int = 0
-    strategy: str = "top_k"  # top_k | top_p (see tledit_pipeline.edit)
-    top_p: float = 0.9  # the nucleus mass of strategy top_p
-    exclude_original: bool = False  # never draw the original token again
+    threshold: float = setting(0.99, "threshold p: tokens with P >= p are eligible for resampling", commands=PRIOR)
+    top_k: int = setting(8, "top-k k of the resampling", commands=PRIOR)
+    beta: float = setting(1.5, "temperature beta of the resampling (the reference runs' value)", commands=PRIOR)
+    seed: int = setting(0, "seed of the keyed random stream", commands=PRIOR)
+    strategy: str = setting(
+        "top_k",
+        "`top_k`: draw from the first k candidates (the paper); `top_p`: from the nucleus of the stored candidates",
+        commands=PRIOR,
+        choices=STRATEGIES,
+    )
+    top_p: float = setting(0.9, "nucleus mass of `top_p` (the reference code's value), after the temperature beta", commands=PRIOR)
+    exclude_original: bool = setting(
+        False, "never draw the original token again: every eligible token with another candidate changes", commands=PRIOR
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -85,12 +117,18 @@ class EditSettings:
 class ScoringSettings:
     """How the prior is run. Changing any of these changes the stored scores."""
 
-    window: int = 2048  # tokens per teacher-forced pass; longer documents are windowed
-    overlap: int = 512  # left context (tokens) each later window re-reads, unscored
-    candidates: int = 8  # top-k candidates stored per token (the edit's k must not exceed it)
-    batch_tokens: int = 8192  # padded tokens per forward batch
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto | float32 | bfloat16
+    window: int = setting(2048, "scoring window, in tokens; longer documents are scored in overlapping windows")
+    overlap: int = setting(512, "left context (tokens) each later window re-reads, unscored")
+    candidates: int = setting(8, "top-k candidates stored per token (k must not exceed it; a change rescores)")
+    batch_tokens: int = setting(8192, "padded tokens per forward batch (on a GPU, 32k or more)")
+    device: str = setting("auto", "`auto` (CUDA if present), `cpu`, `cuda`", commands=PRIOR)
+    dtype: str = setting(
+        "auto",
+        "`auto`: bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX-512 BF16 or AMX), "
+        "float32 otherwise; or force `float32` / `bfloat16`. Recorded in token_scores' metadata",
+        commands=PRIOR,
+        choices=("auto", "float32", "bfloat16"),
+    )
 
     def __post_init__(self) -> None:
         if self.window < 2:
@@ -100,9 +138,7 @@ class ScoringSettings:
         if self.candidates < 1:
             raise SettingsError(f"candidates must be >= 1, got {self.candidates}")
         if self.batch_tokens < self.window:
-            raise SettingsError(
-                f"batch_tokens ({self.batch_tokens}) must be at least one window ({self.window})"
-            )
+            raise SettingsError(f"batch_tokens ({self.batch_tokens}) must be at least one window ({self.window})")
         if self.dtype not in ("auto", "float32", "bfloat16"):
             raise SettingsError(f"dtype must be auto, float32 or bfloat16, got {self.dtype!r}")
 
@@ -120,11 +156,11 @@ class SyntheticSettings:
     sharding). Documents outside the sample are simply not part of the baseline.
     """
 
-    prefix_tokens: int = 32  # m: tokens of the human document the prior starts from
-    max_new_tokens: int = 128  # cap on generated tokens per document (the rest of the document's length)
-    synthetic_sample: float = 0.25  # share of documents the baseline covers, in (0, 1]
-    synthetic_seed: int = 0
-    synthetic_batch: int = 32  # documents sampled together (one KV cache)
+    prefix_tokens: int = setting(32, "synthetic baseline: m, the tokens of each document the prior starts from (at most half the document)")
+    max_new_tokens: int = setting(128, "synthetic baseline: cap on the tokens generated per document (the rest of its length)")
+    synthetic_sample: float = setting(0.25, "synthetic baseline: share of documents it covers, in (0, 1] (a hash of doc_id and the seed)")
+    synthetic_seed: int = setting(0, "synthetic baseline: seed of its sample and sampling")
+    synthetic_batch: int = setting(32, "synthetic baseline: documents sampled together (does not change the samples)")
 
     def __post_init__(self) -> None:
         if self.prefix_tokens < 1:
@@ -150,8 +186,8 @@ class SyntheticSettings:
 class CheckSettings:
     """Thresholds of the distribution-health checks (edited must stay close to raw)."""
 
-    min_tail_coverage: float = 0.98  # edited tail_coverage / raw tail_coverage must be at least this
-    max_js_divergence: float = 0.01  # edited js_divergence_vs_raw (hashed features, bits) at most this
+    min_tail_coverage: float = setting(0.98, "check: edited tail_coverage / raw's must be at least this")
+    max_js_divergence: float = setting(0.01, "check: edited js_divergence_vs_raw (hashed features, bits) must be at most this")
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_tail_coverage <= 1.0:
@@ -160,16 +196,36 @@ class CheckSettings:
             raise SettingsError(f"max_js_divergence must be in [0, 1], got {self.max_js_divergence}")
 
 
+GROUPS: dict[str, type] = {"edit": EditSettings, "scoring": ScoringSettings, "synthetic": SyntheticSettings, "checks": CheckSettings}
+
+
 @dataclass(frozen=True)
 class Settings:
-    home: Path = Path("data")
-    source: str = "sample"
-    model: str = BUNDLED_MODEL
-    text_field: str = "text"
-    model_cache: Path | None = None  # where converted models live; default <home>/models
-    refresh_cron: str = "@daily"  # when the refresh schedule materializes whatever is missing or stale
-    trust_remote_code: bool = False  # run a model repository's own Python code: only when the user opts in
-    allow_pickle: bool = False  # load pickle checkpoints (pytorch_model.bin), which can run code: opt-in
+    home: Path = setting(
+        Path("data"),
+        "data directory: lake, DuckDB file, Dagster home, converted models; a path or a `file://` URL "
+        "(object stores: see docs/deploy.md)",
+        commands=ALL,
+        shown_default="./data",
+    )
+    source: str = setting(
+        "sample",
+        "`sample`, or a folder / glob / file of `.jsonl`, `.jsonl.gz`, `.parquet`, `.txt` (one file = one shard = one partition)",
+        commands=CORPUS,
+    )
+    model: str = setting(BUNDLED_MODEL, "the prior: the bundled SmolLM2-135M, a Hugging Face id or a local folder", commands=PRIOR)
+    text_field: str = setting(
+        "text",
+        "the field holding the text to edit; other fields pass through (`.txt`: one document per blank-line separated paragraph)",
+        commands=CORPUS,
+        aliases=("--field",),
+    )
+    model_cache: Path | None = setting(
+        None, "where the bundled GGUF is converted (once) to safetensors", shown_default="$TLEDIT_HOME/models"
+    )
+    refresh_cron: str = setting("@daily", "cron of the refresh schedule (docs/operating.md)")
+    trust_remote_code: bool = setting(False, "run a model repository's own Python code (opt-in)", commands=PRIOR)
+    allow_pickle: bool = setting(False, "load pickle checkpoints such as pytorch_model.bin, which can run code (opt-in)", commands=PRIOR)
     edit: EditSettings = field(default_factory=EditSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
@@ -199,66 +255,46 @@ class Settings:
     def duckdb_path(self) -> Path:
         return self.home / "tledit.duckdb"
 
+    def value(self, spec: "Spec") -> Any:
+        return getattr(getattr(self, spec.group), spec.name) if spec.group else getattr(self, spec.name)
+
     def flat(self) -> dict[str, Any]:
-        """Every setting by its flag name: the form saved in <home>/settings.json and given to resources."""
-        d: dict[str, Any] = {"home": str(self.home), "source": self.source, "model": self.model,
-                             "text_field": self.text_field,
-                             "model_cache": str(self.model_cache) if self.model_cache else None,
-                             "refresh_cron": self.refresh_cron,
-                             "trust_remote_code": self.trust_remote_code, "allow_pickle": self.allow_pickle}
-        return d | asdict(self.edit) | asdict(self.scoring) | asdict(self.synthetic) | asdict(self.checks)
+        """Every setting by name, JSON-ready: the form saved in <home>/settings.json and given to resources."""
+        return {s.name: s.plain(self.value(s)) for s in SPECS}
 
     def save(self) -> Path:
         """Remember these settings in the data directory, so the UI, the sensor and later runs use them."""
+        from tledit_pipeline.lake import write_file_atomically
+
         path = self.home / SETTINGS_FILE
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{SETTINGS_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.flat(), indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-        return path
+        text = json.dumps(self.flat(), indent=2, sort_keys=True) + "\n"
+        return write_file_atomically(path, lambda tmp: tmp.write_text(text))
 
     @classmethod
     def load(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
-        """Defaults, then <home>/settings.json (the last `tledit run`), then TLEDIT_* variables, then overrides."""
+        """Defaults, then <home>/settings.json (the last successful `tledit run`), then TLEDIT_* variables, then overrides."""
         env = os.environ if env is None else env
-        home = data_dir(overrides.get("home") or env.get("TLEDIT_HOME") or cls.home)
+        home = data_dir(overrides.get("home") or env.get(BY_NAME["home"].env) or cls.home)
         saved: dict[str, Any] = {}
         if (home / SETTINGS_FILE).exists():
             try:
                 saved = json.loads((home / SETTINGS_FILE).read_text())
             except ValueError as exc:
                 raise SettingsError(f"{home / SETTINGS_FILE} is not valid JSON: {exc}") from None
-            saved = {k: v for k, v in saved.items() if k in _ENV and k != "home"}
+            saved = {k: v for k, v in saved.items() if k in BY_NAME and k != "home"}
         return cls.from_env(env, **(saved | _env_values(env) | {k: v for k, v in overrides.items() if v is not None}))
 
     def with_overrides(self, **overrides: Any) -> "Settings":
-        """Replace top-level, edit, scoring, synthetic or check fields by name; None values are ignored."""
-        top, edit, scoring, synthetic, checks = {}, {}, {}, {}, {}
-        edit_names = EditSettings.__dataclass_fields__
-        scoring_names = ScoringSettings.__dataclass_fields__
+        """Replace any setting by name; None values are ignored."""
+        parts: dict[str | None, dict[str, Any]] = {None: {}, **{g: {} for g in GROUPS}}
         for name, value in overrides.items():
             if value is None:
                 continue
-            if name in edit_names:
-                edit[name] = value
-            elif name in scoring_names:
-                scoring[name] = value
-            elif name in SyntheticSettings.__dataclass_fields__:
-                synthetic[name] = value
-            elif name in CheckSettings.__dataclass_fields__:
-                checks[name] = value
-            elif name in Settings.__dataclass_fields__:
-                top[name] = value
-            else:
+            if name not in BY_NAME:
                 raise SettingsError(f"unknown setting {name!r}")
-        return replace(
-            self,
-            edit=replace(self.edit, **edit),
-            scoring=replace(self.scoring, **scoring),
-            synthetic=replace(self.synthetic, **synthetic),
-            checks=replace(self.checks, **checks),
-            **top,
-        )
+            parts[BY_NAME[name].group][name] = value
+        groups = {g: replace(getattr(self, g), **parts[g]) for g in GROUPS}
+        return replace(self, **groups, **parts[None])
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "Settings":
@@ -267,19 +303,6 @@ class Settings:
         values = _env_values(env)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls().with_overrides(**values)
-
-
-def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for name, (var, cast) in _ENV.items():
-        raw = env.get(var)
-        if raw is None or raw == "":
-            continue
-        try:
-            values[name] = cast(raw)
-        except ValueError:
-            raise SettingsError(f"{var}={raw!r} is not a valid {cast.__name__}") from None
-    return values
 
 
 def boolean(raw: str | bool) -> bool:
@@ -294,33 +317,104 @@ def boolean(raw: str | bool) -> bool:
     raise ValueError(raw)
 
 
-_ENV: dict[str, tuple[str, type]] = {
-    "home": ("TLEDIT_HOME", str),
-    "source": ("TLEDIT_SOURCE", str),
-    "model": ("TLEDIT_MODEL", str),
-    "text_field": ("TLEDIT_TEXT_FIELD", str),
-    "model_cache": ("TLEDIT_MODEL_CACHE", Path),
-    "refresh_cron": ("TLEDIT_REFRESH_CRON", str),
-    "trust_remote_code": ("TLEDIT_TRUST_REMOTE_CODE", boolean),
-    "allow_pickle": ("TLEDIT_ALLOW_PICKLE", boolean),
-    "threshold": ("TLEDIT_THRESHOLD", float),
-    "top_k": ("TLEDIT_TOP_K", int),
-    "beta": ("TLEDIT_BETA", float),
-    "seed": ("TLEDIT_SEED", int),
-    "strategy": ("TLEDIT_STRATEGY", str),
-    "top_p": ("TLEDIT_TOP_P", float),
-    "exclude_original": ("TLEDIT_EXCLUDE_ORIGINAL", boolean),
-    "window": ("TLEDIT_WINDOW", int),
-    "overlap": ("TLEDIT_OVERLAP", int),
-    "candidates": ("TLEDIT_CANDIDATES", int),
-    "batch_tokens": ("TLEDIT_BATCH_TOKENS", int),
-    "device": ("TLEDIT_DEVICE", str),
-    "dtype": ("TLEDIT_DTYPE", str),
-    "prefix_tokens": ("TLEDIT_PREFIX_TOKENS", int),
-    "max_new_tokens": ("TLEDIT_MAX_NEW_TOKENS", int),
-    "synthetic_sample": ("TLEDIT_SYNTHETIC_SAMPLE", float),
-    "synthetic_seed": ("TLEDIT_SYNTHETIC_SEED", int),
-    "synthetic_batch": ("TLEDIT_SYNTHETIC_BATCH", int),
-    "min_tail_coverage": ("TLEDIT_MIN_TAIL_COVERAGE", float),
-    "max_js_divergence": ("TLEDIT_MAX_JS_DIVERGENCE", float),
-}
+@dataclass(frozen=True)
+class Spec:
+    """One declared setting, as the CLI, the resource, the environment and the docs see it."""
+
+    name: str
+    group: str | None  # None: a top-level field of Settings; else the name of its group (edit, scoring, ...)
+    type: type  # int, float, str, bool or Path
+    default: Any
+    optional: bool  # None is a valid value (the default is computed elsewhere)
+    help: str
+    commands: tuple[str, ...]
+    aliases: tuple[str, ...]
+    choices: tuple[str, ...] | None
+    shown_default: str | None
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def parse(self) -> Callable[[str], Any]:
+        # Paths stay strings until Settings checks them (a `file://` URL must keep its two slashes).
+        return boolean if self.type is bool else str if self.type is Path else self.type
+
+    def plain(self, value: Any) -> Any:
+        """The JSON / Dagster-config form of a value (paths as strings)."""
+        return str(value) if isinstance(value, Path) else value
+
+    def doc_default(self) -> str:
+        if self.shown_default is not None:
+            return self.shown_default
+        if self.type is bool:
+            return "on" if self.default else "off"
+        return str(self.plain(self.default))
+
+
+def _specs() -> list[Spec]:
+    out = []
+    for group, cls in [(None, Settings), *GROUPS.items()]:
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if "tledit" not in f.metadata:
+                continue
+            kind, optional = hints[f.name], False
+            if typing.get_origin(kind) in (typing.Union, __import__("types").UnionType):
+                args = [a for a in typing.get_args(kind) if a is not type(None)]
+                kind, optional = args[0], True
+            out.append(Spec(name=f.name, group=group, type=kind, default=f.default, optional=optional, **f.metadata["tledit"]))
+    return out
+
+
+SPECS: list[Spec] = _specs()
+BY_NAME: dict[str, Spec] = {s.name: s for s in SPECS}
+
+
+def _env_values(env: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for spec in SPECS:
+        raw = env.get(spec.env)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[spec.name] = spec.parse(raw)
+        except ValueError:
+            raise SettingsError(f"{spec.env}={raw!r} is not a valid {spec.parse.__name__}") from None
+    return values
+
+
+def markdown_table() -> str:
+    """The settings table of docs/configuration.md, derived from the declarations."""
+    rows = ["| variable | flag | default | meaning |", "|---|---|---|---|"]
+    for s in SPECS:
+        flags = ", ".join(f"`{f}`" for f in (s.flag, *s.aliases)) if s.commands else ""
+        rows.append(f"| `{s.env}` | {flags} | `{s.doc_default()}` | {s.help} |")
+    return "\n".join(rows) + "\n"
+
+
+DOCS_BEGIN = "<!-- settings:begin (generated from tledit_pipeline/settings.py: make docs) -->"
+DOCS_END = "<!-- settings:end -->"
+
+
+def with_table(page: str) -> str:
+    """`page` with the text between the settings markers replaced by the derived table."""
+    head, found, rest = page.partition(DOCS_BEGIN)
+    _, found_end, tail = rest.partition(DOCS_END)
+    if not (found and found_end):
+        raise SettingsError("the page has no settings markers")
+    return f"{head}{DOCS_BEGIN}\n{markdown_table()}{DOCS_END}{tail}"
+
+
+if __name__ == "__main__":  # `make docs`: python -m tledit_pipeline.settings docs/configuration.md
+    import sys
+
+    for page in sys.argv[1:]:
+        Path(page).write_text(with_table(Path(page).read_text()))
+    if not sys.argv[1:]:
+        print(markdown_table(), end="")

@@ -1,5 +1,6 @@
 """`tledit run` end to end, in process, against a persistent instance under a temporary home."""
 
+import pytest
 import dagster as dg
 import duckdb
 
@@ -194,3 +195,20 @@ def test_preview_colours_a_terminal(tmp_path, tiny_model_dir, capsys, monkeypatc
     coloured = render(result, 0.01, colour=True)
     assert "\x1b[1;30;43m" in coloured and "[0." not in coloured
     assert result.n_changed <= result.n_eligible <= len(result.tokens)
+
+
+@pytest.mark.slow
+def test_a_model_that_cannot_load_fails_once_and_is_not_remembered(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
+    home = tmp_path / "home"
+    typo = tmp_path / "no-such-model"
+    assert main(["run", "--home", str(home), "--source", str(small_source), "--model", str(typo)]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == f"tledit: model folder {typo} does not exist"  # one line, no exception class
+    assert not (home / "settings.json").exists() and not (home / "dagster_home").exists()
+    # A run that used its settings successfully remembers them; a later failing one does not replace them.
+    assert main(["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir)]) == 0
+    assert main(["run", "--home", str(home), "--model", str(typo)]) == 2
+    from tledit_pipeline.settings import Settings
+
+    assert Settings.load(env={}, home=home).model == str(tiny_model_dir)

@@ -1,5 +1,6 @@
 """The code location loads the way `dagster dev` and the webserver load it."""
 
+import pytest
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ import dagster as dg
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_workspace_validates():
     dagster = Path(sys.executable).parent / "dagster"
     out = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=ROOT, capture_output=True, text=True, timeout=300)

@@ -4,6 +4,7 @@ Partition assets write parquet only; distribution_health rebuilds the DuckDB fil
 renames it into place, so concurrent runs (and readers) never contend for DuckDB's lock.
 """
 
+import pytest
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import duckdb
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_on_different_shards(tmp_path, small_source, tiny_model_dir):
     home = tmp_path / "home"
     env = os.environ | {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}

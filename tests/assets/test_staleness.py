@@ -1,6 +1,7 @@
 """Only missing or stale partitions are materialized: settings changes re-edit without the model, a changed
 source file redoes only its own shard, and a run with nothing changed does nothing."""
 
+import pytest
 import dagster as dg
 import duckdb
 
@@ -40,6 +41,7 @@ def _materialized(home, asset):
     ]
 
 
+@pytest.mark.slow
 def test_threshold_backfill_rerun_and_changed_file(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"

@@ -67,3 +67,18 @@ def test_cpu_bf16_detection_reads_the_flags():
     assert cpu_has_bf16("flags: fpu amx_bf16 amx_tile\n")
     assert not cpu_has_bf16("flags: fpu avx2 avx512f avx512_vnni\n")
     assert not cpu_has_bf16("")
+
+
+def test_check_model_refuses_what_cannot_load_in_one_line(tmp_path, tiny_model_dir, monkeypatch):
+    from tledit_pipeline.prior import PriorError, check_model
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    check_model(str(tiny_model_dir))  # a real model folder passes
+    check_model("bundled:smollm2-135m")
+    with pytest.raises(PriorError, match=f"model folder {tmp_path / 'typo'} does not exist"):
+        check_model(str(tmp_path / "typo"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(PriorError, match="holds no model"):
+        check_model(str(tmp_path / "empty"))
+    with pytest.raises(PriorError, match="not in the local cache|nor a Hugging Face model in the local cache"):
+        check_model("DIR")

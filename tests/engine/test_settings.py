@@ -306,3 +306,32 @@ def test_data_dir_as_a_file_url_resolves_locally(tmp_path):
     assert Settings.load({"TLEDIT_HOME": f"file://{tmp_path}/data"}).home == tmp_path / "data"
     with pytest.raises(SettingsError, match="must be on the local disk"):
         Settings.from_env({"TLEDIT_HOME": "memory://bucket/data"})
+
+
+def test_docs_table_matches_the_declarations():
+    from tledit_pipeline.settings import with_table
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    assert with_table(page) == page, "docs/configuration.md is out of date: run `make docs`"
+
+
+def test_every_setting_derives_env_flag_and_resource_field():
+    import argparse
+
+    from assets.cli import add_setting_flags
+    from assets.resources import TleditResource
+    from tledit_pipeline.settings import SPECS
+
+    parser = argparse.ArgumentParser()
+    add_setting_flags(parser, "run")
+    flags = {o for a in parser._actions for o in a.option_strings}
+    for spec in SPECS:
+        assert spec.env == "TLEDIT_" + spec.name.upper()
+        assert spec.flag in flags
+        assert spec.name in TleditResource.model_fields
+    # Round trip: settings -> resource config -> settings, every value kept.
+    s = Settings.from_env(env={}, threshold=0.9, synthetic_batch=4, trust_remote_code=True, refresh_cron="@hourly")
+    assert TleditResource.from_settings(s).settings().flat() == s.flat()
+    # A flag parses to the declared type.
+    args = parser.parse_args(["--threshold", "0.5", "--window", "512", "--no-exclude-original", "--field", "body"])
+    assert (args.threshold, args.window, args.exclude_original, args.text_field) == (0.5, 512, False, "body")

@@ -171,6 +171,7 @@ def run(messy, tiny_model_dir, tmp_path_factory):
     return home, cases, shards, code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 def test_run_processes_valid_documents_and_accounts_for_every_one(run):
     home, cases, shards, code, out, err = run
     failing = [c for c in cases if c.fails]

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.cli import main
-from tledit_pipeline.lake import DATA_FILE, HOLD_ENV, lake_root
+from tledit_pipeline.lake import DATA_FILE, lake_root
 
 REPO = Path(__file__).resolve().parents[2]
 HELD = "edited_corpus:beta"  # the partition being written when the run is killed
@@ -31,13 +31,13 @@ def _run_in_process(home: Path, source: Path, model: Path, monkeypatch) -> int:
     return main(["run", "--home", str(home), "--source", str(source), "--model", str(model), "--threshold", "0.2"])
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 def test_sigkill_mid_write_leaves_no_partial_partition(tmp_path, small_source, tiny_model_dir, monkeypatch, capsys):
     crashed = tmp_path / "crashed"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TLEDIT_")}
     env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    env[HOLD_ENV] = HELD
-    cmd = [sys.executable, "-m", "assets.cli", "run", "--home", str(crashed), "--source", str(small_source),
+    cmd = [sys.executable, str(REPO / "tests" / "reliability" / "hold_writer.py"), HELD, "run", "--home", str(crashed), "--source", str(small_source),
            "--model", str(tiny_model_dir), "--threshold", "0.2"]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     asset, shard = HELD.split(":")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tledit_pipeline import bench
+from benchmarks import bench
 from tledit_pipeline.prior import cpu_has_bf16
 from tledit_pipeline.scoring import Scorer, tokenize
 from tledit_pipeline.settings import ScoringSettings, Settings
