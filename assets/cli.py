@@ -158,8 +158,8 @@ def _root_cause(result) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     """Materialize only what is missing or stale (the UI's "materialize changed and missing").
 
-    Shards that need the same assets run together: one run per contiguous range of shards (at most
-    PRIOR_SHARDS_PER_RUN where the prior runs), one materialization per shard. A shard that fails is
+    Shards that need the same assets run together: one run per contiguous range of at most
+    SHARDS_PER_RUN shards, one materialization per shard. A shard that fails is
     reported by name and the rest of its run is planned and run again without it.
     """
     from assets.definitions import build_defs

@@ -5,7 +5,7 @@ import polars as pl
 
 import duckdb
 
-from assets.partitions import CHEAP, SHARDS, for_each_shard, shards
+from assets.partitions import RANGES, SHARDS, for_each_shard, shards
 from assets.resources import TleditResource
 from assets.staleness import REGISTERED, shards_digest
 from tledit_pipeline.charts import line_chart_svg, svg_markdown
@@ -46,7 +46,7 @@ def _key_rows(health: pl.DataFrame) -> pl.DataFrame:
     kinds={"polars", "parquet", "duckdb"},
     deps=["raw_corpus", "token_scores", "edited_corpus", "synthetic_corpus"],
     code_version=f"ngrams-{ENGINE_VERSION}",
-    backfill_policy=CHEAP,
+    backfill_policy=RANGES,
 )
 def ngram_profile(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
     """Word n-gram counts (n = 1..3) and hashed uni+bigram buckets of each variant of a shard, and the

@@ -4,7 +4,7 @@ import time
 
 import dagster as dg
 
-from assets.partitions import CHEAP, for_each_shard, shards
+from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import TleditResource, reporter
 from tledit_pipeline.edited import edit_partition
 from tledit_pipeline.lake import partition_file
@@ -21,7 +21,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         deps=["raw_corpus", "token_scores"],
         # The edit settings are part of the code version: changing p, k, beta, seed or strategy marks it stale.
         code_version=f"edited-{ENGINE_VERSION}|{settings.edit.version()}",
-        backfill_policy=CHEAP,
+        backfill_policy=RANGES,
     )
     def edited_corpus(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
         """Semi-synthetic text: over-confident tokens resampled, everything else byte-identical."""

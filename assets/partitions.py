@@ -18,12 +18,11 @@ shards = dg.DynamicPartitionsDefinition(name=SHARDS)
 # The per-shard chain, in dependency order; distribution_health is the one unpartitioned asset.
 PER_SHARD = ["raw_corpus", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile"]
 
-# Cheap steps (read, re-edit, n-grams) take any number of shards in one run. The prior's steps take at
-# most PRIOR_SHARDS_PER_RUN: a crash then loses at most that many shards' records, and a daemon
-# backfill shows progress run by run.
-PRIOR_SHARDS_PER_RUN = 100
-CHEAP = dg.BackfillPolicy.single_run()
-PRIOR = dg.BackfillPolicy.multi_run(max_partitions_per_run=PRIOR_SHARDS_PER_RUN)
+# Every per-shard asset takes a contiguous range of at most SHARDS_PER_RUN shards per run (Dagster's
+# single-run backfill, chunked): one policy for the whole chain, so a backfill of the daemon runs a range's
+# whole chain in one run, a crash loses at most one range's records, and a run's memory stays bounded.
+SHARDS_PER_RUN = 250
+RANGES = dg.BackfillPolicy.multi_run(max_partitions_per_run=SHARDS_PER_RUN)
 
 FAILED_SHARDS = "failed_shards"  # metadata key of a ShardsFailed failure: {shard: one-line reason}
 

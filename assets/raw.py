@@ -4,7 +4,7 @@ import hashlib
 
 import dagster as dg
 
-from assets.partitions import CHEAP, for_each_shard, shards
+from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import TleditResource
 from tledit_pipeline.lake import partition_file, write_partition
 from tledit_pipeline.settings import Settings
@@ -25,7 +25,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         group_name="corpus",
         kinds={"parquet"},
         code_version=f"raw-{ENGINE_VERSION}|text_field={settings.text_field}",
-        backfill_policy=CHEAP,
+        backfill_policy=RANGES,
     )
     def raw_corpus(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
         """Documents of each source shard of the run; every row is accepted or rejected with a reason."""

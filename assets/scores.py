@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from assets.partitions import PRIOR, for_each_shard, shards
+from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import PriorResource, TleditResource, prior_code_version, reporter
 from tledit_pipeline.health import histogram_chart
 from tledit_pipeline.lake import partition_digest, partition_file
@@ -21,7 +21,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         kinds={"pytorch", "parquet"},
         deps=["raw_corpus"],
         pool="prior",
-        backfill_policy=PRIOR,
+        backfill_policy=RANGES,
         # The model's files are in the version too: weights replaced in the same folder mark scores stale.
         code_version=f"scores-{ENGINE_VERSION}|{prior_code_version(settings)}|{settings.scoring.version()}",
     )

@@ -3,7 +3,7 @@
 import dagster as dg
 import numpy as np
 
-from assets.partitions import PRIOR, for_each_shard, shards
+from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import PriorResource, TleditResource, prior_code_version, reporter
 from tledit_pipeline.health import histogram_chart, probability_histogram
 from tledit_pipeline.lake import partition_digest, partition_file, read_partition, write_partition
@@ -21,7 +21,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         kinds={"pytorch", "parquet"},
         deps=["raw_corpus"],
         pool="prior",
-        backfill_policy=PRIOR,
+        backfill_policy=RANGES,
         # The baseline's settings (m, cap, sample, seed) and the prior are part of the code version.
         code_version=f"synthetic-{ENGINE_VERSION}|{prior_code_version(settings)}|dtype={settings.scoring.dtype}|{settings.synthetic.version()}",
     )
