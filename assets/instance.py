@@ -6,9 +6,9 @@ batches when DAGSTER_EVENT_BATCH_SIZE is set, but its SQLite storage stores a ba
 time: a new engine, connection and fsync'd commit for the run's database and again for the index,
 about 20-40 ms per event on the project's CPU, which made bookkeeping, not work, the cost of a
 1000-shard backfill. `BatchedSqliteEventLogStorage` is Dagster's own SQLite storage with the batch
-written in one transaction per database, one engine per database kept open, and the databases in
-WAL mode with synchronous=NORMAL (no fsync per commit; a power cut can lose the last commits, never
-corrupt the file). Same files, same schema: `dagster dev`, the daemon and plain SqliteEventLogStorage
+written in one transaction per database, one pooled engine per database kept open (closing the last
+connection of a WAL database checkpoints it), and the databases in WAL mode with synchronous=NORMAL (no
+fsync per commit; a power cut can lose the last commits, never corrupt the file). Same files, same schema: `dagster dev`, the daemon and plain SqliteEventLogStorage
 read it. A cluster uses PostgreSQL instead (docs/deploy.md).
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from sqlalchemy import create_engine
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import QueuePool
 
 from assets.dagster_internals import (
     ASSET_CHECK_EVENTS,
@@ -102,10 +102,14 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
         with self._db_lock:
             engine = self._engines.pop(shard, None)
             if engine is None:
+                # Pooled, not one connection per statement: closing a WAL database's last connection
+                # checkpoints it (an fsync), which was most of the cost of an event.
                 engine = create_engine(
                     self.conn_string_for_shard(shard),
-                    poolclass=NullPool,
-                    connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS},
+                    poolclass=QueuePool,
+                    pool_size=1,
+                    max_overflow=4,
+                    connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
                 )
                 sa_event.listen(engine, "connect", _wal)
                 if shard not in self._initialized_dbs:
