@@ -26,6 +26,7 @@ from tledit_pipeline.lake import is_shard_key, partition_file, partition_meta, r
 from tledit_pipeline.ngrams import profile
 
 ENGINE_VERSION = "3"  # 3: each shard's rows of distribution_health are stored beside its n-gram counts
+HEALTH_SHARDS_PER_PASS = 50
 
 # Metrics shown per shard and as top-level numbers: the ones the checks and the paper's claims are about.
 KEY_METRICS = {
@@ -74,25 +75,26 @@ def ngram_profile(context: dg.AssetExecutionContext, tledit: TleditResource) -> 
             "path": dg.MetadataValue.path(str(path)),
         }
 
-    counted = for_each_shard(context, count_one)
-    # One SQL pass over all of the run's shards (each shard's rows depend on that shard alone).
-    keys = sorted(counted)
-    with duckdb.connect() as con:
-        create_views(con, {v: [partition_file(s.home, v, k) for k in keys] for v in HEALTH_VIEWS})
-        rows = shard_health_rows(con)
-        ppl = document_perplexities(con)
-    rows_by_shard = rows.partition_by("shard", as_dict=True)
-    ppl_by_shard = ppl.partition_by("shard", as_dict=True)
-    empty_ppl = ppl.clear()
+    keys = sorted(for_each_shard(context, count_one))
+    # The shards' health rows: one SQL pass per HEALTH_SHARDS_PER_PASS shards (a shard's rows depend on
+    # that shard alone, so grouping changes nothing but the cost; a bounded group bounds the memory).
+    for i in range(0, len(keys), HEALTH_SHARDS_PER_PASS):
+        group = keys[i : i + HEALTH_SHARDS_PER_PASS]
+        with duckdb.connect() as con:
+            create_views(con, {v: [partition_file(s.home, v, k) for k in group] for v in HEALTH_VIEWS})
+            rows = shard_health_rows(con)
+            ppl = document_perplexities(con)
+        rows_by_shard = rows.partition_by("shard", as_dict=True)
+        ppl_by_shard = ppl.partition_by("shard", as_dict=True)
 
-    def store_one(key: str) -> dict:
-        health = rows_by_shard.get((key,), rows.clear())
-        write_partition(s.home, "shard_health", key, health.to_arrow())
-        write_partition(s.home, "document_perplexity", key, ppl_by_shard.get((key,), empty_ppl).to_arrow())
-        meta = {f"{r['variant']}/{r['metric']}": round(r["value"], 5) for r in _key_rows(health).iter_rows(named=True)}
-        return meta | {"metrics": dg.MetadataValue.md(overview_markdown(health, shard=key))}
+        def store_one(key: str) -> dict:
+            health = rows_by_shard.get((key,), rows.clear())
+            write_partition(s.home, "shard_health", key, health.to_arrow())
+            write_partition(s.home, "document_perplexity", key, ppl_by_shard.get((key,), ppl.clear()).to_arrow())
+            meta = {f"{r['variant']}/{r['metric']}": round(r["value"], 5) for r in _key_rows(health).iter_rows(named=True)}
+            return meta | {"metrics": dg.MetadataValue.md(overview_markdown(health, shard=key))}
 
-    for_each_shard(context, store_one, keys)
+        for_each_shard(context, store_one, group)
     return dg.MaterializeResult(metadata={"shards_in_run": len(keys)})
 
 

@@ -66,7 +66,7 @@ def reporter(context: dg.AssetExecutionContext, key: str | None = None) -> Calla
     its materialization's metadata, and a log event per progress line would cost more than the work."""
     term = logging.getLogger("tledit")
     key = key or (context.partition_key if context.has_partition_key else "all")
-    to_run_log = not context.has_partition_key_range or len(context.partition_keys) == 1
+    to_run_log = not context.has_partition_key_range
 
     def report(msg: str) -> None:
         if to_run_log:
