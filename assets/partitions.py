@@ -21,7 +21,7 @@ PER_SHARD = ["raw_corpus", "token_scores", "edited_corpus", "synthetic_corpus", 
 # Every per-shard asset takes a contiguous range of at most SHARDS_PER_RUN shards per run (Dagster's
 # single-run backfill, chunked): one policy for the whole chain, so a backfill of the daemon runs a range's
 # whole chain in one run, a crash loses at most one range's records, and a run's memory stays bounded.
-SHARDS_PER_RUN = 250
+SHARDS_PER_RUN = 100
 RANGES = dg.BackfillPolicy.multi_run(max_partitions_per_run=SHARDS_PER_RUN)
 
 FAILED_SHARDS = "failed_shards"  # metadata key of a ShardsFailed failure: {shard: one-line reason}
