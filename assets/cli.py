@@ -19,6 +19,9 @@ from tledit_pipeline.settings import SETTINGS_FILE, SPECS, Settings
 # place (its dagster.yaml: assets/instance.py).
 
 
+SUBMITTED_RUN_CONFIG = {"execution": {"config": {"in_process": {}}}}
+
+
 class RunFailed(TleditError):
     pass
 
@@ -256,6 +259,7 @@ def submit(instance, asset_graph, work: dict[str, tuple[tuple[str, ...], str]], 
     if not targets:
         print("nothing to submit: every shard and distribution_health are up to date", flush=True)
         return 0
+    settings.save()  # the daemon's code location loads the data directory's settings: these
     backfill_id = make_new_backfill_id()
     shards_n = len({t.partition_key for t in targets if t.partition_key})
     instance.add_backfill(
@@ -267,7 +271,9 @@ def submit(instance, asset_graph, work: dict[str, tuple[tuple[str, ...], str]], 
             asset_graph_subset=AssetGraphSubset.from_asset_partition_set(targets, asset_graph),
             title=f"tledit run: {shards_n} shard(s)",
             description=f"missing or stale per `tledit run` ({settings.edit.version()})",
-            run_config=None,
+            # Each range's chain in one process (the prior loads once per run, not once per step process);
+            # the run queue's max_concurrent_runs runs ranges side by side, one per core.
+            run_config=SUBMITTED_RUN_CONFIG,
         )
     )
     print(f"submitted backfill {backfill_id}: {shards_n} shard(s){' and distribution_health' if HEALTH in {t.asset_key for t in targets} else ''}", flush=True)
