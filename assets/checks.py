@@ -7,7 +7,7 @@ description naming the check, the shard, the measured value and the allowed one:
 """
 
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 import numpy as np

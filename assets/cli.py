@@ -8,9 +8,9 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from tledit_pipeline.errors import TleditError
 from tledit_pipeline.settings import SETTINGS_FILE, SPECS, Settings

@@ -1,9 +1,8 @@
 """ngram_profile (per shard) and distribution_health (whole corpus, in DuckDB)."""
 
 import dagster as dg
-import polars as pl
-
 import duckdb
+import polars as pl
 
 from assets.partitions import RANGES, SHARDS, for_each_shard, shards
 from assets.resources import TleditResource
@@ -22,7 +21,15 @@ from tledit_pipeline.health import (
     rank_frequency,
     shard_health_rows,
 )
-from tledit_pipeline.lake import is_shard_key, partition_file, partition_meta, read_partition, rebuild_database, refresh_views, write_partition
+from tledit_pipeline.lake import (
+    is_shard_key,
+    partition_file,
+    partition_meta,
+    read_partition,
+    rebuild_database,
+    refresh_views,
+    write_partition,
+)
 from tledit_pipeline.ngrams import profile
 
 ENGINE_VERSION = "3"  # 3: each shard's rows of distribution_health are stored beside its n-gram counts
@@ -86,16 +93,21 @@ def ngram_profile(context: dg.AssetExecutionContext, tledit: TleditResource) -> 
             ppl = document_perplexities(con)
         rows_by_shard = rows.partition_by("shard", as_dict=True)
         ppl_by_shard = ppl.partition_by("shard", as_dict=True)
-
-        def store_one(key: str) -> dict:
-            health = rows_by_shard.get((key,), rows.clear())
-            write_partition(s.home, "shard_health", key, health.to_arrow())
-            write_partition(s.home, "document_perplexity", key, ppl_by_shard.get((key,), ppl.clear()).to_arrow())
-            meta = {f"{r['variant']}/{r['metric']}": round(r["value"], 5) for r in _key_rows(health).iter_rows(named=True)}
-            return meta | {"metrics": dg.MetadataValue.md(overview_markdown(health, shard=key))}
-
-        for_each_shard(context, store_one, group)
+        for_each_shard(
+            context,
+            lambda key, r=rows_by_shard, p=ppl_by_shard, e=(rows.clear(), ppl.clear()): _store_health(s.home, key, r, p, e),
+            group,
+        )
     return dg.MaterializeResult(metadata={"shards_in_run": len(keys)})
+
+
+def _store_health(home, key: str, rows_by_shard: dict, ppl_by_shard: dict, empty: tuple) -> dict:
+    """One shard's rows of distribution_health and its documents' perplexities, into the lake."""
+    health = rows_by_shard.get((key,), empty[0])
+    write_partition(home, "shard_health", key, health.to_arrow())
+    write_partition(home, "document_perplexity", key, ppl_by_shard.get((key,), empty[1]).to_arrow())
+    meta = {f"{r['variant']}/{r['metric']}": round(r["value"], 5) for r in _key_rows(health).iter_rows(named=True)}
+    return meta | {"metrics": dg.MetadataValue.md(overview_markdown(health, shard=key))}
 
 
 # Rebuilt once the shards it reads have new materializations and none is still running, so a refresh of

@@ -137,8 +137,8 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
             for statement in statements:
                 with db_result(conn, statement):
                     pass
-        asset = [(e, s) for e, s in zip(events, statements) if e.dagster_event_type in ASSET_EVENTS]
-        checks = [(e, s) for e, s in zip(events, statements) if e.dagster_event_type in ASSET_CHECK_EVENTS]
+        asset = [(e, s) for e, s in zip(events, statements, strict=True) if e.dagster_event_type in ASSET_EVENTS]
+        checks = [(e, s) for e, s in zip(events, statements, strict=True) if e.dagster_event_type in ASSET_CHECK_EVENTS]
         if asset:
             with self.index_transaction() as conn:
                 ids = []
@@ -146,7 +146,7 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
                     with db_result(conn, statement) as result:
                         ids.append(result.inserted_primary_key[0])
                 self._store_asset_event_tags(conn, [e for e, _ in asset], ids)
-                for (e, _), event_id in zip(asset, ids):
+                for (e, _), event_id in zip(asset, ids, strict=True):
                     self._store_asset_event(conn, e, event_id)
         for e, statement in checks:  # a planned check covers the whole range: one event per check
             with self.index_connection() as conn, db_result(conn, statement) as result:

@@ -8,7 +8,8 @@ that shard's metadata, and reports the shards that failed by name, so the others
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 

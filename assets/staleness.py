@@ -12,9 +12,9 @@ raw_corpus recorded. Everything downstream (within the shard) of an out-of-date 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import dagster as dg
 
