@@ -8,8 +8,6 @@ import os
 import sys
 import time
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from tledit_pipeline.errors import TleditError
@@ -64,50 +62,14 @@ def prepare_instance(settings: Settings):
         return DagsterInstance.get()
 
 
-@dataclass
-class Batch:
-    """One run: the same assets for a contiguous range of shards (a single-run backfill)."""
-
-    assets: tuple[str, ...]
-    keys: list[str]
-    reason: str
-
-
-def batches(work: dict[str, tuple[tuple[str, ...], str]], order: Sequence[str], asset_graph) -> list[Batch]:
-    """The plan as runs: shards with the same assets, in contiguous ranges of the partition order, at most
-    the smallest max_partitions_per_run of their assets' backfill policies per run (Dagster's own rule)."""
-    position = {k: i for i, k in enumerate(order)}
-    groups: dict[tuple[str, ...], list[str]] = {}
-    for key in sorted((k for k, (a, _) in work.items() if a), key=position.__getitem__):
-        groups.setdefault(work[key][0], []).append(key)
-    out = []
-    for assets, keys in groups.items():
-        limits = [p.max_partitions_per_run for a in assets if (p := asset_graph.get(dg_key(a)).backfill_policy) and p.max_partitions_per_run]
-        size = min(limits, default=len(keys))
-        run: list[str] = []
-        for key in keys:
-            if run and (position[key] != position[run[-1]] + 1 or len(run) == size):
-                out.append(Batch(assets, run, work[run[0]][1]))
-                run = []
-            run.append(key)
-        out.append(Batch(assets, run, work[run[0]][1]))
-    return out
-
-
-def dg_key(name: str):
-    import dagster as dg
-
-    return dg.AssetKey(name)
-
-
 def _materialize(defs, instance, selection: list[str], keys: list[str] | None = None):
     """One in-process run: the selected assets (and their checks) for one shard or a contiguous range."""
     import dagster as dg
 
+    from assets.staleness import range_tags
+
     job = defs.resolve_implicit_global_asset_job_def()
-    tags = {}
-    if keys and len(keys) > 1:
-        tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+    tags = range_tags(keys) if keys and len(keys) > 1 else {}
     return job.execute_in_process(
         instance=instance,
         partition_key=keys[0] if keys and len(keys) == 1 else None,
@@ -167,7 +129,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """
     from assets.definitions import build_defs
     from assets.partitions import PER_SHARD, SHARDS
-    from assets.staleness import health_out_of_date, plan
+    from assets.staleness import batches, health_out_of_date, plan
     from tledit_pipeline.lake import connect
     from tledit_pipeline.prior import check_model
     from tledit_pipeline.source import discover_shards

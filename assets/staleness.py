@@ -128,6 +128,41 @@ def plan(instance: dg.DagsterInstance, asset_graph, settings: Settings, shards: 
     return out
 
 
+@dataclass
+class Batch:
+    """One run: the same assets for a contiguous range of shards (a single-run backfill)."""
+
+    assets: tuple[str, ...]
+    keys: list[str]
+    reason: str
+
+
+def batches(work: dict[str, tuple[tuple[str, ...], str]], order: Sequence[str], asset_graph) -> list[Batch]:
+    """The plan as runs: shards with the same assets, in contiguous ranges of the partition order, at most
+    the smallest max_partitions_per_run of their assets' backfill policies per run (Dagster's own rule)."""
+    position = {k: i for i, k in enumerate(order)}
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for key in sorted((k for k, (a, _) in work.items() if a), key=position.__getitem__):
+        groups.setdefault(work[key][0], []).append(key)
+    out = []
+    for assets, keys in groups.items():
+        limits = [p.max_partitions_per_run for a in assets if (p := asset_graph.get(dg.AssetKey(a)).backfill_policy) and p.max_partitions_per_run]
+        size = min(limits, default=len(keys))
+        run: list[str] = []
+        for key in keys:
+            if run and (position[key] != position[run[-1]] + 1 or len(run) == size):
+                out.append(Batch(assets, run, work[run[0]][1]))
+                run = []
+            run.append(key)
+        out.append(Batch(assets, run, work[run[0]][1]))
+    return out
+
+
+def range_tags(keys: Sequence[str]) -> dict[str, str]:
+    """The run tags of a single-run backfill over a contiguous range of shards (Dagster's own)."""
+    return {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+
+
 def shards_digest(keys: Iterable[str]) -> str:
     """Which shards distribution_health was built over, in 16 hex digits (the list itself can be 10^4 keys)."""
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]

@@ -5,7 +5,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from assets.cli import Batch, batches, main
+from assets.cli import main
+from assets.staleness import Batch, batches
 from assets.definitions import build_defs
 from assets.partitions import PER_SHARD, SHARDS_PER_RUN
 from tests.conftest import write_jsonl
