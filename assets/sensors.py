@@ -1,4 +1,5 @@
-"""The shard sensor: new source files become new partitions, and a changed file re-runs its own shard's chain.
+"""The shard sensor: new source files become new partitions (one run per range of new shards), and a changed
+file re-runs its own shard's chain.
 
 A file's data version is its content hash (raw_corpus records it). Files are re-hashed only when their
 size or modification time changed since the last tick (kept in the cursor), so an idle tick is cheap.
@@ -10,9 +11,9 @@ import json
 
 import dagster as dg
 
-from assets.partitions import PER_SHARD, SHARDS, shards
+from assets.partitions import PER_SHARD, SHARDS, SHARDS_PER_RUN, shards
 from assets.resources import TleditResource
-from assets.staleness import recorded_source
+from assets.staleness import range_tags, recorded_source
 from tledit_pipeline.source import discover_shards, file_fingerprint
 
 
@@ -23,7 +24,13 @@ def shard_sensor(context: dg.SensorEvaluationContext, tledit: TleditResource) ->
     known = set(context.instance.get_dynamic_partitions(SHARDS))
     new = [sh.key for sh in found if sh.key not in known]
     seen: dict[str, list] = json.loads(context.cursor) if context.cursor else {}
-    requests = [dg.RunRequest(partition_key=k, run_key=f"new-shard:{k}") for k in new]
+    # New shards are appended to the partitions in this order: contiguous ranges, one run per range.
+    ranges = [new[i : i + SHARDS_PER_RUN] for i in range(0, len(new), SHARDS_PER_RUN)]
+    requests = [
+        dg.RunRequest(partition_key=r[0], run_key=f"new-shard:{r[0]}") if len(r) == 1
+        else dg.RunRequest(run_key=f"new-shards:{r[0]}:{r[-1]}", tags=range_tags(r))
+        for r in ranges
+    ]
     for sh in found:
         st = sh.path.stat()
         stamp = [st.st_size, st.st_mtime_ns]

@@ -12,7 +12,8 @@ def test_sensor_adds_new_shards_once(tmp_path, small_source, tiny_model_dir):
     with dg.instance_for_test() as instance:
         ctx = dg.build_sensor_context(instance=instance, resources={"tledit": TleditResource.from_settings(settings)})
         first = shard_sensor(ctx)
-        assert sorted(r.partition_key for r in first.run_requests) == ["alpha", "beta"]
+        (request,) = first.run_requests  # both new shards in one run: a range
+        assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == ("alpha", "beta")
         assert first.dynamic_partitions_requests[0].partition_keys == ["alpha", "beta"]
         instance.add_dynamic_partitions("shards", ["alpha", "beta"])
         (small_source / "gamma.jsonl").write_text('{"text": "A new shard arrives."}\n')
