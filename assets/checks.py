@@ -18,7 +18,7 @@ from assets.dagster_internals import AssetCheckEvaluationTargetMaterializationDa
 from assets.partitions import shards
 from assets.resources import TleditResource
 from tledit_pipeline.health import kept_share_upper_bound
-from tledit_pipeline.lake import connect, read_partition
+from tledit_pipeline.lake import connect, partition_meta, read_partition
 from tledit_pipeline.settings import CheckSettings, Settings
 
 # z of the count-aware tail bound (tledit_pipeline.health.kept_share_upper_bound): about 1 in 1000
@@ -80,7 +80,7 @@ def shard_check(asset: str, blocking: bool = False, severity: dg.AssetCheckSever
 def every_raw_document_edited(s: Settings, key: str) -> Verdict:
     """Each raw document has exactly one edited counterpart, and untouched documents are byte-identical."""
     raw = read_partition(s.home, "raw_corpus", key, columns=["doc_id", "text"])
-    edited = read_partition(s.home, "edited_corpus", key, columns=["doc_id", "text", "n_changed"])
+    edited = read_partition(s.home, "edited_corpus", key, columns=["doc_id", "text", "n_changed", "n_deleted"])
     raw_text = dict(zip(raw.column("doc_id").to_pylist(), raw.column("text").to_pylist()))
     ed_ids = edited.column("doc_id").to_pylist()
     missing = sorted(set(raw_text) - set(ed_ids))
@@ -88,8 +88,10 @@ def every_raw_document_edited(s: Settings, key: str) -> Verdict:
     duplicated = len(ed_ids) - len(set(ed_ids))
     altered = [
         d
-        for d, t, c in zip(ed_ids, edited.column("text").to_pylist(), edited.column("n_changed").to_pylist())
-        if c == 0 and raw_text.get(d) != t
+        for d, t, c, x in zip(
+            ed_ids, edited.column("text").to_pylist(), edited.column("n_changed").to_pylist(), edited.column("n_deleted").to_pylist()
+        )
+        if c == 0 and x == 0 and raw_text.get(d) != t
     ]
     meta = {
         "raw_documents": len(raw_text),
@@ -108,8 +110,9 @@ def every_raw_document_edited(s: Settings, key: str) -> Verdict:
 @shard_check("edited_corpus", severity=dg.AssetCheckSeverity.WARN)
 def edit_shares(s: Settings, key: str) -> Verdict:
     """Reports the eligible and changed shares (reviewers asked for them); fails only on impossible counts."""
-    ed = read_partition(s.home, "edited_corpus", key, columns=["n_tokens", "n_eligible", "n_changed"])
-    scored = int(pc.sum(pc.subtract(ed.column("n_tokens"), 1)).as_py() or 0)
+    ed = read_partition(s.home, "edited_corpus", key, columns=["n_scored", "n_eligible", "n_changed", "n_deleted"])
+    scored = int(pc.sum(ed.column("n_scored")).as_py() or 0)
+    deleted = int(pc.sum(ed.column("n_deleted")).as_py() or 0)
     eligible = int(pc.sum(ed.column("n_eligible")).as_py() or 0)
     changed = int(pc.sum(ed.column("n_changed")).as_py() or 0)
     meta = {
@@ -117,24 +120,29 @@ def edit_shares(s: Settings, key: str) -> Verdict:
         "eligible_share": round(eligible / scored, 5) if scored else 0.0,
         "changed_share": round(changed / scored, 5) if scored else 0.0,
         "changed_of_eligible": round(changed / eligible, 5) if eligible else 0.0,
+        "deleted_share": round(deleted / scored, 5) if scored else 0.0,
         "threshold_p": s.edit.threshold,
     }
-    line = f"edit_shares: shard {key}: changed {changed}, eligible {eligible}, scored {scored}; allowed 0 <= changed <= eligible <= scored"
-    return 0 <= changed <= eligible <= scored, meta, line
+    line = (f"edit_shares: shard {key}: changed {changed}, eligible {eligible}, deleted {deleted}, scored {scored};"
+            " allowed 0 <= changed <= eligible <= scored and 0 <= deleted <= scored - eligible")
+    return 0 <= changed <= eligible <= scored and 0 <= deleted <= scored - eligible, meta, line
 
 
 @shard_check("token_scores", blocking=True)
 def every_token_scored(s: Settings, key: str) -> Verdict:
-    """Every token after the first of each document has a log-prob; positions are contiguous (nothing truncated)."""
+    """Every token has a log-prob (after the document-start token; without one, all but each document's first);
+    positions are contiguous (nothing truncated)."""
     sc = read_partition(s.home, "token_scores", key, columns=["doc_id", "pos", "logprob"])
     pos = sc.column("pos").to_numpy()
     lp_null = sc.column("logprob").is_null().to_numpy(zero_copy_only=False)
     starts = np.flatnonzero(pos == 0)
     ends = np.append(starts[1:], len(pos))
     gaps = sum(int(not np.array_equal(pos[a:b], np.arange(b - a))) for a, b in zip(starts, ends))
-    unscored = int((lp_null & (pos > 0)).sum())
+    first = partition_meta(s.home, "token_scores", key).get("first_scored", 1)
+    unscored = int((lp_null & (pos >= first)).sum())
     raw_docs = read_partition(s.home, "raw_corpus", key, columns=["doc_id"]).num_rows
-    meta = {"documents": len(starts), "raw_documents": raw_docs, "tokens": len(pos), "unscored_tokens": unscored, "documents_with_gaps": gaps}
+    meta = {"documents": len(starts), "raw_documents": raw_docs, "tokens": len(pos), "unscored_tokens": unscored,
+            "documents_with_gaps": gaps, "first_scored_position": first}
     line = (f"every_token_scored: shard {key}: {unscored} unscored tokens, {gaps} documents with gaps, {len(starts)} of {raw_docs}"
             " documents scored; allowed 0, 0 and all")
     return unscored == 0 and gaps == 0 and len(starts) == raw_docs, meta, line

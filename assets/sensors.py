@@ -11,13 +11,13 @@ import json
 
 import dagster as dg
 
-from assets.partitions import PER_SHARD, SHARDS, SHARDS_PER_RUN, shards
+from assets.partitions import PER_SHARD_SELECTION, SHARDS, SHARDS_PER_RUN, shards
 from assets.resources import TleditResource
 from assets.staleness import range_tags, recorded_source
 from tledit_pipeline.source import discover_shards, file_fingerprint
 
 
-@dg.sensor(target=dg.AssetSelection.assets(*PER_SHARD), minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(target=PER_SHARD_SELECTION, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def shard_sensor(context: dg.SensorEvaluationContext, tledit: TleditResource) -> dg.SensorResult:
     s = tledit.settings()
     found = discover_shards(s.source, s.home)

@@ -19,7 +19,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.dagster_internals import EventLogRecord
-from assets.partitions import PER_SHARD
+from assets.partitions import PER_SHARD, chain
 from assets.raw import SOURCE_MTIME, SOURCE_SHA, SOURCE_SIZE
 from tledit_pipeline.lake import DUCKDB_FILE, partition_file
 from tledit_pipeline.settings import Settings
@@ -88,12 +88,13 @@ def plan(instance: dg.DagsterInstance, asset_graph, settings: Settings, shards: 
     """
     shards = list(shards)
     keys = [s.key for s in shards]
+    names = chain(asset_graph)  # PER_SHARD plus later generations' assets
     parents = {
-        name: [p.to_user_string() for p in asset_graph.get(dg.AssetKey(name)).parent_keys if p.to_user_string() in PER_SHARD]
-        for name in PER_SHARD
+        name: [p.to_user_string() for p in asset_graph.get(dg.AssetKey(name)).parent_keys if p.to_user_string() in names]
+        for name in names
     }
-    code = {name: asset_graph.get(dg.AssetKey(name)).code_version for name in PER_SHARD}
-    latest = {name: latest_materializations(instance, name, keys) for name in PER_SHARD}
+    code = {name: asset_graph.get(dg.AssetKey(name)).code_version for name in names}
+    latest = {name: latest_materializations(instance, name, keys) for name in names}
 
     def why_out_of_date(shard: Shard, name: str) -> str | None:
         rec = latest[name].get(shard.key)
@@ -116,7 +117,7 @@ def plan(instance: dg.DagsterInstance, asset_graph, settings: Settings, shards: 
     for shard in shards:
         redo: list[str] = []
         first = ""
-        for name in PER_SHARD:  # dependency order
+        for name in names:  # dependency order
             if set(parents[name]) & set(redo):
                 redo.append(name)
                 continue
@@ -171,7 +172,7 @@ def shards_digest(keys: Iterable[str]) -> str:
 def health_out_of_date(instance: dg.DagsterInstance, asset_graph, keys: Sequence[str], home: Path | None = None) -> str:
     """Why distribution_health needs a rebuild ('' when it is current): missing, its DuckDB file gone,
     new code, shards materialized after it, or another set of registered shards. One query."""
-    per_shard = [dg.AssetKey(n) for n in PER_SHARD]
+    per_shard = [dg.AssetKey(n) for n in chain(asset_graph)]
     records = {r.asset_entry.asset_key: r.asset_entry for r in instance.get_asset_records([HEALTH, *per_shard])}
     built = records.get(HEALTH)
     built = built.last_materialization_record if built else None
