@@ -47,7 +47,7 @@ def test_a_failure_is_one_line_with_measured_and_allowed_values():
 def test_a_heavy_edit_at_default_thresholds_fails_with_one_line_per_shard(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     code = main(["run", "--home", str(tmp_path / "home"), "--source", str(small_source), "--model", str(tiny_model_dir),
-                 "--threshold", "0.05", "--exclude-original", "--synthetic-sample", "0.5", "--max-new-tokens", "8"])
+                 "--threshold", "0.002", "--exclude-original", "--synthetic-sample", "0.5", "--max-new-tokens", "8"])
     err = capsys.readouterr().err
     assert code == 2
     failed = [line for line in err.splitlines() if "FAILED" in line]
