@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 # The bundled prior is converted once and shared by the demo and the tests.
 export TLEDIT_MODEL_CACHE ?= $(TLEDIT_HOME)/models
 
-.PHONY: install demo test lint bench ui validate docs lock clean
+.PHONY: install demo test lint bench scale ui validate docs lock clean
 
 install: $(STAMP)
 
@@ -54,6 +54,13 @@ lint: install
 # Scoring throughput against the model's forward, a naive loop and the matmul roofline; last line is JSON.
 bench: install
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
+
+# Pipeline cost against the number of shards (N = 10 100 1000, small prior): table, log-log chart
+# (scale.png beside scale.json in SCALE_OUT), last line JSON. SCALE_ARGS="--shards 10 100" changes N.
+SCALE_OUT ?= $(TLEDIT_HOME)/scale
+scale: install
+	$(PIP) install -c $(LOCK) 'matplotlib>=3.8'
+	$(BIN)/python -m benchmarks.scale --out $(SCALE_OUT) --work $(SCALE_OUT)/work $(SCALE_ARGS)
 
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml
