@@ -1,7 +1,6 @@
 """ngram_profile (per shard) and distribution_health (whole corpus, in DuckDB)."""
 
 import dagster as dg
-import duckdb
 import polars as pl
 
 from assets.partitions import RANGES, SHARDS, for_each_shard, shards
@@ -24,7 +23,7 @@ from tledit_pipeline.health import (
     rank_frequency,
     shard_health_rows,
 )
-from tledit_pipeline.lake import is_shard_key, partition_file, partition_meta, read_partition, rebuild_database, refresh_views, write_partition
+from tledit_pipeline.lake import duckdb_connection, is_shard_key, partition_file, partition_meta, read_partition, rebuild_database, refresh_views, write_partition
 from tledit_pipeline.ngrams import profile
 from tledit_pipeline.settings import Settings
 
@@ -100,7 +99,7 @@ def ngram_profile(context: dg.AssetExecutionContext, tledit: TleditResource) -> 
     # that shard alone, so grouping changes nothing but the cost; a bounded group bounds the memory).
     for i in range(0, len(keys), HEALTH_SHARDS_PER_PASS):
         group = keys[i : i + HEALTH_SHARDS_PER_PASS]
-        with duckdb.connect() as con:
+        with duckdb_connection(":memory:", s.home) as con:  # a lake on a store is read through its filesystem
             create_views(con, {v: [partition_file(s.home, v, k) for k in group] for v in HEALTH_VIEWS})
             refresh_generation_views(con, s.home, group, s.generations)
             rows = shard_health_rows(con)
