@@ -20,6 +20,7 @@ comparable with the raw corpus's teacher-forced scores.
 
 from __future__ import annotations
 
+import copy
 import inspect
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -44,6 +45,9 @@ class Decoder(Protocol):
 
     def keep(self, rows: "torch.Tensor") -> None:
         """Continue with these rows only (finished rows dropped, their cache freed)."""
+
+    def fork(self) -> "Decoder":
+        """Another decoder over the same weights with a cache of its own (one per worker thread)."""
 
 
 def _rotate_half(x: "torch.Tensor") -> "torch.Tensor":
@@ -119,6 +123,11 @@ class CachedDecoder:
         self.head = lin(model.get_output_embeddings())
         self.rows = 0
 
+    def fork(self) -> "CachedDecoder":
+        twin = copy.copy(self)  # the layers and packed weights are shared; start() gives it its own cache
+        twin.rows = 0
+        return twin
+
     def start(self, rows: int, length: int) -> None:
         torch = self.torch
         shape = (len(self.layers), rows, self.kv_heads, length, self.head_dim)
@@ -185,6 +194,9 @@ class ModelDecoder:
         self.cache_arg = "cache" if "cache" in params else "past_key_values"
         self.device = model.get_input_embeddings().weight.device
         self.rows = 0
+
+    def fork(self) -> "ModelDecoder":
+        return ModelDecoder(self.model)
 
     def start(self, rows: int, length: int) -> None:
         self.cache = self.cache_cls(config=self.model.config)

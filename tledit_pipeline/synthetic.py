@@ -23,7 +23,10 @@ a step of 32 rows took 0.13-0.20 s with one thread and 0.6-4.8 s with two.
 
 from __future__ import annotations
 
+import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Iterator, Sequence
@@ -116,11 +119,10 @@ def plan_pieces(n_raw: int, settings: SyntheticSettings, context: int) -> list[t
 class Sampler:
     """Samples batches of pieces from the prior: one KV cache per batch, keyed draws, early stops."""
 
-    def __init__(self, prior: Prior, settings: SyntheticSettings, decoder: Decoder | None = None):
+    def __init__(self, prior: Prior, settings: SyntheticSettings, decoder: Decoder):
         import torch
 
-        self.prior, self.settings, self.torch = prior, settings, torch
-        self.decoder = decoder or decoder_for(prior.model, settings.synthetic_batch)
+        self.prior, self.settings, self.torch, self.decoder = prior, settings, torch, decoder
         self.text_ok = np.array([b is not None for b in prior.token_bytes], dtype=bool)
         pad = getattr(prior.tokenizer, "pad_token_id", None)
         self.pad_id = int(pad) if pad is not None else 0
@@ -179,9 +181,19 @@ class Sampler:
         return [(ids[r, : count[r]].copy(), lps[r, : count[r]].copy(), bool(ended[r])) for r in range(b)]
 
 
+def decode_workers(device: str) -> int:
+    """Worker threads that decode batches side by side: one per core the process may use on CPU, else one."""
+    if device != "cpu":
+        return 1
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 @contextmanager
 def _one_cpu_thread(device: str) -> Iterator[None]:
-    """Decode on one CPU thread (see the module docstring); the process's setting is restored after."""
+    """One intra-op thread per worker (see the module docstring); the process's setting is restored after."""
     import torch
 
     before = torch.get_num_threads()
@@ -205,8 +217,13 @@ def synthesize(
     settings: SyntheticSettings,
     report: Report | None = None,
     decoder: Decoder | None = None,
+    workers: int | None = None,
 ) -> tuple[pa.Table, SyntheticStats]:
-    """The baseline for one raw_corpus table (doc_id, text): one row per sampled document, in raw order."""
+    """The baseline for one raw_corpus table (doc_id, text): one row per sampled document, in raw order.
+
+    decoder: how the prior is run (default: decoding.decoder_for); workers: decoding threads (default: one
+    per core on CPU).
+    """
     doc_ids = docs.column("doc_id").to_pylist()
     texts = docs.column("text").to_pylist()
     stats = SyntheticStats(documents=len(doc_ids))
@@ -216,22 +233,34 @@ def synthesize(
     keys = np.array([doc_key(doc_ids[i]) for i in chosen], dtype=np.uint64)
     plans = [plan_pieces(len(t), settings, prior.context_length) for t in ids]
     results: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, bool]] = {}
-    sampler = Sampler(prior, settings, decoder)
     # Similar lengths together, so finished rows idle little; the order does not change any draw.
     todo = sorted(((j, *piece) for j, plan in enumerate(plans) for piece in plan if piece[2] > 0), key=lambda u: (u[3], u[2]))
+    workers = workers or decode_workers(prior.device)
+    # At most synthetic_batch pieces per batch, and at least one batch per worker.
+    n_batches = max(-(-len(todo) // settings.synthetic_batch), min(workers, len(todo)))
+    size = -(-len(todo) // n_batches) if todo else 1
+    batches = [todo[s : s + size] for s in range(0, len(todo), size)]
     left = np.bincount([u[0] for u in todo], minlength=len(plans))  # pieces still to write, per document
     progress = Progress("sampling", len(chosen), sum(u[3] for u in todo), report)
     progress.advance(int((left == 0).sum()), 0)
+    samplers: list[Sampler] = []
+    local = threading.local()
+    base = decoder or decoder_for(prior.model, settings.synthetic_batch)
+
+    def run(batch: list[tuple[int, int, int, int]]) -> list[tuple[np.ndarray, np.ndarray, bool]]:
+        if not hasattr(local, "sampler"):  # one sampler (decoder and KV cache) per worker thread
+            local.sampler = Sampler(prior, settings, base.fork())
+            samplers.append(local.sampler)
+        return local.sampler.sample(
+            [ids[j][start : start + prefix] for j, start, prefix, _ in batch],
+            [target for *_, target in batch],
+            keys[[j for j, *_ in batch]],
+            np.array([start + prefix for _, start, prefix, _ in batch], dtype=np.int64),
+        )
+
     t0 = time.perf_counter()
-    with _one_cpu_thread(prior.device):
-        for s in range(0, len(todo), settings.synthetic_batch):
-            batch = todo[s : s + settings.synthetic_batch]
-            out = sampler.sample(
-                [ids[j][start : start + prefix] for j, start, prefix, _ in batch],
-                [target for *_, target in batch],
-                keys[[j for j, *_ in batch]],
-                np.array([start + prefix for _, start, prefix, _ in batch], dtype=np.int64),
-            )
+    with _one_cpu_thread(prior.device), ThreadPoolExecutor(workers) as pool:
+        for batch, out in zip(batches, pool.map(run, batches)):
             finished = 0
             for (j, start, *_), res in zip(batch, out):
                 results[(j, start)] = res
@@ -240,7 +269,7 @@ def synthesize(
             stats.batches += 1
             progress.advance(finished, sum(len(r[0]) for r in out))
     stats.seconds = time.perf_counter() - t0
-    stats.steps = sampler.steps
+    stats.steps = sum(x.steps for x in samplers)
     stats.pieces = sum(len(p) for p in plans)
     empty = (np.zeros(0, np.int32), np.zeros(0, np.float32), False)
     rows: dict[str, list] = {f.name: [] for f in SYNTHETIC_SCHEMA}

@@ -120,7 +120,8 @@ def test_deterministic_and_independent_of_batch_size(tiny_prior):
     assert one.equals(again)
     for other in (
         synthesize(tiny_prior, "s1", DOCS, _settings(synthetic_batch=2))[0],
-        synthesize(tiny_prior, "s1", DOCS, _settings(synthetic_batch=8))[0],
+        synthesize(tiny_prior, "s1", DOCS, _settings(synthetic_batch=8), workers=1)[0],
+        synthesize(tiny_prior, "s1", DOCS, _settings(synthetic_batch=8), workers=3)[0],  # batches side by side
         # The model's own forward with a DynamicCache: the same draws.
         synthesize(tiny_prior, "s1", DOCS, _settings(synthetic_batch=3), decoder=ModelDecoder(tiny_prior.model))[0],
     ):
