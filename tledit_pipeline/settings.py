@@ -167,26 +167,41 @@ class ScoringSettings:
 class SyntheticSettings:
     """The purely synthetic baseline: the prior continues each sampled document from its first m tokens.
 
-    The defaults keep `make demo` within minutes on two CPU cores: at most 128 new tokens per document,
-    and a deterministic sample of documents (by a hash of doc_id and the seed, so it does not depend on
-    sharding). Documents outside the sample are simply not part of the baseline.
+    A document longer than `synthetic_segment` tokens is written in pieces of at most that many tokens, each
+    continuing the human text's m tokens at its own start: the pieces are written side by side in one batch
+    instead of one after another, and no piece's attention reaches past the segment (docs/health.md).
+    Documents outside the sample (a hash of doc_id and the seed, so it does not depend on sharding) are not
+    part of the baseline.
     """
 
-    prefix_tokens: int = setting(32, "synthetic baseline: m, the tokens of each document the prior starts from (at most half the document)")
-    max_new_tokens: int = setting(128, "synthetic baseline: cap on the tokens generated per document (the rest of its length)")
+    prefix_tokens: int = setting(32, "synthetic baseline: m, the tokens of each document (and of each piece) the prior starts from (at most half of it)")
+    max_new_tokens: int = setting(128, "synthetic baseline: cap on the tokens generated per document; 0 = to each document's full length")
     synthetic_sample: float = setting(0.25, "synthetic baseline: share of documents it covers, in (0, 1] (a hash of doc_id and the seed)")
     synthetic_seed: int = setting(0, "synthetic baseline: seed of its sample and sampling")
-    synthetic_batch: int = setting(32, "synthetic baseline: documents sampled together (does not change the samples)")
+    synthetic_temperature: float = setting(1.0, "synthetic baseline: sampling temperature (1 = the prior's own distribution)")
+    synthetic_top_p: float = setting(1.0, "synthetic baseline: nucleus mass of the sampling; 1 = no truncation (plain sampling)")
+    synthetic_segment: int = setting(
+        512, "synthetic baseline: longer documents are written in pieces of at most this many tokens, each from its own m human tokens; 0 = one piece (up to the prior's context)"
+    )
+    synthetic_batch: int = setting(32, "synthetic baseline: pieces sampled together (does not change the samples beyond float noise)")
 
     def __post_init__(self) -> None:
         if self.prefix_tokens < 1:
             raise SettingsError(f"prefix_tokens (m) must be >= 1, got {self.prefix_tokens}")
-        if self.max_new_tokens < 1:
-            raise SettingsError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.max_new_tokens < 0:
+            raise SettingsError(f"max_new_tokens must be >= 0 (0 = full length), got {self.max_new_tokens}")
         if not 0.0 < self.synthetic_sample <= 1.0:
             raise SettingsError(f"synthetic_sample must be in (0, 1], got {self.synthetic_sample}")
         if self.synthetic_seed < 0:
             raise SettingsError(f"synthetic_seed must be >= 0, got {self.synthetic_seed}")
+        if not self.synthetic_temperature > 0.0:
+            raise SettingsError(f"synthetic_temperature must be > 0, got {self.synthetic_temperature}")
+        if not 0.0 < self.synthetic_top_p <= 1.0:
+            raise SettingsError(f"synthetic_top_p must be in (0, 1], got {self.synthetic_top_p}")
+        if self.synthetic_segment and self.synthetic_segment < 2 * self.prefix_tokens:
+            raise SettingsError(
+                f"synthetic_segment must be 0 or at least 2 x prefix_tokens ({2 * self.prefix_tokens}), got {self.synthetic_segment}"
+            )
         if self.synthetic_batch < 1:
             raise SettingsError(f"synthetic_batch must be >= 1, got {self.synthetic_batch}")
 
@@ -194,7 +209,8 @@ class SyntheticSettings:
         """Part of synthetic_corpus's code version (batch size stays out: it does not change the samples)."""
         return (
             f"m={self.prefix_tokens},max_new={self.max_new_tokens},"
-            f"sample={self.synthetic_sample!r},seed={self.synthetic_seed}"
+            f"sample={self.synthetic_sample!r},seed={self.synthetic_seed},"
+            f"temperature={self.synthetic_temperature!r},top_p={self.synthetic_top_p!r},segment={self.synthetic_segment}"
         )
 
 
