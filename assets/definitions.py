@@ -6,7 +6,7 @@ import warnings
 
 import dagster as dg
 
-from assets import checks, diagnostics, edited, raw, schedules, scores, sensors, synthetic
+from assets import checks, diagnostics, edited, probe, raw, schedules, scores, sensors, synthetic
 from assets.partitions import PER_SHARD  # noqa: F401  (re-exported for the CLI and tests)
 from assets.resources import PriorResource, TleditResource
 from tledit_pipeline.settings import Settings
@@ -22,6 +22,7 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         synthetic.build(settings),
         diagnostics.ngram_profile,
         diagnostics.distribution_health,
+        probe.build(settings),
     ]
 
 

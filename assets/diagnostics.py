@@ -18,6 +18,7 @@ from tledit_pipeline.health import (
 )
 from tledit_pipeline.lake import partition_file, partition_meta, read_partition, rebuild_database, refresh_views, write_partition
 from tledit_pipeline.ngrams import profile
+from tledit_pipeline.probe import probe_view
 
 ENGINE_VERSION = "2"
 
@@ -93,6 +94,7 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
     keys = context.instance.get_dynamic_partitions(SHARDS)
     with rebuild_database(s.home) as con:  # a new file renamed into place: parallel runs never lock
         views = refresh_views(con, s.home, keys)
+        views += ["collapse_probe"] if probe_view(con, s.home) else []  # the probe's lake table, once it has run
         health = build_health_table(con)
         zipf = rank_frequency(con, n=1)
         ppl = document_perplexities(con)

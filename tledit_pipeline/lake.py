@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 import uuid
 from contextlib import contextmanager
@@ -256,6 +257,32 @@ def rebuild_database(home: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f".{DUCKDB_FILE}.{uuid.uuid4().hex}.tmp")
     try:
+        con = duckdb.connect(str(tmp))
+        try:
+            yield con
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+
+
+@contextmanager
+def amend_database(home: Path) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to a copy of <home>/tledit.duckdb (or a new file) that replaces it atomically on success.
+
+    For a step that adds a view to what distribution_health built without writing the file in place, so
+    readers never wait. Should a rebuild rename its file at the same moment, the last rename wins; both
+    hold only views and tables derived from the lake, and the next rebuild makes them whole again.
+    """
+    target = Path(home) / DUCKDB_FILE
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{DUCKDB_FILE}.{uuid.uuid4().hex}.tmp")
+    try:
+        if target.exists():
+            shutil.copyfile(target, tmp)
         con = duckdb.connect(str(tmp))
         try:
             yield con

@@ -1,0 +1,73 @@
+"""collapse_probe materialized in process after one shard's chain: its table in the lake and DuckDB, its checks."""
+
+import dagster as dg
+import duckdb
+import pytest
+
+from assets.checks import CHECKS
+from assets.definitions import PER_SHARD, build_assets, build_defs, build_resources
+from assets.partitions import SHARDS
+from assets.probe import edited_assets, probe_out_of_date
+from tests.conftest import TRAIN_TEXT, write_jsonl
+from tledit_pipeline.probe import read_probe
+from tledit_pipeline.settings import Settings
+
+
+@pytest.fixture
+def settings(tmp_path, tiny_model_dir):
+    src = tmp_path / "source"
+    src.mkdir()
+    sentences = [s.strip() + "." for t in TRAIN_TEXT[:3] for s in t.split(".") if s.strip()]
+    write_jsonl(src / "plays.jsonl", [{"text": f"{sentences[i % len(sentences)]} Scene {i}: {TRAIN_TEXT[i % 3][:120]}"} for i in range(24)])
+    return Settings(home=tmp_path / "home", source=str(src), model=str(tiny_model_dir)).with_overrides(
+        synthetic_sample=1.0, max_new_tokens=24, prefix_tokens=4,
+        probe_seeds=2, probe_steps=2, probe_eval_every=1, probe_batch=2, probe_context=32, probe_heldout=0.25,
+    )
+
+
+def run(settings, instance, selection, partition_key=None):
+    return dg.materialize(
+        [*build_assets(settings), *CHECKS], selection=selection, partition_key=partition_key,
+        instance=instance, resources=build_resources(settings),
+    )
+
+
+def test_collapse_probe_materializes_with_its_checks(settings):
+    graph = build_defs(settings).resolve_asset_graph()
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(SHARDS, ["plays"])
+        assert run(settings, instance, PER_SHARD, "plays").success
+        assert probe_out_of_date(instance, graph, ["plays"]) == "collapse_probe missing"
+
+        result = run(settings, instance, ["collapse_probe"])
+        assert result.success
+        checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
+        assert set(checks) == {"edited_trains_like_raw", "synthetic_probe_collapse"}
+        # The tiny prior edits nothing in human text: edited trains exactly like raw.
+        assert checks["edited_trains_like_raw"].passed
+        assert checks["edited_trains_like_raw"].metadata["relative_difference"].value == 0.0
+        assert checks["synthetic_probe_collapse"].severity == dg.AssetCheckSeverity.WARN
+        assert {"synthetic_ppl", "raw_ppl", "seed_noise", "paper_ratio_table1"} <= set(checks["synthetic_probe_collapse"].metadata)
+
+        md = result.get_asset_materialization_events()[0].materialization.metadata
+        for chart in ("synthetic_share_curve", "by_variant", "training_curves"):
+            assert "](data:image/svg+xml;base64," in md[chart].value
+        assert md["raw/heldout_ppl"].value > 1 and md["train_tokens"].value > 0 and md["params"].value > 0
+        assert "mix_50" in md["table"].value
+        assert probe_out_of_date(instance, graph, ["plays"]) == ""
+
+        # The health rebuild keeps the probe's view in the DuckDB file it replaces.
+        assert run(settings, instance, ["distribution_health"]).success
+
+    table, meta = read_probe(settings.home)
+    assert meta["heldout_documents"] > 0 and meta["train_documents"] > 0
+    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    rows = con.execute("SELECT variant, count(*) FROM collapse_probe GROUP BY variant ORDER BY variant").fetchall()
+    assert rows == sorted((v, 4) for v in ["raw", "edited", "mix_25", "mix_50", "mix_75", "synthetic"])  # 2 seeds x 2 steps
+    assert [c[0] for c in con.execute("DESCRIBE collapse_probe").fetchall()] == ["variant", "seed", "step", "train_loss", "heldout_ppl"]
+    assert table.num_rows == 24
+
+
+def test_the_last_generation_is_a_training_set_of_its_own(settings):
+    assert edited_assets(settings) == {"edited": "edited_corpus"}
+    assert edited_assets(type("WithGenerations", (), {"generations": 3})()) == {"edited": "edited_corpus", "edited_g3": "edited_corpus_g3"}
