@@ -207,11 +207,11 @@ class ProbeSettings:
     probe: bool = setting(False, "collapse probe: train a small LM on raw, edited, synthetic and mixed text after the run (opt-in; docs/probe.md)")
     probe_seeds: int = setting(1, "collapse probe: seeds each training is repeated with (mean and sd over them)")
     probe_heldout: float = setting(0.1, "collapse probe: share of raw documents held out for perplexity (a hash of doc_id), in (0, 0.5]")
-    probe_steps: int = setting(150, "collapse probe: optimizer steps of every training")
+    probe_steps: int = setting(100, "collapse probe: optimizer steps of every training")
     probe_batch: int = setting(8, "collapse probe: windows per step")
     probe_context: int = setting(128, "collapse probe: tokens per window (training and held-out evaluation)")
     probe_lr: float = setting(0.003, "collapse probe: peak learning rate (AdamW, warmup then cosine decay)")
-    probe_eval_every: int = setting(25, "collapse probe: steps between held-out evaluations (the training curves)")
+    probe_eval_every: int = setting(20, "collapse probe: steps between held-out evaluations (the training curves)")
 
     def __post_init__(self) -> None:
         if self.probe_seeds < 1:

@@ -1,10 +1,13 @@
 """collapse_probe materialized in process after one shard's chain: its table in the lake and DuckDB, its checks."""
 
+import json
+
 import dagster as dg
 import duckdb
 import pytest
 
 from assets.checks import CHECKS
+from assets.cli import main
 from assets.definitions import PER_SHARD, build_assets, build_defs, build_resources
 from assets.partitions import SHARDS
 from assets.probe import edited_assets, probe_out_of_date
@@ -13,16 +16,26 @@ from tledit_pipeline.probe import read_probe
 from tledit_pipeline.settings import Settings
 
 
+# A full baseline of short continuations and the smallest trainings: the probe's plumbing, quickly.
+QUICK = {
+    "synthetic_sample": 1.0, "max_new_tokens": 24, "prefix_tokens": 4,
+    "probe_seeds": 2, "probe_steps": 2, "probe_eval_every": 1, "probe_batch": 2, "probe_context": 32, "probe_heldout": 0.25,
+}
+
+
 @pytest.fixture
-def settings(tmp_path, tiny_model_dir):
+def source(tmp_path):
+    """24 short documents in one shard: a quarter of them is held out."""
     src = tmp_path / "source"
     src.mkdir()
     sentences = [s.strip() + "." for t in TRAIN_TEXT[:3] for s in t.split(".") if s.strip()]
     write_jsonl(src / "plays.jsonl", [{"text": f"{sentences[i % len(sentences)]} Scene {i}: {TRAIN_TEXT[i % 3][:120]}"} for i in range(24)])
-    return Settings(home=tmp_path / "home", source=str(src), model=str(tiny_model_dir)).with_overrides(
-        synthetic_sample=1.0, max_new_tokens=24, prefix_tokens=4,
-        probe_seeds=2, probe_steps=2, probe_eval_every=1, probe_batch=2, probe_context=32, probe_heldout=0.25,
-    )
+    return src
+
+
+@pytest.fixture
+def settings(tmp_path, source, tiny_model_dir):
+    return Settings(home=tmp_path / "home", source=str(source), model=str(tiny_model_dir)).with_overrides(**QUICK)
 
 
 def run(settings, instance, selection, partition_key=None):
@@ -71,3 +84,32 @@ def test_collapse_probe_materializes_with_its_checks(settings):
 def test_the_last_generation_is_a_training_set_of_its_own(settings):
     assert edited_assets(settings) == {"edited": "edited_corpus"}
     assert edited_assets(type("WithGenerations", (), {"generations": 3})()) == {"edited": "edited_corpus", "edited_g3": "edited_corpus_g3"}
+
+
+@pytest.mark.slow
+def test_tledit_run_probe_then_tledit_probe(tmp_path, source, tiny_model_dir, capsys, monkeypatch):
+    """Opt-in: a plain run trains nothing; --probe trains once; `tledit probe` prints the table and one JSON line."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
+    home = str(tmp_path / "home")
+    base = ["run", "--home", home, "--source", str(source), "--model", str(tiny_model_dir)]
+    base += [f"--{k.replace('_', '-')}={v}" for k, v in QUICK.items()]
+    assert main(base) == 0
+    assert "collapse_probe" not in capsys.readouterr().out
+    assert main(["probe", "--home", home]) == 2 and "tledit run --probe" in capsys.readouterr().err
+
+    assert main([*base, "--probe"]) == 0
+    out = capsys.readouterr().out
+    assert "collapse_probe: training 2 seed(s) x 2 steps per corpus variant  (collapse_probe missing)" in out
+    assert main([*base, "--probe"]) == 0
+    assert "collapse_probe: up to date" in capsys.readouterr().out
+    assert main([*base, "--probe", "--probe-steps", "3"]) == 0  # a new setting trains again
+    assert "collapse_probe: training 2 seed(s) x 3 steps" in capsys.readouterr().out
+
+    assert main(["probe", "--home", home]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("collapse probe: held-out perplexity at step 3 over 2 seed(s)")
+    assert any(line.startswith("mix_75") and "75%" in line for line in lines)
+    last = json.loads(lines[-1])
+    assert set(last) == {"heldout_ppl", "heldout_ppl_sd", "train_tokens", "heldout_tokens", "seconds"}
+    assert set(last["heldout_ppl"]) == set(last["heldout_ppl_sd"]) == {"raw", "edited", "synthetic", "mix_25", "mix_50", "mix_75"}
+    assert last["train_tokens"] > 0 and last["heldout_tokens"] > 0
