@@ -4,9 +4,9 @@ import time
 
 import dagster as dg
 
+from assets.dagster_internals import StaleStatus
 from assets.partitions import SHARDS
 from assets.resources import TleditResource, prior_code_version, reporter
-from assets.dagster_internals import StaleStatus
 from assets.staleness import resolver
 from tledit_pipeline.charts import bar_chart_svg, line_chart_svg, svg_markdown
 from tledit_pipeline.lake import amend_database, connect
@@ -91,7 +91,19 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         return dg.MaterializeResult(
             metadata={
                 **{f"{v}/heldout_ppl": round(e.mean, 4) for v, e in est.items()},
-                **{k: meta[k] for k in ("train_tokens", "heldout_tokens", "train_documents", "heldout_documents", "vocab", "params", "seconds", "device")},
+                **{
+                    k: meta[k]
+                    for k in (
+                        "train_tokens",
+                        "heldout_tokens",
+                        "train_documents",
+                        "heldout_documents",
+                        "vocab",
+                        "params",
+                        "seconds",
+                        "device",
+                    )
+                },
                 "seeds": p.probe_seeds,
                 "shards": meta["shards"],
                 "probe_settings": meta["settings"],
@@ -99,7 +111,11 @@ def build(settings: Settings) -> dg.AssetsDefinition:
                 "synthetic_share_curve": dg.MetadataValue.md(_share_chart(est)),
                 "by_variant": dg.MetadataValue.md(
                     svg_markdown(
-                        bar_chart_svg({v: (e.mean, e.sd) for v, e in est.items()}, "Held-out perplexity per training set (mean, +-sd over seeds)", "held-out perplexity"),
+                        bar_chart_svg(
+                            {v: (e.mean, e.sd) for v, e in est.items()},
+                            "Held-out perplexity per training set (mean, +-sd over seeds)",
+                            "held-out perplexity",
+                        ),
                         "held-out perplexity per variant",
                     )
                 ),
@@ -126,7 +142,9 @@ def _share_chart(est) -> str:
     paper = [(k * 100, v / PAPER_TABLE1[0.0]) for k, v in PAPER_TABLE1.items()]
     svg = line_chart_svg(
         {"this probe": shares, "paper (GPT-2, Table 1)": paper},
-        "Held-out perplexity against the synthetic share, relative to 0 %", "synthetic share of the training set (%)", "perplexity / perplexity at 0 %",
+        "Held-out perplexity against the synthetic share, relative to 0 %",
+        "synthetic share of the training set (%)",
+        "perplexity / perplexity at 0 %",
     )
     rows = ["| synthetic share | variant | held-out ppl | sd | paper (Pile, Table 1) |", "|---|---|---|---|---|"]
     for v, share in SYNTHETIC_SHARE.items():
@@ -138,10 +156,17 @@ def _share_chart(est) -> str:
 def _curves(table) -> str:
     """Held-out perplexity against the step, mean over seeds, one line per training set."""
     sums: dict[str, dict[int, list[float]]] = {}
-    for v, step, ppl in zip(table.column("variant").to_pylist(), table.column("step").to_pylist(), table.column("heldout_ppl").to_pylist()):
+    for v, step, ppl in zip(
+        table.column("variant").to_pylist(),
+        table.column("step").to_pylist(),
+        table.column("heldout_ppl").to_pylist(),
+        strict=True,
+    ):
         sums.setdefault(v, {}).setdefault(step, []).append(ppl)
     series = {v: [(step, sum(x) / len(x)) for step, x in sorted(steps.items())] for v, steps in sums.items()}
-    svg = line_chart_svg(series, "Training curves: held-out perplexity (mean over seeds)", "step", "held-out perplexity", log_y=True)
+    svg = line_chart_svg(
+        series, "Training curves: held-out perplexity (mean over seeds)", "step", "held-out perplexity", log_y=True
+    )
     return svg_markdown(svg, "training curves") + "\n\nTraining loss per step is in the table collapse_probe (train_loss)."
 
 

@@ -33,10 +33,11 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -59,7 +60,13 @@ PROBE_SCHEMA = pa.schema(
     ]
 )
 # The small causal LM of every training: about 1.3 M parameters with a 6,000-token vocabulary.
-MODEL = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4}
+MODEL: dict[str, Any] = {
+    "hidden_size": 128,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+}
 MIXES = {"mix_25": 0.25, "mix_50": 0.5, "mix_75": 0.75}
 # Synthetic share of each set on the paper's Table 1 axis.
 SYNTHETIC_SHARE = {"raw": 0.0, **MIXES, "synthetic": 1.0}
@@ -122,7 +129,7 @@ def build_sets(
     raw and each edited table: shard, doc_id, text; synthetic: shard, doc_id, prefix_tokens, token_ids.
     `tokenize` is the prior's tokenizer (texts -> ids, no special tokens), the one the baseline used.
     """
-    keys = list(zip(raw.column("shard").to_pylist(), raw.column("doc_id").to_pylist()))
+    keys = list(zip(raw.column("shard").to_pylist(), raw.column("doc_id").to_pylist(), strict=True))
     texts = raw.column("text").to_pylist()
     held = heldout_mask([d for _, d in keys], heldout)
     held_idx = [i for i in _order(keys) if held[i]]
@@ -130,17 +137,27 @@ def build_sets(
         raise ProbeError(f"no raw document falls in the held-out share {heldout}; raise probe_heldout or add documents")
     held_ids = tokenize([texts[i] for i in held_idx])
 
-    syn_keys = list(zip(synthetic.column("shard").to_pylist(), synthetic.column("doc_id").to_pylist()))
+    syn_keys = list(zip(synthetic.column("shard").to_pylist(), synthetic.column("doc_id").to_pylist(), strict=True))
     syn_prefix = synthetic.column("prefix_tokens").to_pylist()
     syn_ids = [np.asarray(x, dtype=np.int64) for x in synthetic.column("token_ids").to_pylist()]
     row_of = {k: i for i, k in enumerate(keys)}
     ed_text = {
-        v: dict(zip(zip(t.column("shard").to_pylist(), t.column("doc_id").to_pylist()), t.column("text").to_pylist()))
+        v: dict(
+            zip(
+                zip(t.column("shard").to_pylist(), t.column("doc_id").to_pylist(), strict=True),
+                t.column("text").to_pylist(),
+                strict=True,
+            )
+        )
         for v, t in edited.items()
     }
     train = [
-        j for j in _order(syn_keys)
-        if syn_keys[j] in row_of and not held[row_of[syn_keys[j]]] and len(syn_ids[j]) and all(syn_keys[j] in e for e in ed_text.values())
+        j
+        for j in _order(syn_keys)
+        if syn_keys[j] in row_of
+        and not held[row_of[syn_keys[j]]]
+        and len(syn_ids[j])
+        and all(syn_keys[j] in e for e in ed_text.values())
     ]
     if not train:
         raise ProbeError("the synthetic baseline has no document outside the held-out share; run it on more documents")
@@ -211,7 +228,9 @@ def _model(vocab: int, context: int, seed: int, device: str):
 
     cfg = LlamaConfig(vocab_size=vocab, max_position_embeddings=context, tie_word_embeddings=True, **MODEL)
     torch.manual_seed(seed)
-    return LlamaForCausalLM(cfg).to(device)
+    model = LlamaForCausalLM(cfg)
+    model.to(torch.device(device))  # type: ignore[arg-type]  # transformers types .to for its own wrapper
+    return model
 
 
 def n_params(vocab: int, context: int) -> int:
@@ -242,7 +261,9 @@ def _heldout_ppl(model, windows: list[np.ndarray], device: str, batch: int = 32)
             for s in range(0, len(ws), batch):
                 x = torch.from_numpy(np.stack(ws[s : s + batch])).to(device)
                 logits = model(input_ids=x).logits[:, :-1].float()
-                nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum")
+                nll = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum"
+                )
                 total += float(nll)
                 count += x.shape[0] * (n - 1)
     model.train()
@@ -258,7 +279,9 @@ def _lr(step: int, s: ProbeSettings) -> float:
     return s.probe_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def train(tokens: np.ndarray, heldout: np.ndarray, vocab: int, seed: int, s: ProbeSettings, device: str = "cpu") -> list[tuple[int, float, float]]:
+def train(
+    tokens: np.ndarray, heldout: np.ndarray, vocab: int, seed: int, s: ProbeSettings, device: str = "cpu"
+) -> list[tuple[int, float, float]]:
     """One training from scratch: (step, mean train loss since the previous row, held-out perplexity) rows."""
     import torch
 
@@ -298,7 +321,7 @@ def run_probe(data: ProbeData, s: ProbeSettings, device: str = "cpu", report: Re
         for seed in range(s.probe_seeds):
             for v in names:
                 for step, loss, ppl in train(data.sets[v], data.heldout, data.vocab, seed, s, device):
-                    for col, val in zip(PROBE_SCHEMA.names, (v, seed, step, loss, ppl)):
+                    for col, val in zip(PROBE_SCHEMA.names, (v, seed, step, loss, ppl), strict=True):
                         out[col].append(val)
                 if report:
                     done = seed * len(names) + names.index(v) + 1
@@ -322,12 +345,15 @@ def final_ppl(table: pa.Table) -> dict[str, Estimate]:
     """Held-out perplexity at the last step, mean and sd over seeds, per variant (table order)."""
     last = max(table.column("step").to_pylist(), default=0)
     vals: dict[str, list[float]] = {}
-    for v, step, ppl in zip(table.column("variant").to_pylist(), table.column("step").to_pylist(), table.column("heldout_ppl").to_pylist()):
+    for v, step, ppl in zip(
+        table.column("variant").to_pylist(),
+        table.column("step").to_pylist(),
+        table.column("heldout_ppl").to_pylist(),
+        strict=True,
+    ):
         if step == last:
             vals.setdefault(v, []).append(ppl)
-    return {
-        v: Estimate(float(np.mean(x)), float(np.std(x, ddof=1)) if len(x) > 1 else 0.0, len(x)) for v, x in vals.items()
-    }
+    return {v: Estimate(float(np.mean(x)), float(np.std(x, ddof=1)) if len(x) > 1 else 0.0, len(x)) for v, x in vals.items()}
 
 
 def difference(a: Estimate, b: Estimate) -> tuple[float, float]:
@@ -377,7 +403,7 @@ def synthetic_verdict(est: Mapping[str, Estimate]) -> tuple[bool, dict]:
 def rises_with_share(est: Mapping[str, Estimate]) -> bool:
     """Does held-out perplexity rise with the synthetic share (0, 25, 50, 75, 100 %), as in Table 1?"""
     curve = [est[v].mean for v in SYNTHETIC_SHARE if v in est]
-    return len(curve) == len(SYNTHETIC_SHARE) and all(b > a for a, b in zip(curve, curve[1:]))
+    return len(curve) == len(SYNTHETIC_SHARE) and all(b > a for a, b in zip(curve, curve[1:], strict=False))
 
 
 def prior_tokenizer(model: str, models_dir: Path, trust_remote_code: bool = False) -> Callable[[list[str]], list[np.ndarray]]:
@@ -409,7 +435,9 @@ def read_variants(
     `edited_assets` maps a variant (edited, edited_g3) to the lake asset holding its text (edited_corpus,
     edited_corpus_g3). A shard without a synthetic baseline contributes held-out documents only.
     """
-    raw, syn, ed = [], [], {v: [] for v in edited_assets}
+    raw: list[pa.Table] = []
+    syn: list[pa.Table] = []
+    ed: dict[str, list[pa.Table]] = {v: [] for v in edited_assets}
     for shard in sorted(shards):
         if not partition_file(home, "raw_corpus", shard).exists():
             continue
@@ -449,7 +477,9 @@ def probe_view(con, home: Path) -> bool:
     path = probe_file(home)
     if not path.exists():
         return False
-    con.execute(f"CREATE OR REPLACE VIEW {PROBE_ASSET} AS SELECT * FROM read_parquet({sql_literal(str(path.absolute()))}, hive_partitioning = false)")
+    con.execute(
+        f"CREATE OR REPLACE VIEW {PROBE_ASSET} AS SELECT * FROM read_parquet({sql_literal(str(path.absolute()))}, hive_partitioning = false)"
+    )
     return True
 
 

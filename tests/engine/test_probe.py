@@ -42,12 +42,12 @@ def _corpus(n: int, tokenize, prefix: int = 4):
         edited.append((shard, f"doc{i:03d}", text.replace("fog", "fig", 1) if i % 3 == 0 else text))
     ids = tokenize([t for _, _, t in rows])
     cont = tokenize(["".join(rng.choice(list("0123456789"), size=60)) for _ in rows])
-    for (shard, doc, _), raw_ids, c in zip(rows, ids, cont):
+    for (shard, doc, _), raw_ids, c in zip(rows, ids, cont, strict=True):
         n_new = len(raw_ids) - prefix - (3 if doc.endswith("5") else 0)  # some ended early (end token)
         syn.append((shard, doc, prefix, c[:n_new].astype(np.int32).tolist()))
 
     def table(cols, data):
-        return pa.table({c: list(v) for c, v in zip(cols, zip(*data))})
+        return pa.table({c: list(v) for c, v in zip(cols, zip(*data, strict=True), strict=True)})
 
     return (
         table(["shard", "doc_id", "text"], rows),
@@ -68,13 +68,13 @@ def data(tok):
 
 
 def test_tokenizer_is_the_one_scoring_uses(tok, tiny_prior):
-    texts = ["When shall we three meet again?", "Caf\u00e9 \U0001F600 <|endoftext|> literal"]
+    texts = ["When shall we three meet again?", "Caf\u00e9 \U0001f600 <|endoftext|> literal"]
     assert [list(x) for x in tok(texts)] == [list(x) for x in score_tokenize(tiny_prior, texts)]
 
 
 def test_heldout_split_is_by_doc_id_and_never_trained_on(data):
     ids = [f"doc{i:03d}" for i in range(60)]
-    held = {d for d, h in zip(ids, heldout_mask(ids, 0.2)) if h}
+    held = {d for d, h in zip(ids, heldout_mask(ids, 0.2), strict=True) if h}
     assert {d for _, d in data.heldout_docs} == held and 0 < len(held) < 30
     assert not held & {d for _, d in data.train_docs}
     assert len(data.heldout_docs) + len(data.train_docs) == 60
@@ -86,10 +86,10 @@ def test_no_heldout_text_in_any_training_set(tok):
     """Held-out documents get words no other document has: none of their tokens reaches a training set."""
     raw, edited, syn = _corpus(40, tok)
     held = heldout_mask(raw.column("doc_id").to_pylist(), 0.25)
-    texts = [t + (" Caf\u00e9 \U0001F600" if h else "") for t, h in zip(raw.column("text").to_pylist(), held)]
+    texts = [t + (" Caf\u00e9 \U0001f600" if h else "") for t, h in zip(raw.column("text").to_pylist(), held, strict=True)]
     raw = raw.set_column(2, "text", pa.array(texts))
     d = build_sets(raw, {"edited": raw}, syn, tok, 0.25)
-    marker = set(tok(["\U0001F600"])[0].tolist())
+    marker = set(tok(["\U0001f600"])[0].tolist())
     assert marker and not marker & set(np.concatenate(tok(raw.filter(pa.array(~held)).column("text").to_pylist())).tolist())
     # The remapped held-out stream contains the marker, no training set does.
     marker_remapped = {int(x) for x in d.heldout} - {int(x) for s in d.sets.values() for x in s}
@@ -137,7 +137,7 @@ def test_every_variant_and_seed_is_trained_with_the_same_steps(data):
     s = ProbeSettings(probe_seeds=2, probe_steps=2, probe_batch=2, probe_context=32, probe_eval_every=2)
     table = run_probe(data, s)
     assert table.num_rows == len(data.sets) * 2  # variants x seeds, one evaluation each (step 2)
-    assert set(zip(table.column("variant").to_pylist(), table.column("seed").to_pylist())) == {
+    assert set(zip(table.column("variant").to_pylist(), table.column("seed").to_pylist(), strict=True)) == {
         (v, seed) for v in data.sets for seed in (0, 1)
     }
     assert set(table.column("step").to_pylist()) == {2}
@@ -160,7 +160,9 @@ def test_a_difference_counts_only_beyond_the_seed_noise():
     # The collapse signal: synthetic worse than raw beyond the noise (passed False = shown as a warning).
     assert not synthetic_verdict({"raw": raw, "synthetic": Estimate(140.0, 2.0, 3)})[0]
     assert synthetic_verdict({"raw": raw, "synthetic": Estimate(101.0, 2.0, 3)})[0]
-    curve = {v: Estimate(m, 0.0, 1) for v, m in zip(["raw", "mix_25", "mix_50", "mix_75", "synthetic"], [1, 2, 3, 4, 5])}
+    curve = {
+        v: Estimate(m, 0.0, 1) for v, m in zip(["raw", "mix_25", "mix_50", "mix_75", "synthetic"], [1, 2, 3, 4, 5], strict=True)
+    }
     assert rises_with_share(curve) and not rises_with_share(curve | {"mix_50": Estimate(9, 0, 1)})
 
 

@@ -15,11 +15,17 @@ from tests.conftest import TRAIN_TEXT, write_jsonl
 from tledit_pipeline.probe import read_probe
 from tledit_pipeline.settings import Settings
 
-
 # A full baseline of short continuations and the smallest trainings: the probe's plumbing, quickly.
 QUICK = {
-    "synthetic_sample": 1.0, "max_new_tokens": 24, "prefix_tokens": 4,
-    "probe_seeds": 2, "probe_steps": 2, "probe_eval_every": 1, "probe_batch": 2, "probe_context": 32, "probe_heldout": 0.25,
+    "synthetic_sample": 1.0,
+    "max_new_tokens": 24,
+    "prefix_tokens": 4,
+    "probe_seeds": 2,
+    "probe_steps": 2,
+    "probe_eval_every": 1,
+    "probe_batch": 2,
+    "probe_context": 32,
+    "probe_heldout": 0.25,
 }
 
 
@@ -29,7 +35,10 @@ def source(tmp_path):
     src = tmp_path / "source"
     src.mkdir()
     sentences = [s.strip() + "." for t in TRAIN_TEXT[:3] for s in t.split(".") if s.strip()]
-    write_jsonl(src / "plays.jsonl", [{"text": f"{sentences[i % len(sentences)]} Scene {i}: {TRAIN_TEXT[i % 3][:120]}"} for i in range(24)])
+    write_jsonl(
+        src / "plays.jsonl",
+        [{"text": f"{sentences[i % len(sentences)]} Scene {i}: {TRAIN_TEXT[i % 3][:120]}"} for i in range(24)],
+    )
     return src
 
 
@@ -40,8 +49,11 @@ def settings(tmp_path, source, tiny_model_dir):
 
 def run(settings, instance, selection, partition_key=None):
     return dg.materialize(
-        [*build_assets(settings), *CHECKS], selection=selection, partition_key=partition_key,
-        instance=instance, resources=build_resources(settings),
+        [*build_assets(settings), *CHECKS],
+        selection=selection,
+        partition_key=partition_key,
+        instance=instance,
+        resources=build_resources(settings),
     )
 
 
@@ -60,7 +72,9 @@ def test_collapse_probe_materializes_with_its_checks(settings):
         assert checks["edited_trains_like_raw"].passed
         assert checks["edited_trains_like_raw"].metadata["relative_difference"].value == 0.0
         assert checks["synthetic_probe_collapse"].severity == dg.AssetCheckSeverity.WARN
-        assert {"synthetic_ppl", "raw_ppl", "seed_noise", "paper_ratio_table1"} <= set(checks["synthetic_probe_collapse"].metadata)
+        assert {"synthetic_ppl", "raw_ppl", "seed_noise", "paper_ratio_table1"} <= set(
+            checks["synthetic_probe_collapse"].metadata
+        )
 
         md = result.get_asset_materialization_events()[0].materialization.metadata
         for chart in ("synthetic_share_curve", "by_variant", "training_curves"):
@@ -77,13 +91,22 @@ def test_collapse_probe_materializes_with_its_checks(settings):
     con = duckdb.connect(str(settings.duckdb_path), read_only=True)
     rows = con.execute("SELECT variant, count(*) FROM collapse_probe GROUP BY variant ORDER BY variant").fetchall()
     assert rows == sorted((v, 4) for v in ["raw", "edited", "mix_25", "mix_50", "mix_75", "synthetic"])  # 2 seeds x 2 steps
-    assert [c[0] for c in con.execute("DESCRIBE collapse_probe").fetchall()] == ["variant", "seed", "step", "train_loss", "heldout_ppl"]
+    assert [c[0] for c in con.execute("DESCRIBE collapse_probe").fetchall()] == [
+        "variant",
+        "seed",
+        "step",
+        "train_loss",
+        "heldout_ppl",
+    ]
     assert table.num_rows == 24
 
 
 def test_the_last_generation_is_a_training_set_of_its_own(settings):
     assert edited_assets(settings) == {"edited": "edited_corpus"}
-    assert edited_assets(type("WithGenerations", (), {"generations": 3})()) == {"edited": "edited_corpus", "edited_g3": "edited_corpus_g3"}
+    assert edited_assets(type("WithGenerations", (), {"generations": 3})()) == {
+        "edited": "edited_corpus",
+        "edited_g3": "edited_corpus_g3",
+    }
 
 
 @pytest.mark.slow
