@@ -339,28 +339,40 @@ class Estimate:
     mean: float
     sd: float  # sample standard deviation over seeds (0 with one seed: the noise is then unmeasured)
     n: int
+    by_seed: dict[int, float] = field(default_factory=dict)
 
 
 def final_ppl(table: pa.Table) -> dict[str, Estimate]:
     """Held-out perplexity at the last step, mean and sd over seeds, per variant (table order)."""
     last = max(table.column("step").to_pylist(), default=0)
-    vals: dict[str, list[float]] = {}
-    for v, step, ppl in zip(
+    vals: dict[str, dict[int, float]] = {}
+    for v, seed, step, ppl in zip(
         table.column("variant").to_pylist(),
+        table.column("seed").to_pylist(),
         table.column("step").to_pylist(),
         table.column("heldout_ppl").to_pylist(),
         strict=True,
     ):
         if step == last:
-            vals.setdefault(v, []).append(ppl)
-    return {v: Estimate(float(np.mean(x)), float(np.std(x, ddof=1)) if len(x) > 1 else 0.0, len(x)) for v, x in vals.items()}
+            vals.setdefault(v, {})[seed] = ppl
+    return {
+        v: Estimate(float(np.mean(list(x.values()))), float(np.std(list(x.values()), ddof=1)) if len(x) > 1 else 0.0, len(x), x)
+        for v, x in vals.items()
+    }
 
 
 def difference(a: Estimate, b: Estimate) -> tuple[float, float]:
     """(a.mean - b.mean, the seed noise of that difference): twice its standard error over the seeds.
 
-    A difference is called one only when it exceeds the noise; with one seed the noise is unmeasured (0).
+    Every variant trains with the same seeds (the same initial weights, the same windows), so the noise is
+    that of the per-seed differences: what all variants share cancels. Without the seeds of both (estimates
+    built by hand) it is that of two independent means. A difference is called one only when it exceeds
+    the noise; with one seed the noise is unmeasured (0).
     """
+    seeds = sorted(set(a.by_seed) & set(b.by_seed))
+    if len(seeds) > 1:
+        d = np.array([a.by_seed[k] - b.by_seed[k] for k in seeds])
+        return a.mean - b.mean, 2.0 * float(np.std(d, ddof=1)) / math.sqrt(len(d))
     n = min(a.n, b.n)
     return a.mean - b.mean, 2.0 * math.sqrt((a.sd**2 + b.sd**2) / n) if n > 1 else 0.0
 

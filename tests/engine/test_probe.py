@@ -157,6 +157,13 @@ def test_a_difference_counts_only_beyond_the_seed_noise():
     ok, meta = edited_verdict({"raw": Estimate(100.0, 0.0, 1), "edited": Estimate(103.0, 0.0, 1)}, "edited")
     assert not ok and meta["seed_noise"] == 0.0  # one seed: the noise is unmeasured, the tolerance alone decides
     assert difference(Estimate(3.0, 0.3, 4), Estimate(1.0, 0.4, 4)) == pytest.approx((2.0, 0.5))
+    # With the seeds: the noise of the per-seed differences. Seeds move both variants together here (sd 10
+    # each), the paired differences hardly (1, 3, 2: sd 1): a 2 % excess stands out of that noise.
+    r = Estimate(100.0, 10.0, 3, {0: 90.0, 1: 100.0, 2: 110.0})
+    e = Estimate(102.0, 10.0, 3, {0: 91.0, 1: 103.0, 2: 112.0})
+    assert difference(e, r) == pytest.approx((2.0, 2.0 / 3**0.5))
+    assert not edited_verdict({"raw": r, "edited": e}, "edited", tolerance=0.01)[0]
+    assert difference(Estimate(e.mean, e.sd, 3), Estimate(r.mean, r.sd, 3))[1] > 16  # unpaired: lost in the noise
     # The collapse signal: synthetic worse than raw beyond the noise (passed False = shown as a warning).
     assert not synthetic_verdict({"raw": raw, "synthetic": Estimate(140.0, 2.0, 3)})[0]
     assert synthetic_verdict({"raw": raw, "synthetic": Estimate(101.0, 2.0, 3)})[0]
