@@ -9,7 +9,7 @@ import pyarrow.compute as pc
 from assets.partitions import shards
 from assets.resources import TleditResource
 from tledit_pipeline.health import profile_health
-from tledit_pipeline.lake import connect, partition_file, read_partition
+from tledit_pipeline.lake import connect, partition_file, partition_meta, read_partition
 from tledit_pipeline.probe import Estimate, edited_verdict, final_ppl, read_probe, synthetic_verdict
 from tledit_pipeline.settings import CheckSettings
 
@@ -20,7 +20,7 @@ def every_raw_document_edited(context: dg.AssetCheckExecutionContext, tledit: Tl
     s = tledit.settings()
     key = context.partition_key
     raw = read_partition(s.home, "raw_corpus", key, columns=["doc_id", "text"])
-    edited = read_partition(s.home, "edited_corpus", key, columns=["doc_id", "text", "n_changed"])
+    edited = read_partition(s.home, "edited_corpus", key, columns=["doc_id", "text", "n_changed", "n_deleted"])
     raw_text = dict(zip(raw.column("doc_id").to_pylist(), raw.column("text").to_pylist()))
     ed_ids = edited.column("doc_id").to_pylist()
     missing = sorted(set(raw_text) - set(ed_ids))
@@ -28,8 +28,10 @@ def every_raw_document_edited(context: dg.AssetCheckExecutionContext, tledit: Tl
     duplicated = len(ed_ids) - len(set(ed_ids))
     altered = [
         d
-        for d, t, c in zip(ed_ids, edited.column("text").to_pylist(), edited.column("n_changed").to_pylist())
-        if c == 0 and raw_text.get(d) != t
+        for d, t, c, x in zip(
+            ed_ids, edited.column("text").to_pylist(), edited.column("n_changed").to_pylist(), edited.column("n_deleted").to_pylist()
+        )
+        if c == 0 and x == 0 and raw_text.get(d) != t
     ]
     return dg.AssetCheckResult(
         passed=not (missing or extra or duplicated or altered),
@@ -50,18 +52,20 @@ def every_raw_document_edited(context: dg.AssetCheckExecutionContext, tledit: Tl
 def edit_shares(context: dg.AssetCheckExecutionContext, tledit: TleditResource) -> dg.AssetCheckResult:
     """Reports the eligible and changed shares (reviewers asked for them); fails only on impossible counts."""
     s = tledit.settings()
-    ed = read_partition(s.home, "edited_corpus", context.partition_key, columns=["n_tokens", "n_eligible", "n_changed"])
-    scored = int(pc.sum(pc.subtract(ed.column("n_tokens"), 1)).as_py() or 0)
+    ed = read_partition(s.home, "edited_corpus", context.partition_key, columns=["n_scored", "n_eligible", "n_changed", "n_deleted"])
+    scored = int(pc.sum(ed.column("n_scored")).as_py() or 0)
+    deleted = int(pc.sum(ed.column("n_deleted")).as_py() or 0)
     eligible = int(pc.sum(ed.column("n_eligible")).as_py() or 0)
     changed = int(pc.sum(ed.column("n_changed")).as_py() or 0)
     return dg.AssetCheckResult(
-        passed=0 <= changed <= eligible <= scored,
+        passed=0 <= changed <= eligible <= scored and 0 <= deleted <= scored - eligible,
         severity=dg.AssetCheckSeverity.WARN,
         metadata={
             "scored_tokens": scored,
             "eligible_share": round(eligible / scored, 5) if scored else 0.0,
             "changed_share": round(changed / scored, 5) if scored else 0.0,
             "changed_of_eligible": round(changed / eligible, 5) if eligible else 0.0,
+            "deleted_share": round(deleted / scored, 5) if scored else 0.0,
             "threshold_p": s.edit.threshold,
         },
     )
@@ -69,7 +73,8 @@ def edit_shares(context: dg.AssetCheckExecutionContext, tledit: TleditResource) 
 
 @dg.asset_check(asset="token_scores", partitions_def=shards, blocking=True)
 def every_token_scored(context: dg.AssetCheckExecutionContext, tledit: TleditResource) -> dg.AssetCheckResult:
-    """Every token after the first of each document has a log-prob; positions are contiguous (nothing truncated)."""
+    """Every token has a log-prob (after the document-start token; without one, all but each document's first);
+    positions are contiguous (nothing truncated)."""
     s = tledit.settings()
     key = context.partition_key
     sc = read_partition(s.home, "token_scores", key, columns=["doc_id", "pos", "logprob"])
@@ -78,12 +83,14 @@ def every_token_scored(context: dg.AssetCheckExecutionContext, tledit: TleditRes
     starts = np.flatnonzero(pos == 0)
     ends = np.append(starts[1:], len(pos))
     gaps = sum(int(not np.array_equal(pos[a:b], np.arange(b - a))) for a, b in zip(starts, ends))
-    unscored = int((lp_null & (pos > 0)).sum())
+    first = partition_meta(s.home, "token_scores", key).get("first_scored", 1)
+    unscored = int((lp_null & (pos >= first)).sum())
     raw_docs = read_partition(s.home, "raw_corpus", key, columns=["doc_id"]).num_rows
     return dg.AssetCheckResult(
         passed=unscored == 0 and gaps == 0 and len(starts) == raw_docs,
         severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"documents": len(starts), "raw_documents": raw_docs, "tokens": len(pos), "unscored_tokens": unscored, "documents_with_gaps": gaps},
+        metadata={"documents": len(starts), "raw_documents": raw_docs, "tokens": len(pos), "unscored_tokens": unscored,
+                  "documents_with_gaps": gaps, "first_scored_position": first},
     )
 
 

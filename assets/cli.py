@@ -99,7 +99,7 @@ def _root_cause(result) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     """Materialize only what is missing or stale (the UI's "materialize changed and missing")."""
     from assets.definitions import build_defs
-    from assets.partitions import PER_SHARD, SHARDS
+    from assets.partitions import SHARDS, chain
     from assets.staleness import health_out_of_date, plan
     from tledit_pipeline.lake import connect
     from tledit_pipeline.prior import check_model
@@ -126,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     graph = defs.resolve_asset_graph()
     t0 = time.perf_counter()
     if args.force:
-        work = {s.key: (tuple(PER_SHARD), "--force") for s in found}
+        work = {s.key: (tuple(chain(graph)), "--force") for s in found}
     else:
         work = {w.key: (w.assets, w.reason) for w in plan(instance, graph, settings, found)}
     todo = [k for k, (assets, _) in work.items() if assets]
@@ -209,9 +209,9 @@ def summary(con, settings: Settings, elapsed: float, keys: list[str], materializ
         " (SELECT count(*) FROM rejected_documents WHERE list_contains($keys, shard))",
         {"keys": keys},
     ).fetchone()
-    tokens, scored, eligible, changed = con.execute(
-        "SELECT coalesce(sum(n_tokens), 0), coalesce(sum(n_tokens - 1), 0), coalesce(sum(n_eligible), 0),"
-        " coalesce(sum(n_changed), 0) FROM edited_corpus WHERE list_contains($keys, shard)",
+    tokens, scored, eligible, changed, deleted = con.execute(
+        "SELECT coalesce(sum(n_tokens), 0), coalesce(sum(n_scored), 0), coalesce(sum(n_eligible), 0),"
+        " coalesce(sum(n_changed), 0), coalesce(sum(n_deleted), 0) FROM edited_corpus WHERE list_contains($keys, shard)",
         {"keys": keys},
     ).fetchone()
     print()
@@ -221,6 +221,11 @@ def summary(con, settings: Settings, elapsed: float, keys: list[str], materializ
     print(f"  tokens          {tokens:,}")
     print(f"  eligible share  {eligible / max(scored, 1):.2%}  (P >= {settings.edit.threshold})")
     print(f"  changed share   {changed / max(scored, 1):.2%}  ({changed:,} tokens; {changed / max(eligible, 1):.1%} of eligible)")
+    if settings.edit.drop_below > 0:
+        print(f"  deleted share   {deleted / max(scored, 1):.2%}  ({deleted:,} tokens with P < {settings.edit.drop_below})")
+    if settings.generations > 1:
+        print(f"  generations     {settings.generations}  (edited, " + ", ".join(
+            f"edited_g{g}" for g in range(2, settings.generations + 1)) + ": `tledit health`)")
     if materialized is not None:
         counts = {a: materialized.count(a) for a in dict.fromkeys(materialized)}
         did = ", ".join(f"{a} x{n}" if n > 1 else a for a, n in counts.items()) or "nothing (all up to date)"
@@ -237,7 +242,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     """The '__all__' rows of distribution_health: metrics as rows, variants as columns (read-only)."""
     import polars as pl
 
-    from tledit_pipeline.health import VARIANTS
+    from tledit_pipeline.health import ordered_variants
     from tledit_pipeline.lake import connect
 
     settings = Settings.load(home=args.home)
@@ -252,7 +257,7 @@ def cmd_health(args: argparse.Namespace) -> int:
             con.execute("SELECT variant, metric, value FROM distribution_health WHERE shard = '__all__'").to_arrow_table()
         )
     wide = rows.pivot(on="variant", index="metric", values="value").sort("metric")
-    cols = [v for v in VARIANTS if v in wide.columns]
+    cols = ordered_variants(wide.columns)
     width = max([len(m) for m in wide["metric"].to_list()] + [6])
     print(f"distribution_health, whole corpus ({settings.duckdb_path})")
     print(f"{'metric':<{width}}  " + "  ".join(f"{c:>12}" for c in cols))
@@ -295,6 +300,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from tledit_pipeline.source import discover_shards
 
     settings = _settings(args)
+    if not 1 <= args.generation <= settings.generations:
+        raise TleditError(
+            f"--generation {args.generation}: the runs of this data directory make generations 1..{settings.generations} "
+            "(run `tledit run --generations N` first)"
+        )
     keys = [s.key for s in discover_shards(settings.source, settings.home)]
     if args.shard:
         unknown = set(args.shard) - set(keys)
@@ -304,10 +314,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser().absolute()
     total = 0
     for key in keys:
-        path, rows = export_shard(settings.home, key, out, args.format, settings.edit.version())
+        path, rows = export_shard(settings.home, key, out, args.format, settings.edit.version(), generation=args.generation)
         total += rows
         print(f"{key}: {rows:,} documents -> {path}", flush=True)
-    print(f"exported {total:,} edited documents from {len(keys)} shard(s) to {out} ({args.format}; "
+    which = "" if args.generation == 1 else f"generation {args.generation} "
+    print(f"exported {total:,} {which}edited documents from {len(keys)} shard(s) to {out} ({args.format}; "
           f"text field {settings.text_field!r}; rejected rows are not exported)")
     return 0
 
@@ -357,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--out", required=True, help="output folder (one file per shard)")
             p.add_argument("--format", choices=["jsonl.gz", "parquet"], default="jsonl.gz", help="default jsonl.gz")
             p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
+            p.add_argument("--generation", type=int, default=1,
+                           help="which generation's edited text (1: edited_corpus; g: edited_corpus_g{g}; default 1)")
         elif name == "run":
             p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
             p.add_argument("--force", action="store_true", help="re-materialize every shard, not only missing or stale ones")

@@ -6,9 +6,12 @@ import polars as pl
 from assets.partitions import SHARDS, shards
 from assets.resources import TleditResource
 from tledit_pipeline.charts import line_chart_svg, svg_markdown
+from tledit_pipeline.generations import later_assets, refresh_generation_views, text_asset, variant
 from tledit_pipeline.health import (
+    GENERATION_METRICS,
     build_health_table,
     document_perplexities,
+    generation_table,
     histograms_markdown,
     overview_markdown,
     per_shard_markdown,
@@ -19,8 +22,9 @@ from tledit_pipeline.health import (
 from tledit_pipeline.lake import partition_file, partition_meta, read_partition, rebuild_database, refresh_views, write_partition
 from tledit_pipeline.ngrams import profile
 from tledit_pipeline.probe import probe_view
+from tledit_pipeline.settings import Settings
 
-ENGINE_VERSION = "2"
+ENGINE_VERSION = "3"  # 3: n_scored shares, deleted_share, every generation
 
 # Metrics shown per shard and as top-level numbers: the ones the checks and the paper's claims are about.
 KEY_METRICS = {
@@ -35,18 +39,30 @@ def _key_rows(health: pl.DataFrame) -> pl.DataFrame:
     return health.join(pairs, on=["variant", "metric"])
 
 
-@dg.asset(
-    partitions_def=shards,
-    group_name="diagnostics",
-    kinds={"polars", "parquet"},
-    deps=["raw_corpus", "edited_corpus", "synthetic_corpus"],
-    code_version=f"ngrams-{ENGINE_VERSION}",
-)
+def _generations_version(settings: Settings) -> str:
+    """Which generations the asset reads is part of its code version: a new N rebuilds the profiles and the table."""
+    return f"|generations={settings.generations}" if settings.generations > 1 else ""
+
+
+def build_ngram_profile(settings: Settings) -> dg.AssetsDefinition:
+    """ngram_profile reads every generation of the edited corpus (edited_corpus_g2, ... when generations > 1)."""
+    later = [text_asset(g) for g in range(2, settings.generations + 1)]
+    return dg.asset(
+        name="ngram_profile",
+        partitions_def=shards,
+        group_name="diagnostics",
+        kinds={"polars", "parquet"},
+        deps=["raw_corpus", "edited_corpus", *later, "synthetic_corpus"],
+        code_version=f"ngrams-{ENGINE_VERSION}{_generations_version(settings)}",
+    )(ngram_profile)
+
+
 def ngram_profile(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
     """Word n-gram counts (n = 1..3) and hashed uni+bigram buckets of each variant of one shard.
 
-    Variants: raw, edited, synthetic (the baseline's documents) and raw_matched (the raw text of the same
-    documents cut at the baseline's length: the size-matched yardstick for synthetic).
+    Variants: raw, edited (and edited_g2, edited_g3, ...: later generations), synthetic (the baseline's
+    documents) and raw_matched (the raw text of the same documents cut at the baseline's length: the
+    size-matched yardstick for synthetic).
     """
     s = tledit.settings()
     key = context.partition_key
@@ -54,6 +70,10 @@ def ngram_profile(context: dg.AssetExecutionContext, tledit: TleditResource) -> 
     variants = {
         "raw": read_partition(s.home, "raw_corpus", key, columns=["text"]).column("text").to_pylist(),
         "edited": read_partition(s.home, "edited_corpus", key, columns=["text"]).column("text").to_pylist(),
+        **{
+            variant(g): read_partition(s.home, text_asset(g), key, columns=["text"]).column("text").to_pylist()
+            for g in range(2, s.generations + 1)
+        },
         "synthetic": syn.column("text").to_pylist(),
         "raw_matched": syn.column("reference_text").to_pylist(),
     }
@@ -81,25 +101,31 @@ HEALTH_CONDITION = (
 ).with_label("shards updated and none in progress")
 
 
-@dg.asset(
-    group_name="diagnostics",
-    kinds={"duckdb"},
-    deps=["ngram_profile", "token_scores", "edited_corpus", "synthetic_corpus"],
-    code_version=f"health-{ENGINE_VERSION}",
-    automation_condition=HEALTH_CONDITION,
-)
+def build_distribution_health(settings: Settings) -> dg.AssetsDefinition:
+    """distribution_health reads every generation's edited text and scores (when generations > 1)."""
+    return dg.asset(
+        name="distribution_health",
+        group_name="diagnostics",
+        kinds={"duckdb"},
+        deps=["ngram_profile", "token_scores", "edited_corpus", *later_assets(settings.generations), "synthetic_corpus"],
+        code_version=f"health-{ENGINE_VERSION}{_generations_version(settings)}",
+        automation_condition=HEALTH_CONDITION,
+    )(distribution_health)
+
+
 def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
     """Cross-shard health in DuckDB: views over the lake plus table distribution_health(variant, shard, metric, value)."""
     s = tledit.settings()
     keys = context.instance.get_dynamic_partitions(SHARDS)
     with rebuild_database(s.home) as con:  # a new file renamed into place: parallel runs never lock
         views = refresh_views(con, s.home, keys)
+        views += refresh_generation_views(con, s.home, keys, s.generations)
         views += ["collapse_probe"] if probe_view(con, s.home) else []  # the probe's lake table, once it has run
         health = build_health_table(con)
         zipf = rank_frequency(con, n=1)
         ppl = document_perplexities(con)
     versions = {}
-    for asset, field in (("edited_corpus", "edit"), ("synthetic_corpus", "synthetic")):
+    for asset, field in ([(text_asset(g), "edit") for g in range(1, s.generations + 1)] + [("synthetic_corpus", "synthetic")]):
         versions[asset] = sorted(
             {partition_meta(s.home, asset, k).get(field, "?") for k in keys if partition_file(s.home, asset, k).exists()}
         )
@@ -118,7 +144,7 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
     return dg.MaterializeResult(
         metadata={
             "duckdb": dg.MetadataValue.path(str(s.duckdb_path)),
-            "edit_settings": "; ".join(versions["edited_corpus"]),
+            "edit_settings": "; ".join(sorted({v for g in range(1, s.generations + 1) for v in versions[text_asset(g)]})),
             "synthetic_settings": "; ".join(versions["synthetic_corpus"]),
             "registered_shards": ",".join(sorted(keys)),
             "views": ", ".join(views),
@@ -135,14 +161,52 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
                 svg_markdown(ppl_chart, "perplexity distributions")
                 + "\n\n"
                 + overview_markdown(ppl_rows)
-                + "\n\nraw: every token after the first, teacher-forced; synthetic: the sampled tokens' own log-probs; "
+                + "\n\nraw: every scored token, teacher-forced; edited, edited_g2, ...: the prior's scores of that "
+                "generation's text (when it was scored: generations > 1); synthetic: the sampled tokens' own log-probs; "
                 "raw_matched: the raw tokens at the positions the baseline generated."
             ),
             "overall": dg.MetadataValue.md(overview_markdown(health)),
             "per_shard": dg.MetadataValue.md(per_shard_markdown(_key_rows(health), tuple(m for ms in KEY_METRICS.values() for m in ms))),
         }
         | overall
+        | _generations_metadata(health, s.generations)
     )
+
+
+def _generations_metadata(health: pl.DataFrame, generations: int) -> dict:
+    """The whole corpus across generations: a table, and charts of the shares, the perplexity and the tail."""
+    if generations < 2:
+        return {}
+    table = generation_table(health)
+    gens = table.get_column("generation").to_list()
+
+    def series(metrics: tuple[str, ...]) -> dict:
+        return {m: [(g, v) for g, v in zip(gens, table.get_column(m).to_list()) if v is not None] for m in metrics if m in table.columns}
+
+    charts = [
+        line_chart_svg(series(("eligible_share", "changed_share", "deleted_share", "prob_bin_099")),
+                       "Shares of scored tokens by generation", "generation (0 = raw)", "share"),
+        line_chart_svg(series(("ppl_p10", "ppl_p50", "ppl_p90")),
+                       "Per-document perplexity under the prior by generation", "generation (0 = raw)", "perplexity", log_y=True),
+        line_chart_svg(series(("tail_coverage", "js_divergence_vs_raw")),
+                       "Raw's rare bigrams kept, and divergence from raw", "generation (0 = raw)", "share / bits"),
+    ]
+    header = "| generation | variant | " + " | ".join(GENERATION_METRICS) + " |"
+    lines = [header, "|---:|---|" + "---:|" * len(GENERATION_METRICS)]
+    for row in table.iter_rows(named=True):
+        cells = ["" if row.get(m) is None else f"{row[m]:.4f}" for m in GENERATION_METRICS]
+        lines.append(f"| {row['generation']} | {row['variant']} | " + " | ".join(cells) + " |")
+    note = (
+        "Generation g's edit resamples the tokens its prior scores put at P >= p: edited_g{g}'s eligible_share is the "
+        "share of such tokens in generation g-1's text (the paper's Table 9 row for generation g), and "
+        "prob_bin_099 and the perplexity are those of generation g's own text under the prior."
+    )
+    return {
+        "generations": dg.MetadataValue.md(
+            "\n\n".join(svg_markdown(c, "across generations") for c in charts) + "\n\n" + "\n".join(lines) + "\n\n" + note
+        ),
+        "generation_count": generations,
+    }
 
 
 health_automation = dg.AutomationConditionSensorDefinition(

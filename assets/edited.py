@@ -1,4 +1,7 @@
-"""edited_corpus: the edit rule applied to stored scores. Never loads the model."""
+"""edited_corpus: the edit rule applied to stored scores. Never loads the model.
+
+The same builder makes edited_corpus_g{g}: generation g-1's text edited again with its own scores.
+"""
 
 import time
 
@@ -7,32 +10,39 @@ import dagster as dg
 from assets.partitions import shards
 from assets.resources import TleditResource, reporter
 from tledit_pipeline.edited import edit_partition
+from tledit_pipeline.generations import scores_asset, text_asset
 from tledit_pipeline.lake import partition_file
 from tledit_pipeline.settings import Settings
 
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"  # 2: n_scored and n_deleted
 
 
-def build(settings: Settings) -> dg.AssetsDefinition:
+def build(settings: Settings, generation: int = 1) -> dg.AssetsDefinition:
+    """edited_corpus (generation 1, from the raw text) or edited_corpus_g{generation}."""
+
     @dg.asset(
+        name=text_asset(generation),
         partitions_def=shards,
-        group_name="corpus",
+        group_name="corpus" if generation == 1 else "generations",
         kinds={"parquet"},
-        deps=["raw_corpus", "token_scores"],
+        deps=[text_asset(generation - 1), scores_asset(generation - 1)],
         # The edit settings are part of the code version: changing p, k, beta, seed or strategy marks it stale.
         code_version=f"edited-{ENGINE_VERSION}|{settings.edit.version()}",
+        description=None if generation == 1 else (
+            f"Generation {generation}: {text_asset(generation - 1)} edited again with {scores_asset(generation - 1)}."
+        ),
     )
     def edited_corpus(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
         """Semi-synthetic text: over-confident tokens resampled, everything else byte-identical."""
         s = tledit.settings()
         key = context.partition_key
         t0 = time.perf_counter()
-        stats = edit_partition(s.home, key, s.edit)
+        stats = edit_partition(s.home, key, s.edit, generation=generation)
         seconds = time.perf_counter() - t0
         reporter(context)(
             f"edited {stats.documents} docs, {stats.tokens:,} tokens in {seconds:.2f}s "
             f"({stats.documents / max(seconds, 1e-9):,.0f} docs/s, {stats.tokens / max(seconds, 1e-9):,.0f} tokens/s): "
-            f"{stats.eligible:,} eligible, {stats.changed:,} changed of {stats.scored:,} scored tokens"
+            f"{stats.eligible:,} eligible, {stats.changed:,} changed, {stats.deleted:,} deleted of {stats.scored:,} scored tokens"
         )
         return dg.MaterializeResult(
             metadata={
@@ -42,11 +52,14 @@ def build(settings: Settings) -> dg.AssetsDefinition:
                 "changed_tokens": stats.changed,
                 "eligible_share": round(stats.eligible_share, 5),
                 "changed_share": round(stats.changed_share, 5),
+                "deleted_tokens": stats.deleted,
+                "deleted_share": round(stats.deleted_share, 5),
+                "generation": generation,
                 "changed_of_eligible": round(stats.changed_of_eligible, 5),
                 "edit_settings": s.edit.version(),
                 "strategy": s.edit.strategy,
                 "reedit_tokens_per_s": round(stats.tokens / max(seconds, 1e-9), 1),
-                "path": dg.MetadataValue.path(str(partition_file(s.home, "edited_corpus", key))),
+                "path": dg.MetadataValue.path(str(partition_file(s.home, text_asset(generation), key))),
             }
         )
 

@@ -9,6 +9,7 @@ from assets.partitions import SHARDS
 from assets.resources import TleditResource, prior_code_version, reporter
 from assets.staleness import resolver
 from tledit_pipeline.charts import bar_chart_svg, line_chart_svg, svg_markdown
+from tledit_pipeline.generations import text_asset, variant
 from tledit_pipeline.lake import amend_database, connect
 from tledit_pipeline.prior import pick_device
 from tledit_pipeline.probe import (
@@ -35,13 +36,12 @@ PROBE = dg.AssetKey(PROBE_ASSET)
 def edited_assets(settings: Settings) -> dict[str, str]:
     """The edited training sets: variant -> the lake asset holding its text. The one place that knows them.
 
-    Generation 1 is edited_corpus. With iterative generations (G3: `Settings.generations`, generation g
-    stored as edited_corpus_g{g}) the last generation is trained on too, as variant edited_g{N}.
+    Generation 1 is edited_corpus; with iterative generations (`--generations N`, N > 1) the last one,
+    edited_corpus_g{N}, is trained on too, as variant edited_g{N}.
     """
-    out = {"edited": "edited_corpus"}
-    last = getattr(settings, "generations", 1)  # the setting arrives with G3; until then one generation
-    if last > 1:
-        out[f"edited_g{last}"] = f"edited_corpus_g{last}"
+    out = {variant(1): text_asset(1)}
+    if settings.generations > 1:
+        out[variant(settings.generations)] = text_asset(settings.generations)
     return out
 
 

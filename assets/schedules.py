@@ -10,7 +10,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.dagster_internals import is_valid_cron_string
-from assets.partitions import PER_SHARD, SHARDS
+from assets.partitions import PER_SHARD_SELECTION, SHARDS
 from assets.resources import TleditResource
 from assets.staleness import plan
 from tledit_pipeline.settings import Settings, SettingsError
@@ -23,7 +23,7 @@ def build(settings: Settings) -> dg.ScheduleDefinition:
 
     @dg.schedule(
         cron_schedule=settings.refresh_cron,
-        target=dg.AssetSelection.assets(*PER_SHARD),
+        target=PER_SHARD_SELECTION,
         default_status=dg.DefaultScheduleStatus.RUNNING,
     )
     def refresh_schedule(context: dg.ScheduleEvaluationContext, tledit: TleditResource):

@@ -1,9 +1,14 @@
-"""token_scores: the prior's teacher-forced log-probs and top-k candidates for every token."""
+"""token_scores: the prior's teacher-forced log-probs and top-k candidates for every token.
+
+The same builder makes token_scores_g{g}, the prior's scores of generation g's edited text (see
+tledit_pipeline.generations): one asset per generation, so each generation's lineage is its own edge.
+"""
 
 import dagster as dg
 
 from assets.partitions import shards
 from assets.resources import PriorResource, TleditResource, prior_code_version, reporter
+from tledit_pipeline.generations import scores_asset, text_asset
 from tledit_pipeline.health import histogram_chart
 from tledit_pipeline.lake import partition_digest, partition_file
 from tledit_pipeline.prior import describe
@@ -14,26 +19,33 @@ from tledit_pipeline.vocab import write_vocab
 ENGINE_VERSION = "1"
 
 
-def build(settings: Settings) -> dg.AssetsDefinition:
+def build(settings: Settings, generation: int = 0) -> dg.AssetsDefinition:
+    """token_scores (generation 0: the raw text) or token_scores_g{generation} (that generation's edited text)."""
+    source = text_asset(generation)
+    # With a context field the prompt comes from raw_corpus whatever text is scored.
+    deps = [source] + (["raw_corpus"] if generation and settings.scoring.context_field else [])
+
     @dg.asset(
+        name=scores_asset(generation),
         partitions_def=shards,
-        group_name="corpus",
+        group_name="corpus" if generation == 0 else "generations",
         kinds={"pytorch", "parquet"},
-        deps=["raw_corpus"],
+        deps=deps,
         pool="prior",
         # The model's files are in the version too: weights replaced in the same folder mark scores stale.
         code_version=f"scores-{ENGINE_VERSION}|{prior_code_version(settings)}|{settings.scoring.version()}",
+        description=None if generation == 0 else f"The prior's scores of generation {generation}'s edited text ({source}).",
     )
     def token_scores(context: dg.AssetExecutionContext, tledit: TleditResource, prior: PriorResource) -> dg.MaterializeResult:
         """One teacher-forced pass of the prior; long documents in overlapping windows, nothing truncated."""
         s = tledit.settings()
         key = context.partition_key
-        raw_digest = partition_digest(s.home, "raw_corpus", key)  # first: a bad key or missing raw writes nothing
+        partition_digest(s.home, source, key)  # first: a bad key or missing text writes nothing
         model = prior.load()
         vocab = write_vocab(s.home, model)
-        info = describe(model) | {"vocab": vocab.name, "scoring": s.scoring.version(), "raw_digest": raw_digest}
-        # Streamed: raw documents are read, scored and written chunk by chunk.
-        stats = score_partition(model, s.home, key, s.scoring, meta=info, report=reporter(context))
+        info = describe(model) | {"vocab": vocab.name, "scoring": s.scoring.version()}  # + which text: score_partition
+        # Streamed: documents are read, scored and written chunk by chunk.
+        stats = score_partition(model, s.home, key, s.scoring, meta=info, report=reporter(context), generation=generation)
         hist = stats.shares
         return dg.MaterializeResult(
             metadata={
@@ -51,7 +63,9 @@ def build(settings: Settings) -> dg.AssetsDefinition:
                 "model": model.name,
                 "prior_fingerprint": model.fingerprint,
                 "probability_histogram": dg.MetadataValue.md(histogram_chart(hist)),
-                "path": dg.MetadataValue.path(str(partition_file(s.home, "token_scores", key))),
+                "generation": generation,
+                "perplexity": round(float(stats.perplexity), 3),
+                "path": dg.MetadataValue.path(str(partition_file(s.home, scores_asset(generation), key))),
             }
         )
 

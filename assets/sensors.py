@@ -10,12 +10,12 @@ import json
 
 import dagster as dg
 
-from assets.partitions import PER_SHARD, SHARDS, shards
+from assets.partitions import PER_SHARD_SELECTION, SHARDS, shards
 from assets.resources import TleditResource
 from tledit_pipeline.source import discover_shards, file_fingerprint
 
 
-@dg.sensor(target=dg.AssetSelection.assets(*PER_SHARD), minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
+@dg.sensor(target=PER_SHARD_SELECTION, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
 def shard_sensor(context: dg.SensorEvaluationContext, tledit: TleditResource) -> dg.SensorResult:
     s = tledit.settings()
     found = discover_shards(s.source, s.home)

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 import dagster as dg
 
 from assets.dagster_internals import AssetGraphView, CachingStaleStatusResolver, StaleStatus, TemporalContext, get_current_datetime
-from assets.partitions import PER_SHARD
+from assets.partitions import PER_SHARD, chain
 from tledit_pipeline.lake import partition_file
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.source import Shard, file_fingerprint
@@ -65,15 +65,16 @@ def plan(instance: dg.DagsterInstance, asset_graph, settings: Settings, shards: 
     not rescore the corpus.
     """
     res = resolver(instance, asset_graph)
+    names = chain(asset_graph)  # PER_SHARD plus later generations' assets
     parents = {
-        name: {p.to_user_string() for p in asset_graph.get(dg.AssetKey(name)).parent_keys} & set(PER_SHARD)
-        for name in PER_SHARD
+        name: {p.to_user_string() for p in asset_graph.get(dg.AssetKey(name)).parent_keys} & set(names)
+        for name in names
     }
     out = []
     for shard in shards:
         redo: list[str] = []
         first = ""
-        for name in PER_SHARD:  # dependency order
+        for name in names:  # dependency order
             if parents[name] & set(redo):
                 redo.append(name)
                 continue
@@ -98,7 +99,7 @@ def health_out_of_date(instance: dg.DagsterInstance, asset_graph, keys: Sequence
         return f"distribution_health {causes[0].reason}{where}" if causes else "distribution_health stale"
     built = instance.get_latest_materialization_event(HEALTH)
     newest = max(
-        (e.timestamp for name in PER_SHARD if (e := instance.get_latest_materialization_event(dg.AssetKey(name)))),
+        (e.timestamp for name in chain(asset_graph) if (e := instance.get_latest_materialization_event(dg.AssetKey(name)))),
         default=0.0,
     )
     if built is None or newest > built.timestamp:

@@ -185,12 +185,13 @@ def _forward_only(scorer, home: Path, key: str) -> tuple[int, float, float, floa
 
     tokens, seconds, flops, per_token = 0, 0.0, 0.0, 0.0
     raw = open_partition(home, "raw_corpus", key).iter_batches(batch_size=64, columns=["doc_id", "text"])
-    for _, texts in chunks(raw, DOCS_PER_CHUNK, CHARS_PER_CHUNK):
+    for _, texts, _ in chunks(raw, DOCS_PER_CHUNK, CHARS_PER_CHUNK):
         ids = tokenize(scorer.prior, texts)
-        windows, batches = scorer.plan(ids)
+        seqs, offsets = scorer.sequences(ids)  # what the pipeline feeds: the document-start token included
+        windows, batches = scorer.plan(seqs, offsets)
         t = time.perf_counter()
         for batch in batches:
-            forward_only(scorer, batch, ids)
+            forward_only(scorer, batch, seqs)
         seconds += time.perf_counter() - t
         tokens += sum(len(x) for x in ids)
         f, per_token = useful_flops(scorer.prior, batches, sum(w.end - w.score_from for w in windows))

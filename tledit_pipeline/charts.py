@@ -25,6 +25,8 @@ STYLE = {
     "this probe": ("#1f77b4", ""),
     "paper (GPT-2, Table 1)": ("#7f7f7f", "6 3"),
 }
+# Any other series (later generations, metrics across generations) takes the next of these, in order.
+PALETTE = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#1f77b4", "#2ca02c", "#d62728")
 _W, _H, _L, _R, _T, _B = 640, 360, 64, 150, 28, 44
 
 
@@ -100,8 +102,9 @@ def line_chart_svg(
     out.append(
         f'<text x="14" y="{_T + ph / 2}" text-anchor="middle" transform="rotate(-90 14 {_T + ph / 2})">{escape(ylabel)}</text>'
     )
+    others = iter(PALETTE * (1 + len(pts) // len(PALETTE)))
     for i, (name, p) in enumerate(pts.items()):
-        color, dash = STYLE.get(name, ("#9467bd", ""))
+        color, dash = STYLE[name] if name in STYLE else (next(others), "")
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         if p:
             path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in p)

@@ -1,7 +1,7 @@
 """The edit rule of Token-Level Editing, in one place.
 
 For token x_i with prior probability P(x_i | x_<i) from one teacher-forced pass over the ORIGINAL text:
-    eligible  = i > 0 and the token is whole text and P >= p          (threshold p, default 0.99)
+    eligible  = x_i is scored and whole text and P >= p               (threshold p, default 0.99)
     edited    = a draw from softmax(logprob / beta) over the prior's candidates at i, by strategy:
                   top_k  the first k stored candidates (the paper's setting, the default)
                   top_p  the nucleus: the fewest stored candidates, best first, whose tempered mass
@@ -9,8 +9,13 @@ For token x_i with prior probability P(x_i | x_<i) from one teacher-forced pass 
                 with exclude_original, x_i itself is taken out of the candidates first (a token with no
                 other candidate is kept), so every eligible token changes
     changed   = eligible and the draw differs from x_i
+    deleted   = x_i is scored and whole text and P < q, with drop_below q > 0 (off by default): its
+                span is cut. The paper's best continual-pretraining setting deletes P <= 0.001; the
+                reference code's variant drops P < 0.001 and resamples P > 0.99 (q < p, so no token is both)
 Everything else is kept. The draw's randomness is keyed by (seed, doc_id, position), so the result does
-not depend on batch size, order, threads or how documents are split into shards.
+not depend on batch size, order, threads or how documents are split into shards. Generation g >= 2 (the
+edit applied again to edited text) draws from its own stream: the same positions of the same document get
+fresh randomness instead of repeating generation 1's draws.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 from tledit_pipeline.settings import EditSettings
 
 _M64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_STREAM_SALT = np.uint64(0x6E6572617469_6F6E)  # "eration": keeps stream n apart from seed n
 
 
 def doc_key(doc_id: str) -> int:
@@ -37,18 +43,32 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def keyed_uniform(seed: int, doc_keys: np.ndarray, pos: np.ndarray) -> np.ndarray:
-    """U[0, 1) per token, a pure function of (seed, doc key, position)."""
+def keyed_uniform(seed: int, doc_keys: np.ndarray, pos: np.ndarray, stream: int = 0) -> np.ndarray:
+    """U[0, 1) per token, a pure function of (seed, doc key, position, stream); stream 0 is generation 1's."""
     with np.errstate(over="ignore"):
         x = _splitmix64(doc_keys.astype(np.uint64) ^ _splitmix64(np.full(1, seed, dtype=np.uint64)))
+        if stream:
+            x = _splitmix64(x ^ _splitmix64(np.full(1, stream, dtype=np.uint64) ^ _STREAM_SALT))
         x = _splitmix64(x ^ pos.astype(np.uint64))
     return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
 def eligible(logprob: np.ndarray, whole: np.ndarray, pos: np.ndarray, threshold: float) -> np.ndarray:
-    """Tokens the prior is over-confident about (P >= p) that may be replaced in place."""
+    """Tokens the prior is over-confident about (P >= p) that may be replaced in place.
+
+    An unscored token (NaN: position 0 when the prior read no document-start token) is never eligible;
+    `pos` is kept for callers, the NaN decides.
+    """
     lp = np.nan_to_num(logprob.astype(np.float64), nan=-np.inf)
-    return (pos > 0) & whole & (lp >= np.log(threshold))
+    return whole & (lp >= np.log(threshold))
+
+
+def low_probability(logprob: np.ndarray, whole: np.ndarray, drop_below: float) -> np.ndarray:
+    """Whole tokens the prior finds very unlikely (P < q): deleted when drop_below q > 0."""
+    if drop_below <= 0:
+        return np.zeros(len(logprob), dtype=bool)
+    lp = logprob.astype(np.float64)
+    return whole & ~np.isnan(lp) & (lp < np.log(drop_below))
 
 
 def resample(
@@ -87,9 +107,10 @@ def resample(
 
 @dataclass
 class EditDecision:
-    new_ids: np.ndarray  # token id after editing (equal to the original where kept)
+    new_ids: np.ndarray  # token id after editing (equal to the original where kept or deleted)
     eligible: np.ndarray  # bool
-    changed: np.ndarray  # bool
+    changed: np.ndarray  # bool: resampled to another token
+    deleted: np.ndarray  # bool: cut from the text (P < drop_below)
 
 
 def apply_edit_rule(
@@ -101,13 +122,14 @@ def apply_edit_rule(
     topk_logprobs: np.ndarray,
     doc_keys: np.ndarray,
     settings: EditSettings,
+    generation: int = 1,
 ) -> EditDecision:
-    """The rule over aligned per-token arrays (any number of documents, any order)."""
+    """The rule over aligned per-token arrays (any number of documents, any order), for generation g."""
     elig = eligible(logprob, whole, pos, settings.threshold)
     new_ids = token_ids.copy()
     idx = np.flatnonzero(elig)
     if len(idx):
-        u = keyed_uniform(settings.seed, doc_keys[idx], pos[idx])
+        u = keyed_uniform(settings.seed, doc_keys[idx], pos[idx], stream=generation - 1)
         new_ids[idx] = resample(
             topk_ids[idx],
             topk_logprobs[idx],
@@ -118,4 +140,9 @@ def apply_edit_rule(
             top_p=settings.top_p,
             original=token_ids[idx] if settings.exclude_original else None,
         )
-    return EditDecision(new_ids=new_ids, eligible=elig, changed=new_ids != token_ids)
+    return EditDecision(
+        new_ids=new_ids,
+        eligible=elig,
+        changed=new_ids != token_ids,
+        deleted=low_probability(logprob, whole, settings.drop_below),
+    )

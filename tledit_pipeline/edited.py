@@ -1,7 +1,8 @@
 """The edited corpus of one shard: the edit rule over stored token scores, then the text rebuild.
 
-A pure function of (raw documents, token scores, prior vocabulary, edit settings): re-editing with
-another threshold reads stored scores and never loads the model.
+A pure function of (documents, token scores, prior vocabulary, edit settings): re-editing with another
+threshold reads stored scores and never loads the model. Generation 1 edits the raw text with
+token_scores; generation g edits generation g-1's text with its scores (see generations.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pyarrow as pa
 
 from tledit_pipeline.edit import apply_edit_rule, doc_key
 from tledit_pipeline.errors import TleditError
+from tledit_pipeline.generations import scores_asset, text_asset
 from tledit_pipeline.lake import partition_digest, partition_meta, read_partition, write_partition
 from tledit_pipeline.rebuild import rebuild_text
 from tledit_pipeline.settings import EditSettings
@@ -25,8 +27,10 @@ EDITED_SCHEMA = pa.schema(
         ("doc_id", pa.string()),
         ("text", pa.string()),
         ("n_tokens", pa.int32()),
+        ("n_scored", pa.int32()),  # tokens with a score: the shares' denominator
         ("n_eligible", pa.int32()),
         ("n_changed", pa.int32()),
+        ("n_deleted", pa.int32()),
     ]
 )
 
@@ -42,6 +46,7 @@ class EditStats:
     scored: int = 0
     eligible: int = 0
     changed: int = 0
+    deleted: int = 0
 
     @property
     def eligible_share(self) -> float:
@@ -51,6 +56,11 @@ class EditStats:
     def changed_share(self) -> float:
         """Changed tokens over all scored tokens."""
         return self.changed / self.scored if self.scored else 0.0
+
+    @property
+    def deleted_share(self) -> float:
+        """Deleted tokens over all scored tokens."""
+        return self.deleted / self.scored if self.scored else 0.0
 
     @property
     def changed_of_eligible(self) -> float:
@@ -65,9 +75,14 @@ def _fixed_list(col: pa.ChunkedArray, width: int, dtype) -> np.ndarray:
 
 
 def edit_shard(
-    shard: str, raw: pa.Table, scores: pa.Table, vocab_text: list[str | None], settings: EditSettings
+    shard: str,
+    raw: pa.Table,
+    scores: pa.Table,
+    vocab_text: list[str | None],
+    settings: EditSettings,
+    generation: int = 1,
 ) -> tuple[pa.Table, EditStats]:
-    """One edited row per raw document, in raw order; the rule runs vectorized over the whole shard."""
+    """One edited row per document of `raw` (the text being edited), in its order; vectorized over the shard."""
     doc_ids = np.asarray(scores.column("doc_id").to_numpy(zero_copy_only=False), dtype=object)
     n = len(doc_ids)
     token_ids = scores.column("token_id").to_numpy()
@@ -90,7 +105,10 @@ def edit_shard(
         topk_logprobs=_fixed_list(scores.column("topk_logprobs"), k, np.float32),
         doc_keys=keys,
         settings=settings,
+        generation=generation,
     )
+    scored = ~np.isnan(scores.column("logprob").to_numpy(zero_copy_only=False).astype(np.float32))
+    cut = decision.changed | decision.deleted
     char_start = scores.column("char_start").to_numpy()
     char_end = scores.column("char_end").to_numpy()
     by_doc = {doc_ids[s]: (s, e) for s, e in zip(starts, ends)}
@@ -102,48 +120,56 @@ def edit_shard(
             f"shard {shard!r}: token_scores has no rows for {len(missing)} raw document(s), e.g. {missing[0]!r}; "
             "re-materialize token_scores"
         )
-    texts, n_tok, n_elig, n_chg = [], [], [], []
+    texts, n_tok, n_scored, n_elig, n_chg, n_del = [], [], [], [], [], []
     for doc_id, text in zip(raw_ids, raw.column("text").to_pylist()):
         s, e = by_doc[doc_id]
-        changed = np.flatnonzero(decision.changed[s:e]) + s
-        texts.append(rebuild_text(text, char_start[changed], char_end[changed], [vocab_text[i] for i in decision.new_ids[changed]]))
+        at = np.flatnonzero(cut[s:e]) + s  # resampled or deleted, in text order
+        new = ["" if decision.deleted[i] else vocab_text[decision.new_ids[i]] for i in at]
+        texts.append(rebuild_text(text, char_start[at], char_end[at], new))
         n_tok.append(e - s)
+        n_scored.append(int(scored[s:e].sum()))
         n_elig.append(int(decision.eligible[s:e].sum()))
-        n_chg.append(len(changed))
+        n_chg.append(int(decision.changed[s:e].sum()))
+        n_del.append(int(decision.deleted[s:e].sum()))
     table = pa.table(
         {
             "shard": [shard] * len(raw_ids),
             "doc_id": raw_ids,
             "text": texts,
             "n_tokens": n_tok,
+            "n_scored": n_scored,
             "n_eligible": n_elig,
             "n_changed": n_chg,
+            "n_deleted": n_del,
         },
         schema=EDITED_SCHEMA,
     )
     stats = EditStats(
         documents=len(raw_ids),
         tokens=n,
-        scored=int((pos > 0).sum()),
+        scored=int(scored.sum()),
         eligible=int(decision.eligible.sum()),
         changed=int(decision.changed.sum()),
+        deleted=int(decision.deleted.sum()),
     )
     return table, stats
 
 
-def edit_partition(home: Path, shard: str, settings: EditSettings) -> EditStats:
-    """edited_corpus written from the lake (raw_corpus, token_scores, the prior's vocabulary): no model needed.
+def edit_partition(home: Path, shard: str, settings: EditSettings, generation: int = 1) -> EditStats:
+    """Generation g of a shard's edited corpus, written from the lake: no model needed.
 
-    What the asset and a threshold backfill run; it refuses scores computed from other raw_corpus bytes.
+    Reads generation g-1's text (raw_corpus for g = 1), the prior's scores of that text and the prior's
+    vocabulary; what the asset and a threshold backfill run. It refuses scores computed from other bytes.
     """
-    scored_from = partition_meta(home, "token_scores", shard)
-    if scored_from.get("raw_digest") != partition_digest(home, "raw_corpus", shard):
+    source, scores_of = text_asset(generation - 1), scores_asset(generation - 1)
+    scored_from = partition_meta(home, scores_of, shard)
+    if scored_from.get("text_digest") != partition_digest(home, source, shard):
         raise ScoresMismatch(
-            f"shard {shard!r}: token_scores were computed from other raw_corpus bytes; re-materialize token_scores"
+            f"shard {shard!r}: {scores_of} were computed from other {source} bytes; re-materialize {scores_of}"
         )
-    raw = read_partition(home, "raw_corpus", shard, columns=["doc_id", "text"])
-    scores = read_partition(home, "token_scores", shard)
+    text = read_partition(home, source, shard, columns=["doc_id", "text"])
+    scores = read_partition(home, scores_of, shard)
     vocab = read_vocab(home, scored_from["fingerprint"])
-    table, stats = edit_shard(shard, raw, scores, vocab, settings)
-    write_partition(home, "edited_corpus", shard, table, meta={"edit": settings.version()})
+    table, stats = edit_shard(shard, text, scores, vocab, settings, generation=generation)
+    write_partition(home, text_asset(generation), shard, table, meta={"edit": settings.version(), "generation": generation})
     return stats

@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tledit_pipeline.errors import TleditError
+from tledit_pipeline.generations import text_asset
 from tledit_pipeline.lake import partition_file, partition_meta, read_partition, write_file_atomically
 
 FORMATS = ("jsonl.gz", "parquet")
@@ -26,12 +27,15 @@ class ExportError(TleditError):
     """A shard cannot be exported as asked; the message names it."""
 
 
-def edited_in_source_schema(home: Path, shard: str, edit_version: str | None = None) -> pa.Table:
-    """The shard's edited documents with the source's columns; refuses text edited with other settings."""
-    for asset in ("raw_corpus", "edited_corpus"):
+def edited_in_source_schema(home: Path, shard: str, edit_version: str | None = None, generation: int = 1) -> pa.Table:
+    """The shard's edited documents (generation g) with the source's columns; refuses text edited with other settings."""
+    if generation < 1:
+        raise ExportError(f"generation must be >= 1 (1 is edited_corpus), got {generation}")
+    edited_asset = text_asset(generation)
+    for asset in ("raw_corpus", edited_asset):
         if not partition_file(home, asset, shard).exists():
             raise ExportError(f"shard {shard!r} has no {asset}; run `tledit run` first")
-    edited_with = partition_meta(home, "edited_corpus", shard).get("edit")
+    edited_with = partition_meta(home, edited_asset, shard).get("edit")
     if edit_version is not None and edited_with != edit_version:
         raise ExportError(
             f"shard {shard!r} was edited with {edited_with}, not the current {edit_version}; run `tledit run` first"
@@ -40,9 +44,9 @@ def edited_in_source_schema(home: Path, shard: str, edit_version: str | None = N
     if "source_columns" not in meta:
         raise ExportError(f"shard {shard!r}: raw_corpus records no source schema (older run); run `tledit run`")
     raw = read_partition(home, "raw_corpus", shard)
-    edited = read_partition(home, "edited_corpus", shard, columns=["doc_id", "text"])
+    edited = read_partition(home, edited_asset, shard, columns=["doc_id", "text"])
     if raw.column("doc_id").to_pylist() != edited.column("doc_id").to_pylist():
-        raise ExportError(f"shard {shard!r}: edited_corpus does not match raw_corpus; run `tledit run`")
+        raise ExportError(f"shard {shard!r}: {edited_asset} does not match raw_corpus; run `tledit run`")
     columns = meta["source_columns"]  # [source name, name in raw_corpus], in the file's order
     return pa.table({src: (edited.column("text") if name == "text" else raw.column(name)) for src, name in columns})
 
@@ -70,6 +74,8 @@ def write_export(table: pa.Table, out_dir: Path, shard: str, fmt: str) -> Path:
     return write_file_atomically(target, lambda p: p.write_bytes(gzip.compress(lines, mtime=0)))
 
 
-def export_shard(home: Path, shard: str, out_dir: Path, fmt: str = "jsonl.gz", edit_version: str | None = None) -> tuple[Path, int]:
-    table = edited_in_source_schema(home, shard, edit_version)
+def export_shard(
+    home: Path, shard: str, out_dir: Path, fmt: str = "jsonl.gz", edit_version: str | None = None, generation: int = 1
+) -> tuple[Path, int]:
+    table = edited_in_source_schema(home, shard, edit_version, generation)
     return write_export(table, out_dir, shard, fmt), table.num_rows

@@ -23,6 +23,13 @@ PROB_BINS = 10  # the U-shape histogram: [0, 0.1), ..., [0.9, 1.0]
 VARIANTS = ("raw", "edited", "synthetic", "raw_matched")  # raw_matched: raw text at the baseline's documents and lengths
 
 
+def ordered_variants(present) -> list[str]:
+    """The variants present, in the order tables and charts show them: raw, edited, edited_g2, ..., synthetic, raw_matched."""
+    present = set(present)
+    later = sorted((v for v in present if v.startswith("edited_g") and v[8:].isdigit()), key=lambda v: int(v[8:]))
+    return [v for v in ("raw", "edited") if v in present] + later + [v for v in VARIANTS[2:] if v in present]
+
+
 def probability_histogram(logprob: np.ndarray) -> dict[str, float]:
     """Share of scored tokens per probability decile, plus the share at P >= 0.99 (eligible at p = 0.99)."""
     lp = logprob[~np.isnan(logprob)]
@@ -120,13 +127,17 @@ NGRAM_SQL = (
     + _NGRAM_UNION + ") ORDER BY variant, shard, metric"
 )
 
-# Per-document perplexity under the prior. raw: teacher-forced scores of every token after the first;
+# Per-document perplexity under the prior. raw: teacher-forced scores of every scored token; edited
+# variants: the prior's scores of that generation's text (generation_scores, when it was scored);
 # synthetic: the log-probs recorded while sampling; raw_matched: the raw tokens at the positions the
 # baseline generated (same documents, same prefix, same length).
 _PPL_CTES = """
 ppl AS (
     SELECT 'raw' AS variant, shard, exp(-avg(logprob)) AS ppl
     FROM token_scores WHERE logprob IS NOT NULL GROUP BY shard, doc_id
+    UNION ALL
+    SELECT variant, shard, exp(-avg(logprob))
+    FROM generation_scores WHERE logprob IS NOT NULL GROUP BY variant, shard, doc_id
     UNION ALL
     SELECT 'synthetic', shard, exp(-list_avg(logprobs)) FROM synthetic_corpus WHERE new_tokens > 0
     UNION ALL
@@ -141,6 +152,8 @@ PPL_SQL = "WITH" + _PPL_CTES + "SELECT variant, shard, ppl FROM ppl ORDER BY var
 _OTHER_CTES = """
 lp AS (
     SELECT 'raw' AS variant, shard, logprob AS lp FROM token_scores WHERE logprob IS NOT NULL
+    UNION ALL
+    SELECT variant, shard, logprob FROM generation_scores WHERE logprob IS NOT NULL
     UNION ALL
     SELECT 'synthetic', shard, unnest(logprobs) FROM synthetic_corpus
 ),
@@ -167,13 +180,15 @@ ppl_metrics AS (
            unnest(quantile_cont(ppl, [0.1, 0.5, 0.9])) AS value
     FROM ppl_all GROUP BY variant, shard
 ),
-e AS (SELECT shard, n_tokens, n_eligible, n_changed FROM edited_corpus),
-e_all AS (SELECT * FROM e UNION ALL SELECT '__all__', n_tokens, n_eligible, n_changed FROM e),
+e AS (SELECT variant, shard, n_scored, n_eligible, n_changed, n_deleted FROM edited_generations),
+e_all AS (SELECT * FROM e UNION ALL SELECT variant, '__all__', n_scored, n_eligible, n_changed, n_deleted FROM e),
 edit_metrics AS (
-    SELECT 'edited' AS variant, shard, 'eligible_share' AS metric,
-           sum(n_eligible) / greatest(sum(n_tokens - 1), 1) AS value FROM e_all GROUP BY shard
+    SELECT variant, shard, 'eligible_share' AS metric,
+           sum(n_eligible) / greatest(sum(n_scored), 1) AS value FROM e_all GROUP BY variant, shard
     UNION ALL
-    SELECT 'edited', shard, 'changed_share', sum(n_changed) / greatest(sum(n_tokens - 1), 1) FROM e_all GROUP BY shard
+    SELECT variant, shard, 'changed_share', sum(n_changed) / greatest(sum(n_scored), 1) FROM e_all GROUP BY variant, shard
+    UNION ALL
+    SELECT variant, shard, 'deleted_share', sum(n_deleted) / greatest(sum(n_scored), 1) FROM e_all GROUP BY variant, shard
 )
 """
 
@@ -186,6 +201,15 @@ HEALTH_SQL = (
 )
 
 HEALTH_VIEWS = ("ngram_profile", "token_scores", "edited_corpus", "synthetic_corpus")
+
+# Every generation of the edited corpus (variant edited, edited_g2, ...) and the prior's scores of each
+# one's text (generation_scores). generations.refresh_generation_views makes them over the lake; where a
+# connection lacks them, these defaults stand for one generation whose text was not scored.
+EDITED_GENERATIONS_DDL = "CREATE VIEW edited_generations AS SELECT 'edited' AS variant, * FROM edited_corpus"
+GENERATION_SCORES_DDL = (
+    "CREATE VIEW generation_scores AS SELECT NULL::VARCHAR AS variant, NULL::VARCHAR AS shard, "
+    "NULL::VARCHAR AS doc_id, NULL::INTEGER AS pos, NULL::FLOAT AS logprob WHERE false"
+)
 
 # Log-spaced ranks for the rank-frequency chart (about 20 points per decade are plenty).
 RANK_FREQUENCY_SQL = """
@@ -223,6 +247,10 @@ def build_health_table(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
     missing = [v for v in HEALTH_VIEWS if v not in views]
     if missing:
         raise TleditError(f"distribution_health needs {', '.join(missing)} for at least one shard; materialize them first")
+    if "edited_generations" not in views:
+        con.execute(EDITED_GENERATIONS_DDL)
+    if "generation_scores" not in views:
+        con.execute(GENERATION_SCORES_DDL)
     # One thread: float sums in a fixed order, so the same lake gives the same table to the last bit
     # (parallel aggregation adds in whatever order the threads finish). The inputs are small aggregates.
     threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
@@ -250,7 +278,7 @@ def overview_markdown(health: pl.DataFrame, shard: str = "__all__") -> str:
         .pivot(on="variant", index="metric", values="value")
         .sort("metric")
     )
-    cols = [c for c in VARIANTS if c in wide.columns]
+    cols = ordered_variants(wide.columns)
     lines = ["| metric | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for row in wide.iter_rows(named=True):
         cells = ["" if row[c] is None else f"{row[c]:.4f}" for c in cols]
@@ -273,7 +301,7 @@ def per_shard_markdown(health: pl.DataFrame, metrics: tuple[str, ...]) -> str:
 def histograms_markdown(health: pl.DataFrame, shard: str = "__all__", width: int = 30) -> str:
     """Token-probability histograms side by side (raw: teacher-forced; synthetic: the sampled tokens)."""
     rows = health.filter((pl.col("shard") == shard) & pl.col("metric").str.starts_with("prob_bin_"))
-    variants = [v for v in VARIANTS if v in set(rows.get_column("variant").to_list())]
+    variants = ordered_variants(rows.get_column("variant").to_list())
     value = {(r["variant"], r["metric"]): r["value"] for r in rows.iter_rows(named=True)}
     top = max((v for (_, m), v in value.items() if m != "prob_bin_099"), default=0.0) or 1.0
     lines = [
@@ -300,9 +328,37 @@ def perplexity_polygons(ppl: pl.DataFrame, bins: int = 24) -> dict[str, list[tup
     edges = np.linspace(lo, hi, bins + 1)
     centres = 10 ** ((edges[:-1] + edges[1:]) / 2)
     out = {}
-    for v in VARIANTS:
+    for v in ordered_variants(vals.get_column("variant").to_list()):
         x = np.log10(vals.filter(pl.col("variant") == v)["ppl"].to_numpy())
         if len(x):
             h, _ = np.histogram(x, bins=edges)
             out[v] = list(zip(centres.tolist(), (h / len(x)).tolist()))
     return out
+
+
+# What the UI and `tledit health` show per generation (the issue's list, Table 9's share among them).
+GENERATION_METRICS = (
+    "eligible_share", "changed_share", "deleted_share", "prob_bin_099", "tail_coverage", "js_divergence_vs_raw",
+    "ppl_p10", "ppl_p50", "ppl_p90",
+)
+
+
+def generation_of_variant(name: str) -> int | None:
+    """raw -> 0, edited -> 1, edited_g{g} -> g; None for the synthetic variants."""
+    if name == "raw":
+        return 0
+    if name == "edited":
+        return 1
+    if name.startswith("edited_g") and name[8:].isdigit():
+        return int(name[8:])
+    return None
+
+
+def generation_table(health: pl.DataFrame, shard: str = "__all__") -> pl.DataFrame:
+    """One row per generation (0 = raw), GENERATION_METRICS as columns: the corpus across generations."""
+    rows = health.filter((pl.col("shard") == shard) & pl.col("metric").is_in(list(GENERATION_METRICS)))
+    rows = rows.with_columns(
+        pl.col("variant").map_elements(generation_of_variant, return_dtype=pl.Int64).alias("generation")
+    ).filter(pl.col("generation").is_not_null())
+    wide = rows.pivot(on="metric", index=["generation", "variant"], values="value").sort("generation")
+    return wide.select(["generation", "variant"] + [m for m in GENERATION_METRICS if m in wide.columns])

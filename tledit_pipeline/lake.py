@@ -217,14 +217,16 @@ def sql_list(values: Sequence[str]) -> str:
     return "[" + ", ".join(sql_literal(v) for v in values) + "]"
 
 
-def refresh_views(con: duckdb.DuckDBPyConnection, home: Path, shards: Sequence[str]) -> list[str]:
+def refresh_views(
+    con: duckdb.DuckDBPyConnection, home: Path, shards: Sequence[str], views: Sequence[str] = VIEWS
+) -> list[str]:
     """(Re)create one view per asset over the given shards' files; returns the view names made.
 
     Explicit file lists, not a glob: a view shows exactly the registered shards, never leftovers of an
     earlier source, and paths with glob characters in them stay literal.
     """
     made = []
-    for view in VIEWS:
+    for view in views:
         # A key that is not a valid shard key (added by hand in the UI, say) has no files to show.
         paths = [partition_file(home, view, s).absolute() for s in sorted(shards) if is_shard_key(s)]
         paths = [p for p in paths if p.exists()]

@@ -25,9 +25,10 @@ PREVIEW_ID = "preview"
 @dataclass(frozen=True)
 class PreviewToken:
     text: str  # the token's characters in the original
-    prob: float | None  # P(token | original prefix); None for the first token
+    prob: float | None  # P(token | original prefix); None where unscored (the first token without a start token)
     eligible: bool
     replacement: str | None  # the new text where the token changed
+    deleted: bool = False  # cut from the text (P < drop_below)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class Preview:
     @property
     def n_changed(self) -> int:
         return sum(t.replacement is not None for t in self.tokens)
+
+    @property
+    def n_deleted(self) -> int:
+        return sum(t.deleted for t in self.tokens)
 
 
 def preview(prior: Prior, text: str, settings: Settings) -> Preview:
@@ -66,16 +71,17 @@ def preview(prior: Prior, text: str, settings: Settings) -> Preview:
     vocab = prior.vocab_table().column("text").to_pylist()
     start = scores.column("char_start").to_numpy()
     end = scores.column("char_end").to_numpy()
-    changed = np.flatnonzero(decision.changed)
-    edited = rebuild_text(text, start[changed], end[changed], [vocab[i] for i in decision.new_ids[changed]])
+    cut = np.flatnonzero(decision.changed | decision.deleted)
+    edited = rebuild_text(text, start[cut], end[cut], ["" if decision.deleted[i] else vocab[decision.new_ids[i]] for i in cut])
     # Byte pieces of one character share it: each character is shown once, with the first piece.
     shown_from = np.maximum(start, np.concatenate([[0], np.maximum.accumulate(end)[:-1]]))
     tokens = [
         PreviewToken(
             text=text[shown_from[i] : end[i]],
-            prob=None if pos[i] == 0 or math.isnan(logprob[i]) else float(np.exp(logprob[i])),
+            prob=None if math.isnan(logprob[i]) else float(np.exp(logprob[i])),
             eligible=bool(decision.eligible[i]),
             replacement=vocab[decision.new_ids[i]] if decision.changed[i] else None,
+            deleted=bool(decision.deleted[i]),
         )
         for i in range(len(pos))
     ]
@@ -109,13 +115,14 @@ def render(result: Preview, threshold: float, colour: bool = False) -> str:
             parts.append(f"{_colour(t.prob, t.eligible)}{shown}{_RESET}")
             continue
         p = "-" if t.prob is None else f"{t.prob:.2f}" if t.prob < 0.995 else f"{t.prob:.3f}"
-        parts.append(f"{shown}[{p}{'*' if t.eligible else ''}]")
+        parts.append(f"{shown}[{p}{'*' if t.eligible else 'x' if t.deleted else ''}]")
     lines = [
-        f"tokens {len(result.tokens)}, eligible {result.n_eligible} (P >= {threshold}), changed {result.n_changed}",
+        f"tokens {len(result.tokens)}, eligible {result.n_eligible} (P >= {threshold}), changed {result.n_changed}"
+        + (f", deleted {result.n_deleted}" if result.n_deleted else ""),
         "",
         "original, with P(token | original prefix)" + (
             ": yellow = eligible, orange >= 0.9, green >= 0.5, cyan >= 0.1, grey < 0.1" if colour
-            else "; * = eligible"
+            else "; * = eligible" + (", x = deleted" if result.n_deleted else "")
         ),
         "".join(parts),
         "",
@@ -124,13 +131,17 @@ def render(result: Preview, threshold: float, colour: bool = False) -> str:
     if colour:
         edited_parts = []
         for t in result.tokens:
-            edited_parts.append(f"{_BOLD}\x1b[4m{t.replacement}{_RESET}" if t.replacement is not None else t.text)
+            edited_parts.append(
+                "" if t.deleted else f"{_BOLD}\x1b[4m{t.replacement}{_RESET}" if t.replacement is not None else t.text
+            )
         lines.append("".join(edited_parts))
     else:
         lines.append(result.edited)
-    if result.n_changed:
+    if result.n_changed or result.n_deleted:
         lines += ["", "changes"]
         lines += [
-            f"  {t.text!r} (P={t.prob:.4f}) -> {t.replacement!r}" for t in result.tokens if t.replacement is not None
+            f"  {t.text!r} (P={t.prob:.4f}) -> {'(deleted)' if t.deleted else repr(t.replacement)}"
+            for t in result.tokens
+            if t.replacement is not None or t.deleted
         ]
     return "\n".join(lines)

@@ -170,6 +170,28 @@ def vocab_bytes(tokenizer: "PreTrainedTokenizerBase") -> list[bytes | None]:
     return out
 
 
+END_OF_TEXT = "<|endoftext|>"
+
+
+def document_start_id(tokenizer: "PreTrainedTokenizerBase") -> int | None:
+    """The token a document follows in the prior's training data: what it should see before a document.
+
+    The tokenizer's BOS where it adds one (Llama-3's <|begin_of_text|>); else its end-of-text token, the
+    separator of documents packed for pre-training (SmolLM2 and GPT-2 style vocabularies name it
+    <|endoftext|>; an instruct model's eos such as <|im_end|> ends a turn, not a document, so it comes
+    second); None when the vocabulary has neither.
+    """
+    probe = tokenizer("a", add_special_tokens=True)["input_ids"]
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None and probe and probe[0] == bos:
+        return int(bos)
+    eot = tokenizer.convert_tokens_to_ids(END_OF_TEXT) if END_OF_TEXT in tokenizer.get_vocab() else None
+    if eot is not None:
+        return int(eot)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    return int(eos) if eos is not None else (int(bos) if bos is not None else None)
+
+
 def replaceable_mask(token_bytes: list[bytes | None]) -> np.ndarray:
     """Tokens that may be offered as replacements: not special, non-empty and valid UTF-8 on their own."""
     mask = np.zeros(len(token_bytes), dtype=bool)

@@ -388,8 +388,8 @@ def edited_verdict(est: Mapping[str, Estimate], variant: str, tolerance: float =
         f"{variant}_ppl_sd": round(est[variant].sd, 4),
         "raw_ppl": round(est["raw"].mean, 4),
         "raw_ppl_sd": round(est["raw"].sd, 4),
-        "relative_difference": round(rel, 5),
-        "seed_noise": round(noise, 4),
+        f"{variant}_relative_difference": round(rel, 5),
+        f"{variant}_seed_noise": round(noise, 4),
         "tolerance": tolerance,
         "seeds": est["raw"].n,
     }

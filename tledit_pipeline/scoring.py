@@ -1,9 +1,14 @@
 """Token-confidence scoring: one teacher-forced pass of the prior over every token of every document.
 
-For each token x_i (i >= 1) it records log P(x_i | x_<i) and the prior's top-k replacement candidates at
-that position, taken from the same logits. Candidates exclude special tokens and tokens that are not valid
-text on their own, so the edit step can use any of them. Logits are computed only for the positions that
-are scored (not for padding or re-read context), which keeps the vocabulary projection off the hot path.
+For each token x_i it records log P(x_i | start, context, x_<i) and the prior's top-k replacement
+candidates at that position, taken from the same logits. The model reads each document after its
+document-start token (the BOS its tokenizer adds, else its end-of-text token: what a document follows in
+pre-training), so the first token is scored too; with a context field (an SFT prompt) the context's tokens
+come between them. Neither has a span or a row: only the document's own tokens are stored, eligible or
+edited. Without a start token (document_start off, or a vocabulary with none) position 0 is not scored.
+Candidates exclude special tokens and tokens that are not valid text on their own, so the edit step can
+use any of them. Logits are computed only for the positions that are scored (not for padding, the start
+token, the context or re-read context), which keeps the vocabulary projection off the hot path.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
+from tledit_pipeline.errors import TleditError
 from tledit_pipeline.health import probability_histogram
-from tledit_pipeline.lake import PartitionWriter, open_partition
-from tledit_pipeline.prior import Prior
+from tledit_pipeline.lake import PartitionWriter, open_partition, partition_digest, partition_meta
+from tledit_pipeline.prior import Prior, document_start_id
 from tledit_pipeline.progress import Progress, Report
 from tledit_pipeline.settings import ScoringSettings
 from tledit_pipeline.spans import token_spans
@@ -30,6 +36,8 @@ WIDE = 8  # extra top entries taken so that blocked tokens rarely leave fewer th
 # A chunk of documents is tokenized, scored and written before the next is read: these bound its size.
 DOCS_PER_CHUNK = 4096
 CHARS_PER_CHUNK = 1_000_000
+# Between a context (an SFT prompt) and the edited field: the blank line most instruction formats put there.
+CONTEXT_SEPARATOR = "\n\n"
 
 SCORE_SCHEMA_FIELDS = [
     ("doc_id", pa.string()),
@@ -44,7 +52,7 @@ SCORE_SCHEMA_FIELDS = [
 
 @dataclass
 class DocScores:
-    """Per-token arrays of one document; row 0 (no context) has NaN logprob and no candidates."""
+    """Per-token arrays of one document; an unscored row (position 0 without a start token) has NaN logprob."""
 
     doc_id: str
     token_ids: np.ndarray
@@ -67,17 +75,24 @@ class ScoreStats:
     inexact_documents: int = 0
     seconds: float = 0.0
     threads: int = 0
-    scored: int = 0  # tokens with a log-prob (all but each document's first)
+    scored: int = 0  # tokens with a log-prob (all, or all but each document's first without a start token)
     shares: dict[str, float] = field(default_factory=dict)  # probability histogram, weighted by `scored`
+    logprob_sum: float = 0.0  # over scored tokens: the token-level perplexity
 
     def count_probabilities(self, logprob: np.ndarray) -> None:
         n = int((~np.isnan(logprob)).sum())
         if not n:
             return
+        self.logprob_sum += float(np.nansum(logprob.astype(np.float64)))
         total = self.scored + n
         for name, share in probability_histogram(logprob).items():
             self.shares[name] = (self.shares.get(name, 0.0) * self.scored + share * n) / total
         self.scored = total
+
+    @property
+    def perplexity(self) -> float:
+        """exp of the mean negative log-prob over every scored token (NaN when nothing was scored)."""
+        return float(np.exp(-self.logprob_sum / self.scored)) if self.scored else float("nan")
 
     @property
     def padding_share(self) -> float:
@@ -132,10 +147,25 @@ class Scorer:
         self.head_weight = self.head.weight if self.head.weight.dtype == torch.float32 else self.head.weight.float()
         self.head_bias = None if getattr(self.head, "bias", None) is None else self.head.bias.float()
         self._logits = None  # the reused logits buffer (see logits())
+        self.start_id = document_start_id(prior.tokenizer) if settings.document_start else None
 
-    def plan(self, ids: list[np.ndarray]) -> tuple[list[Window], list[list[Window]]]:
-        """Every window of these documents, and the batches they run in."""
-        windows = [w for i, tok in enumerate(ids) for w in plan_windows(i, len(tok), self.window, self.overlap)]
+    def sequences(self, ids: list[np.ndarray], contexts: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], list[int]]:
+        """What the model reads for each document, [start] + context + document, and where the document begins."""
+        head = np.array([] if self.start_id is None else [self.start_id], dtype=np.int64)
+        seqs, offsets = [], []
+        for i, tok in enumerate(ids):
+            pre = head if contexts is None else np.concatenate([head, np.asarray(contexts[i], dtype=np.int64)])
+            seqs.append(np.concatenate([pre, tok]) if len(pre) else tok)
+            offsets.append(len(pre))
+        return seqs, offsets
+
+    def plan(self, seqs: list[np.ndarray], offsets: Sequence[int] | None = None) -> tuple[list[Window], list[list[Window]]]:
+        """Every window of these model sequences (scored from each document's start), and the batches they run in."""
+        windows = [
+            w
+            for i, seq in enumerate(seqs)
+            for w in plan_windows(i, len(seq), self.window, self.overlap, first=offsets[i] if offsets else 1)
+        ]
         return windows, pack_batches(windows, self.settings.batch_tokens)
 
     def hidden(self, batch: list[Window], ids: list[np.ndarray]):
@@ -224,7 +254,9 @@ class Scorer:
         ids: list[np.ndarray],
         stats: ScoreStats,
         progress: Progress | None = None,
+        contexts: list[np.ndarray] | None = None,
     ) -> list[DocScores]:
+        """Scores of every document token; `contexts` (token ids per document) are read before, never scored."""
         t0 = time.perf_counter()
         out: list[DocScores] = []
         for i, (doc_id, text, tok) in enumerate(zip(doc_ids, texts, ids)):
@@ -243,26 +275,31 @@ class Scorer:
                 )
             )
             stats.inexact_documents += not sp.exact
-        windows, batches = self.plan(ids)
-        remaining = {i: len(tok) for i, tok in enumerate(ids)}
-        for i, n in remaining.items():  # documents of 0 or 1 token need no forward pass
-            if progress and n < 2:
-                progress.advance(1, n)
+        seqs, offsets = self.sequences(ids, contexts)
+        windows, batches = self.plan(seqs, offsets)
+        # Positions left to score per document; a document's unscored tokens count as done with it.
+        remaining = {i: max(len(seq) - max(off, 1), 0) for i, (seq, off) in enumerate(zip(seqs, offsets))}
+        unscored = {i: len(ids[i]) - n for i, n in remaining.items()}
+        for i, n in remaining.items():  # nothing to score (a 1-token document without a start token)
+            if progress and n == 0:
+                progress.advance(1, len(ids[i]))
         for batch in batches:
-            lp, top_ids, top_lp, padded = self.forward_batch(batch, ids)
+            lp, top_ids, top_lp, padded = self.forward_batch(batch, seqs)
             at = 0
             done_docs = done_tokens = 0
             for w in batch:
                 n_scored = w.end - w.score_from
                 d = out[w.doc]
-                d.logprob[w.score_from : w.end] = lp[at : at + n_scored]
-                d.topk_ids[w.score_from : w.end] = top_ids[at : at + n_scored]
-                d.topk_logprobs[w.score_from : w.end] = top_lp[at : at + n_scored]
+                a, b = w.score_from - offsets[w.doc], w.end - offsets[w.doc]  # document positions
+                d.logprob[a:b] = lp[at : at + n_scored]
+                d.topk_ids[a:b] = top_ids[at : at + n_scored]
+                d.topk_logprobs[a:b] = top_lp[at : at + n_scored]
                 at += n_scored
-                fed = n_scored + (1 if w.start == 0 else 0)  # position 0 is done with its first window
-                remaining[w.doc] -= fed
-                done_docs += remaining[w.doc] == 0
-                done_tokens += fed
+                remaining[w.doc] -= n_scored
+                done_tokens += n_scored
+                if remaining[w.doc] == 0:
+                    done_docs += 1
+                    done_tokens += unscored[w.doc]
             stats.batches += 1
             stats.padded_tokens += padded
             if progress:
@@ -287,8 +324,8 @@ def to_table(docs: list[DocScores], k: int) -> pa.Table:
         return pa.schema(fields).empty_table()
     counts = np.array([len(d.token_ids) for d in docs])
     pos = np.concatenate([np.arange(n, dtype=np.int32) for n in counts])
-    first = pos == 0
     lp = np.concatenate([d.logprob for d in docs])
+    unscored = np.isnan(lp)
     top_ids = np.concatenate([d.topk_ids for d in docs]).reshape(-1)
     top_lp = np.concatenate([d.topk_logprobs for d in docs]).astype(np.float16).reshape(-1)
     return pa.table(
@@ -300,27 +337,51 @@ def to_table(docs: list[DocScores], k: int) -> pa.Table:
             "char_end": pa.array(np.concatenate([d.char_end for d in docs])),
             "logprob": pa.array(lp, mask=np.isnan(lp)),
             "whole": pa.array(np.concatenate([d.whole for d in docs])),
-            "topk_ids": pa.FixedSizeListArray.from_arrays(pa.array(top_ids), k, mask=pa.array(first)),
-            "topk_logprobs": pa.FixedSizeListArray.from_arrays(pa.array(top_lp), k, mask=pa.array(first)),
+            "topk_ids": pa.FixedSizeListArray.from_arrays(pa.array(top_ids), k, mask=pa.array(unscored)),
+            "topk_logprobs": pa.FixedSizeListArray.from_arrays(pa.array(top_lp), k, mask=pa.array(unscored)),
         }
     )
 
 
-def chunks(batches: Iterable[pa.RecordBatch | pa.Table], max_docs: int, max_chars: int) -> Iterator[tuple[list, list]]:
-    """(doc_ids, texts) in bounded pieces: what keeps memory flat however large the shard is."""
+def chunks(
+    batches: Iterable[pa.RecordBatch | pa.Table], max_docs: int, max_chars: int
+) -> Iterator[tuple[list, list, list | None]]:
+    """(doc_ids, texts, contexts) in bounded pieces: what keeps memory flat however large the shard is.
+
+    contexts is None unless the batches have a `context` column (see CONTEXT_COLUMN).
+    """
     ids: list = []
     texts: list = []
+    ctx: list | None = None
     chars = 0
     for b in batches:
-        for doc_id, text in zip(b.column("doc_id").to_pylist(), b.column("text").to_pylist()):
+        has_ctx = CONTEXT_COLUMN in b.schema.names
+        ctx = [] if ctx is None and has_ctx else ctx
+        cs = b.column(CONTEXT_COLUMN).to_pylist() if has_ctx else [None] * b.num_rows
+        for doc_id, text, c in zip(b.column("doc_id").to_pylist(), b.column("text").to_pylist(), cs):
             ids.append(doc_id)
             texts.append(text)
-            chars += len(text)
+            if ctx is not None:
+                ctx.append(c)
+            chars += len(text) + len(c or "")
             if len(ids) >= max_docs or chars >= max_chars:
-                yield ids, texts
+                yield ids, texts, ctx
                 ids, texts, chars = [], [], 0
+                ctx = [] if ctx is not None else None
     if ids:
-        yield ids, texts
+        yield ids, texts, ctx
+
+
+CONTEXT_COLUMN = "context"
+
+
+def context_ids(prior: Prior, contexts: list[str | None]) -> list[np.ndarray]:
+    """Token ids of each document's context followed by CONTEXT_SEPARATOR; none for a null or empty context."""
+    out = [np.zeros(0, dtype=np.int64)] * len(contexts)
+    given = [i for i, c in enumerate(contexts) if c]
+    for i, tok in zip(given, tokenize(prior, [contexts[i] + CONTEXT_SEPARATOR for i in given])):
+        out[i] = tok
+    return out
 
 
 def score_chunks(
@@ -336,9 +397,10 @@ def score_chunks(
     """token_scores rows chunk by chunk (documents are sorted by length only within a chunk)."""
     scorer = Scorer(prior, settings)
     stats.threads = scorer.threads
-    for doc_ids, texts in chunks(batches, docs_per_chunk, chars_per_chunk):
+    for doc_ids, texts, contexts in chunks(batches, docs_per_chunk, chars_per_chunk):
         ids = tokenize(prior, texts)
-        table = to_table(scorer.score(doc_ids, texts, ids, stats, progress), scorer.k)
+        ctx = None if contexts is None else context_ids(prior, contexts)
+        table = to_table(scorer.score(doc_ids, texts, ids, stats, progress, contexts=ctx), scorer.k)
         yield table.add_column(0, "shard", pa.array([shard] * table.num_rows, pa.string()))
 
 
@@ -354,13 +416,55 @@ def score_table(
     report: Report | None = None,
     docs_per_chunk: int = DOCS_PER_CHUNK,
 ) -> tuple[pa.Table, ScoreStats]:
-    """Score a raw_corpus table (doc_id, text) in memory; returns token_scores rows and run statistics."""
+    """Score a raw_corpus table (doc_id, text[, context]) in memory; returns token_scores rows and run statistics."""
     stats = ScoreStats()
     progress = Progress("scoring", docs.num_rows, None, report)
     parts = list(score_chunks(prior, shard, [docs], settings, stats, progress, docs_per_chunk))
     progress.done()
     table = pa.concat_tables(parts) if parts else score_schema(settings.candidates).empty_table()
     return table, stats
+
+
+class ContextError(TleditError):
+    """The context field cannot be read as text for a shard; the message names the shard and field."""
+
+
+def context_column(home: Path, shard: str, field: str) -> str:
+    """The raw_corpus column holding source field `field` (a clashing name is kept as source_<name>)."""
+    columns = partition_meta(home, "raw_corpus", shard).get("source_columns")
+    names = dict(columns) if columns else {}
+    if field not in names:
+        raise ContextError(f"shard {shard!r} has no field {field!r} to use as context (context_field)")
+    if names[field] == "text":
+        raise ContextError(f"context field {field!r} is the edited field itself (shard {shard!r})")
+    return names[field]
+
+
+def _context_texts(shard: str, field: str, doc_ids: list, values: list) -> pa.Array:
+    """The context values as text: a null is no context; anything but a string is a clear error."""
+    for doc_id, v in zip(doc_ids, values):
+        if v is not None and not isinstance(v, str):
+            raise ContextError(
+                f"shard {shard!r}, document {doc_id!r}: context field {field!r} holds a {type(v).__name__}, not text"
+            )
+    return pa.array(values, pa.string())
+
+
+def _with_context(
+    home: Path, shard: str, texts: Iterable[pa.RecordBatch], field: str, column: str
+) -> Iterator[pa.Table]:
+    """Each batch of (doc_id, text) with its documents' context from raw_corpus, matched row by row."""
+    from tledit_pipeline.source import passthrough_values  # JSON columns (mixed types) decoded
+
+    raw = open_partition(home, "raw_corpus", shard).iter_batches(batch_size=64, columns=["doc_id", column])
+    rows = (r for b in raw for r in zip(b.column("doc_id").to_pylist(), passthrough_values(b.column(column))))
+    for b in texts:
+        ids = b.column("doc_id").to_pylist()
+        found = [next(rows, (None, None)) for _ in ids]
+        if [d for d, _ in found] != ids:
+            raise ContextError(f"shard {shard!r}: the text to score and raw_corpus list other documents; re-materialize it")
+        ctx = _context_texts(shard, field, ids, [c for _, c in found])
+        yield pa.table({"doc_id": pa.array(ids, pa.string()), "text": b.column("text"), CONTEXT_COLUMN: ctx})
 
 
 def score_partition(
@@ -371,15 +475,31 @@ def score_partition(
     meta: Mapping[str, Any] | None = None,
     report: Report | None = None,
     chars_per_chunk: int = CHARS_PER_CHUNK,
+    generation: int = 0,
 ) -> ScoreStats:
-    """raw_corpus partition in, token_scores partition out, streamed: memory stays flat as shards grow."""
-    raw = open_partition(home, "raw_corpus", shard)
+    """Generation g's text in (raw_corpus for 0), its scores out (token_scores, token_scores_g{g}), streamed.
+
+    Memory stays flat as shards grow. The footer records which text asset and bytes were scored, so the
+    edit step can refuse scores of other text, and the first scored position.
+    """
+    from tledit_pipeline.generations import scores_asset, text_asset
+
+    source = text_asset(generation)
+    digest = partition_digest(home, source, shard)
+    text = open_partition(home, source, shard)
     stats = ScoreStats()
-    progress = Progress("scoring", raw.metadata.num_rows, None, report)
-    pieces = raw.iter_batches(batch_size=64, columns=["doc_id", "text"])
-    with PartitionWriter(home, "token_scores", shard, score_schema(settings.candidates)) as out:
+    progress = Progress("scoring" if generation == 0 else f"scoring generation {generation}", text.metadata.num_rows, None, report)
+    pieces: Iterable = text.iter_batches(batch_size=64, columns=["doc_id", "text"])
+    if settings.context_field:
+        pieces = _with_context(home, shard, pieces, settings.context_field, context_column(home, shard, settings.context_field))
+    first = 0 if settings.document_start and document_start_id(prior.tokenizer) is not None else 1
+    with PartitionWriter(home, scores_asset(generation), shard, score_schema(settings.candidates)) as out:
         for table in score_chunks(prior, shard, pieces, settings, stats, progress, chars_per_chunk=chars_per_chunk):
             out.write(table)
-        out.meta = dict(meta or {})
+        out.meta = dict(meta or {}) | {
+            "text_asset": source,
+            "text_digest": digest,
+            "first_scored": first,  # every position from here on has a score (with a context, position 0 may too)
+        }
     progress.done()
     return stats

@@ -90,6 +90,12 @@ class EditSettings:
     exclude_original: bool = setting(
         False, "never draw the original token again: every eligible token with another candidate changes", commands=PRIOR
     )
+    drop_below: float = setting(
+        0.0,
+        "low-probability deletion: whole tokens with P < q are cut from the text (0: off; the paper's best "
+        "continual-pretraining setting is 0.001); combines with resampling, q must stay below p",
+        commands=PRIOR,
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 < self.threshold <= 1.0:
@@ -104,13 +110,19 @@ class EditSettings:
             raise SettingsError(f"strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         if not 0.0 < self.top_p <= 1.0:
             raise SettingsError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not 0.0 <= self.drop_below < self.threshold:
+            raise SettingsError(
+                f"drop_below must be in [0, threshold p), got {self.drop_below} (p = {self.threshold}): "
+                "a token cannot be both deleted and resampled"
+            )
 
     def version(self) -> str:
         """Stable string for the edited asset's code version: any change that alters the output marks it stale."""
         v = f"p={self.threshold!r},k={self.top_k},beta={self.beta!r},seed={self.seed},strategy={self.strategy}"
         if self.strategy == "top_p":
             v += f",top_p={self.top_p!r}"
-        return v + (",exclude_original" if self.exclude_original else "")
+        v += ",exclude_original" if self.exclude_original else ""
+        return v + (f",drop_below={self.drop_below!r}" if self.drop_below > 0 else "")
 
 
 @dataclass(frozen=True)
@@ -129,6 +141,18 @@ class ScoringSettings:
         commands=PRIOR,
         choices=("auto", "float32", "bfloat16"),
     )
+    document_start: bool = setting(
+        True,
+        "score every document after the prior's document-start token (its tokenizer's BOS, else its end-of-text "
+        "token), so the first token is scored too, with the context the prior was trained with; a change rescores",
+        commands=PRIOR,
+    )
+    context_field: str | None = setting(
+        None,
+        "a field the prior reads as left context before the edited field (an SFT prompt before its response): "
+        "it changes the scores, only the edited field's tokens are edited; a change rescores",
+        shown_default="none",
+    )
 
     def __post_init__(self) -> None:
         if self.window < 2:
@@ -144,7 +168,9 @@ class ScoringSettings:
 
     def version(self) -> str:
         # batch_tokens and device do not change results beyond float noise, so they stay out.
-        return f"window={self.window},overlap={self.overlap},candidates={self.candidates},dtype={self.dtype}"
+        v = f"window={self.window},overlap={self.overlap},candidates={self.candidates},dtype={self.dtype}"
+        v += ",document_start" if self.document_start else ""
+        return v + (f",context={self.context_field}" if self.context_field else "")
 
 
 @dataclass(frozen=True)
@@ -274,10 +300,19 @@ class Settings:
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)
     checks: CheckSettings = field(default_factory=CheckSettings)
+    generations: int = setting(
+        1,
+        "iterative generations N: generation g re-scores generation g-1's edited text with the prior and edits it "
+        "again (assets token_scores_g1, edited_corpus_g2, ...; docs/method.md); N >= 2 also scores the last one",
+    )
     collapse: ProbeSettings = field(default_factory=ProbeSettings)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", data_dir(self.home))
+        if self.generations < 1:
+            raise SettingsError(f"generations must be >= 1, got {self.generations}")
+        if self.scoring.context_field == self.text_field:
+            raise SettingsError(f"context_field {self.scoring.context_field!r} is the edited field itself")
         if self.model_cache is not None:
             object.__setattr__(self, "model_cache", Path(self.model_cache).expanduser().absolute())
         if self.edit.top_k > self.scoring.candidates:

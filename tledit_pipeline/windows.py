@@ -1,8 +1,10 @@
 """Cutting long documents into overlapping windows so every token is scored with real left context.
 
-Nothing is truncated: a document of n tokens is covered by windows of at most `window` tokens; each
+Nothing is truncated: a sequence of n tokens is covered by windows of at most `window` tokens; each
 window after the first re-reads `overlap` tokens of left context that it does not score again. Every
-position 1..n-1 is scored exactly once; position 0 has no context and is never scored.
+position first..n-1 is scored exactly once. A sequence is the document alone (first = 1: its first token
+has no context and is not scored) or the document after a context of `first` tokens (the model's
+document-start token, and the prompt of a prompt/response pair), so that every document token is scored.
 """
 
 from __future__ import annotations
@@ -21,11 +23,17 @@ class Window(NamedTuple):
         return self.end - self.start
 
 
-def plan_windows(doc: int, n_tokens: int, window: int, overlap: int) -> list[Window]:
-    """The windows of one document, left to right; empty for documents of fewer than two tokens."""
-    if n_tokens < 2:
+def plan_windows(doc: int, n_tokens: int, window: int, overlap: int, first: int = 1) -> list[Window]:
+    """The windows of one sequence, left to right; empty when there is nothing from `first` on to score.
+
+    The first window starts at 0 when the first scored token fits in it; a context longer than that is
+    read like any later window's: its last `overlap` tokens.
+    """
+    first = max(first, 1)
+    if n_tokens <= first:
         return []
-    out = [Window(doc, 0, min(n_tokens, window), 1)]
+    start = 0 if first < window else first - overlap
+    out = [Window(doc, start, min(n_tokens, start + window), first)]
     while out[-1].end < n_tokens:
         prev = out[-1]
         start = prev.end - max(overlap, 1)  # the token before the first scored one is always re-read

@@ -118,8 +118,9 @@ def test_field_edits_only_the_response_and_export_keeps_the_source_schema(tmp_pa
     ] + [{"id": "bad", "prompt": "no answer", "response": "", "text": "x", "n": 9}]
     write_jsonl(src / "chat.jsonl", rows)
     home = tmp_path / "home"
+    # The random tiny prior's most confident token after the document-start token has P = 0.0025.
     code = main(["run", "--home", str(home), "--source", str(src), "--model", str(tiny_model_dir), "--field", "response",
-                 "--threshold", "0.05", "--exclude-original",
+                 "--threshold", "0.002", "--exclude-original",
                  # A deliberately heavy edit: loosen the health checks that would (rightly) block it.
                  "--min-tail-coverage", "0", "--max-js-divergence", "1"])
     assert code == 0
@@ -164,7 +165,8 @@ def test_preview_shows_probabilities_eligible_tokens_and_the_edit(tmp_path, tiny
     monkeypatch.delenv("NO_COLOR", raising=False)
     home = tmp_path / "home"
     text = "Fair is foul, and foul is fair: hover through the fog and filthy air."
-    assert main(["preview", text, "--home", str(home), "--model", str(tiny_model_dir), "--threshold", "0.01",
+    # The random tiny prior's most confident token after the document-start token has P = 0.0025.
+    assert main(["preview", text, "--home", str(home), "--model", str(tiny_model_dir), "--threshold", "0.002",
                  "--exclude-original"]) == 0
     out = capsys.readouterr().out
     assert "\x1b[" not in out  # not a terminal: plain markers, no colour
@@ -190,9 +192,9 @@ def test_preview_colours_a_terminal(tmp_path, tiny_model_dir, capsys, monkeypatc
     from tledit_pipeline.prior import cached_prior
     from tledit_pipeline.settings import Settings
 
-    s = Settings(home=tmp_path, model=str(tiny_model_dir)).with_overrides(threshold=0.01)
+    s = Settings(home=tmp_path, model=str(tiny_model_dir)).with_overrides(threshold=0.002)
     result = preview(cached_prior(s.model, str(s.models_dir), "cpu", "float32"), "Fair is foul, and foul is fair.", s)
-    coloured = render(result, 0.01, colour=True)
+    coloured = render(result, 0.002, colour=True)
     assert "\x1b[1;30;43m" in coloured and "[0." not in coloured
     assert result.n_changed <= result.n_eligible <= len(result.tokens)
 
@@ -212,3 +214,50 @@ def test_a_model_that_cannot_load_fails_once_and_is_not_remembered(tmp_path, sma
     from tledit_pipeline.settings import Settings
 
     assert Settings.load(env={}, home=home).model == str(tiny_model_dir)
+
+
+@pytest.mark.slow
+def test_context_field_conditions_the_scores_and_only_the_response_changes(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    import gzip
+    import json
+
+    import numpy as np
+
+    from tests.conftest import write_jsonl
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
+    src = tmp_path / "sft"
+    src.mkdir()
+    rows = [
+        {"id": f"q{i}", "prompt": f"Question {i}: when shall we three meet again?", "response": "In thunder, lightning, or in rain. " * 2}
+        for i in range(3)
+    ] + [{"id": "q3", "prompt": None, "response": "Fair is foul, and foul is fair."}]
+    write_jsonl(src / "chat.jsonl", rows)
+    common = ["--source", str(src), "--model", str(tiny_model_dir), "--field", "response", "--threshold", "0.0003",
+              "--exclude-original", "--min-tail-coverage", "0", "--max-js-divergence", "1"]
+    with_ctx, alone = tmp_path / "with", tmp_path / "alone"
+    assert main(["run", "--home", str(with_ctx), "--context-field", "prompt", *common]) == 0
+    assert main(["run", "--home", str(alone), *common]) == 0
+    capsys.readouterr()
+
+    def scores(home):
+        con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+        out = con.execute("SELECT doc_id, pos, token_id, char_start, char_end, logprob FROM token_scores ORDER BY doc_id, pos").fetchall()
+        con.close()
+        return out
+
+    a, b = scores(with_ctx), scores(alone)
+    assert [r[:5] for r in a] == [r[:5] for r in b]  # the response's tokens and spans: the context adds no row
+    diff = {doc: max(abs(x[5] - y[5]) for x, y in zip(a, b) if x[0] == doc) for doc in ("q0", "q3")}
+    assert diff["q0"] > 1e-3  # the prompt changed the response's scores
+    assert diff["q3"] < 1e-4  # no prompt (null): scored as without a context field
+
+    out = tmp_path / "export"
+    assert main(["export", "--home", str(with_ctx), "--out", str(out)]) == 0
+    exported = [json.loads(x) for x in gzip.decompress((out / "chat.jsonl.gz").read_bytes()).decode().splitlines()]
+    assert [r["prompt"] for r in exported] == [r["prompt"] for r in rows]  # the context passes through untouched
+    assert sum(r["response"] != s["response"] for r, s in zip(exported, rows)) > 0  # only the response is edited
+    instance = dg.DagsterInstance.from_config(str(with_ctx / "dagster_home"))
+    version = instance.get_latest_materialization_event(dg.AssetKey("token_scores")).asset_materialization
+    assert version is not None
+    assert np.isfinite([r[5] for r in a]).all()  # every response token scored (after start token and prompt)

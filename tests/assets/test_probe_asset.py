@@ -8,8 +8,8 @@ import pytest
 
 from assets.checks import CHECKS
 from assets.cli import main
-from assets.definitions import PER_SHARD, build_assets, build_defs, build_resources
-from assets.partitions import SHARDS
+from assets.definitions import build_assets, build_defs, build_resources
+from assets.partitions import SHARDS, per_shard
 from assets.probe import edited_assets, probe_out_of_date
 from tests.conftest import TRAIN_TEXT, write_jsonl
 from tledit_pipeline.probe import read_probe
@@ -58,10 +58,11 @@ def run(settings, instance, selection, partition_key=None):
 
 
 def test_collapse_probe_materializes_with_its_checks(settings):
+    settings = settings.with_overrides(generations=2)  # the last generation is a training set too
     graph = build_defs(settings).resolve_asset_graph()
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(SHARDS, ["plays"])
-        assert run(settings, instance, PER_SHARD, "plays").success
+        assert run(settings, instance, per_shard(2), "plays").success
         assert probe_out_of_date(instance, graph, ["plays"]) == "collapse_probe missing"
 
         result = run(settings, instance, ["collapse_probe"])
@@ -70,7 +71,8 @@ def test_collapse_probe_materializes_with_its_checks(settings):
         assert set(checks) == {"edited_trains_like_raw", "synthetic_probe_collapse"}
         # The tiny prior edits nothing in human text: edited trains exactly like raw.
         assert checks["edited_trains_like_raw"].passed
-        assert checks["edited_trains_like_raw"].metadata["relative_difference"].value == 0.0
+        ok = checks["edited_trains_like_raw"].metadata
+        assert ok["edited_relative_difference"].value == ok["edited_g2_relative_difference"].value == 0.0
         assert checks["synthetic_probe_collapse"].severity == dg.AssetCheckSeverity.WARN
         assert {"synthetic_ppl", "raw_ppl", "seed_noise", "paper_ratio_table1"} <= set(
             checks["synthetic_probe_collapse"].metadata
@@ -90,7 +92,8 @@ def test_collapse_probe_materializes_with_its_checks(settings):
     assert meta["heldout_documents"] > 0 and meta["train_documents"] > 0
     con = duckdb.connect(str(settings.duckdb_path), read_only=True)
     rows = con.execute("SELECT variant, count(*) FROM collapse_probe GROUP BY variant ORDER BY variant").fetchall()
-    assert rows == sorted((v, 4) for v in ["raw", "edited", "mix_25", "mix_50", "mix_75", "synthetic"])  # 2 seeds x 2 steps
+    variants = ["raw", "edited", "edited_g2", "mix_25", "mix_50", "mix_75", "synthetic"]
+    assert rows == sorted((v, 4) for v in variants)  # 2 seeds x 2 steps
     assert [c[0] for c in con.execute("DESCRIBE collapse_probe").fetchall()] == [
         "variant",
         "seed",
@@ -98,12 +101,12 @@ def test_collapse_probe_materializes_with_its_checks(settings):
         "train_loss",
         "heldout_ppl",
     ]
-    assert table.num_rows == 24
+    assert table.num_rows == 28 and meta["variants"] == variants
 
 
 def test_the_last_generation_is_a_training_set_of_its_own(settings):
     assert edited_assets(settings) == {"edited": "edited_corpus"}
-    assert edited_assets(type("WithGenerations", (), {"generations": 3})()) == {
+    assert edited_assets(settings.with_overrides(generations=3)) == {
         "edited": "edited_corpus",
         "edited_g3": "edited_corpus_g3",
     }

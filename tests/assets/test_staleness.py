@@ -1,9 +1,9 @@
 """Only missing or stale partitions are materialized: settings changes re-edit without the model, a changed
 source file redoes only its own shard, and a run with nothing changed does nothing."""
 
-import pytest
 import dagster as dg
 import duckdb
+import pytest
 
 from assets.cli import main, prepare_instance
 from assets.definitions import build_defs
@@ -111,7 +111,7 @@ def test_each_edit_setting_marks_only_edited_stale(tmp_path, small_source, tiny_
     shard = [sh for sh in discover_shards(s.source, home) if sh.key == "alpha"]
     assert plan(instance, defs.resolve_asset_graph(), s, shard)[0].assets == ()
     for change in ({"threshold": 0.9}, {"top_k": 4}, {"beta": 1.0}, {"seed": 3}, {"strategy": "top_p"},
-                   {"exclude_original": True}):
+                   {"exclude_original": True}, {"drop_below": 0.001}):
         changed = s.with_overrides(**change)
         work = plan(instance, build_defs(changed).resolve_asset_graph(), changed, shard)[0]
         assert work.assets == ("edited_corpus", "ngram_profile"), change
@@ -122,3 +122,48 @@ def test_each_edit_setting_marks_only_edited_stale(tmp_path, small_source, tiny_
     # A scoring setting makes token_scores stale instead.
     rescored = s.with_overrides(window=128, overlap=32)
     assert plan(instance, build_defs(rescored).resolve_asset_graph(), rescored, shard)[0].assets[0] == "token_scores"
+    for change in ({"document_start": False}, {"context_field": "lang"}):  # what the prior reads rescores too
+        changed = s.with_overrides(**change)
+        assert plan(instance, build_defs(changed).resolve_asset_graph(), changed, shard)[0].assets[:3] == (
+            "token_scores", "edited_corpus", "ngram_profile"), change
+    # More generations: only the new generations' assets and what reads them; nothing rescored before them.
+    more = s.with_overrides(generations=2)
+    assert plan(instance, build_defs(more).resolve_asset_graph(), more, shard)[0].assets == (
+        "token_scores_g1", "edited_corpus_g2", "token_scores_g2", "ngram_profile")
+
+
+@pytest.mark.slow
+def test_drop_below_deletes_tokens_and_a_threshold_backfill_needs_no_model(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
+    home = tmp_path / "home"
+    base = ["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir),
+            # The tiny random prior's probabilities sit near 1 / vocabulary: q = 0.003 deletes a good share.
+            "--drop-below", "0.003", "--min-tail-coverage", "0", "--max-js-divergence", "1"]
+    assert main(base) == 0
+    assert "deleted share" in capsys.readouterr().out
+    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    deleted = con.execute("SELECT sum(n_deleted) FROM edited_corpus").fetchone()[0]
+    share = con.execute(
+        "SELECT value FROM distribution_health WHERE variant = 'edited' AND shard = '__all__' AND metric = 'deleted_share'"
+    ).fetchone()[0]
+    low = con.execute("SELECT count(*) FROM token_scores WHERE whole AND logprob < ln(0.003)").fetchone()[0]
+    scored = con.execute("SELECT count(*) FROM token_scores WHERE logprob IS NOT NULL").fetchone()[0]
+    shorter = con.execute(
+        "SELECT count(*) FROM edited_corpus e JOIN raw_corpus r USING (shard, doc_id) WHERE length(e.text) < length(r.text)"
+    ).fetchone()[0]
+    con.close()
+    assert deleted == low > 0 and share == pytest.approx(deleted / scored) and shorter > 0
+
+    # Another deletion threshold, and another p: edited_corpus re-edited from stored scores, the model never loaded.
+    _forbid_the_model(monkeypatch)
+    assert main(["run", "--home", str(home), "--drop-below", "0.001", "--threshold", "0.9"]) == 0
+    out = capsys.readouterr().out
+    assert "materialized    edited_corpus x2, ngram_profile x2, distribution_health" in out
+    assert sorted(_materialized(home, "token_scores")) == ["alpha", "beta"]  # nothing rescored
+    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    assert con.execute("SELECT sum(n_deleted) FROM edited_corpus").fetchone()[0] == con.execute(
+        "SELECT count(*) FROM token_scores WHERE whole AND logprob < ln(0.001)").fetchone()[0] < deleted
+    con.close()
+    instance = dg.DagsterInstance.from_config(str(home / "dagster_home"))
+    md = instance.get_latest_materialization_event(dg.AssetKey("edited_corpus")).asset_materialization.metadata
+    assert "drop_below=0.001" in md["edit_settings"].value and md["deleted_tokens"].value >= 0

@@ -31,10 +31,11 @@ def synthetic(n_docs: int = 6, n_tok: int = 60, seed: int = 0):
                 doc_keys=keys)
 
 
-def test_position_zero_never_eligible():
-    n = 5
-    el = eligible(np.zeros(n, np.float32), np.ones(n, bool), np.array([0, 0, 1, 2, 0]), 0.5)
-    assert el.tolist() == [False, False, True, True, False]
+def test_unscored_positions_never_eligible_and_a_scored_first_token_is():
+    # Position 0 is scored after the document-start token (NaN only without one): the score decides, not pos.
+    lp = np.array([np.nan, 0.0, 0.0, 0.0, np.nan], np.float32)
+    el = eligible(lp, np.ones(5, bool), np.array([0, 0, 1, 2, 0]), 0.5)
+    assert el.tolist() == [False, True, True, True, False]
 
 
 def test_threshold_on_probability():
@@ -304,3 +305,29 @@ def test_bad_strategy_is_a_clear_error():
         EditSettings(strategy="beam")
     with pytest.raises(SettingsError, match="top_p must be in"):
         EditSettings(strategy="top_p", top_p=0.0)
+
+
+# ---------------------------------------------------------------- deletion and generations
+
+
+def test_deleted_is_whole_scored_and_below_q_and_never_eligible():
+    d = synthetic(seed=8)
+    dec = apply_edit_rule(**d, settings=EditSettings(threshold=0.99, drop_below=0.3))
+    p = np.exp(d["logprob"].astype(np.float64))  # NaN where unscored
+    assert (dec.deleted == (d["whole"] & (p < 0.3))).all() and dec.deleted.any()
+    assert not (dec.deleted & (dec.eligible | dec.changed)).any()
+    assert (dec.new_ids[dec.deleted] == d["token_ids"][dec.deleted]).all()  # a deleted token is cut, not replaced
+    assert not apply_edit_rule(**d, settings=EditSettings(threshold=0.99)).deleted.any()  # off by default
+
+
+def test_generation_streams_are_apart_and_stream_zero_is_generation_one():
+    keys = np.repeat(np.array([doc_key("a"), doc_key("b")], dtype=np.uint64), 50)
+    pos = np.tile(np.arange(50), 2)
+    base = keyed_uniform(3, keys, pos)
+    np.testing.assert_array_equal(keyed_uniform(3, keys, pos, stream=0), base)
+    streams = [keyed_uniform(3, keys, pos, stream=s) for s in (1, 2, 3)]
+    for u in streams:
+        assert ((u >= 0) & (u < 1)).all() and np.abs(u - base).max() > 0.1
+    assert np.abs(streams[0] - streams[1]).max() > 0.1
+    # A stream is not another seed's stream.
+    assert not np.array_equal(keyed_uniform(3, keys, pos, stream=1), keyed_uniform(1, keys, pos))

@@ -193,3 +193,79 @@ def test_top_k_above_stored_candidates_raises(raw, tiny_prior, vocab):
         _edit(small, few, vocab, top_k=8)
     out, _ = _edit(small, few, vocab, top_k=2, threshold=0.05)
     assert out.num_rows == 2
+
+
+# ---------------------------------------------------------------- low-probability deletion
+
+
+def _low(scores, q):
+    lp = scores["logprob"].to_numpy(zero_copy_only=False).astype(np.float64)
+    return scores["whole"].to_numpy(zero_copy_only=False) & ~np.isnan(lp) & (lp < np.log(q))
+
+
+def test_drop_below_cuts_exactly_the_low_probability_spans(raw, scores, vocab):
+    q = 0.003  # about the tiny random prior's 1 / vocabulary: a good share of human tokens lies below it
+    out, stats = _edit(raw, scores, vocab, threshold=1.0, drop_below=q)  # nothing resampled: deletion alone
+    low = _low(scores, q)
+    assert stats.deleted == int(low.sum()) > 0 and stats.changed == 0
+    assert sum(out["n_deleted"].to_pylist()) == stats.deleted
+    assert stats.deleted_share == pytest.approx(stats.deleted / stats.scored)
+    doc_ids = np.asarray(scores["doc_id"].to_pylist(), dtype=object)
+    starts, ends = scores["char_start"].to_numpy(), scores["char_end"].to_numpy()
+    for doc_id, before, after in zip(raw["doc_id"].to_pylist(), raw["text"].to_pylist(), out["text"].to_pylist()):
+        cut = np.flatnonzero((doc_ids == doc_id) & low)
+        expected, at = [], 0
+        for i in cut:  # the original with exactly those spans removed: every other byte in place
+            expected.append(before[at : starts[i]])
+            at = ends[i]
+        expected.append(before[at:])
+        assert after.encode("utf-8") == "".join(expected).encode("utf-8"), doc_id
+
+
+def test_drop_below_combines_with_resampling(raw, scores, vocab):
+    plain, sp = _edit(raw, scores, vocab, threshold=0.3, seed=3)
+    both, sb = _edit(raw, scores, vocab, threshold=0.3, seed=3, drop_below=0.003)
+    assert sb.eligible == sp.eligible and sb.changed == sp.changed  # the same resampling draws
+    assert sb.deleted > 0 and sp.deleted == 0 and sum(plain["n_deleted"].to_pylist()) == 0
+    for row in both.to_pylist():
+        assert row["n_changed"] <= row["n_eligible"] and row["n_eligible"] + row["n_deleted"] <= row["n_scored"]
+    assert both["text"].to_pylist() != plain["text"].to_pylist()
+
+
+def test_drop_below_off_is_the_plain_edit(raw, scores, vocab):
+    a, _ = _edit(raw, scores, vocab, threshold=0.3, seed=2)
+    b, _ = _edit(raw, scores, vocab, threshold=0.3, seed=2, drop_below=0.0)
+    assert a.equals(b)
+    assert EditSettings(drop_below=0.0).version() == EditSettings().version()
+    assert EditSettings(drop_below=0.001).version() != EditSettings(drop_below=0.002).version() != EditSettings().version()
+
+
+@pytest.mark.parametrize("q", [-0.1, 0.99, 1.0])
+def test_drop_below_must_stay_under_the_threshold(q):
+    from tledit_pipeline.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="drop_below"):
+        EditSettings(threshold=0.99, drop_below=q)
+
+
+def test_n_scored_counts_the_tokens_with_a_score(tiny_prior, raw, scores, vocab):
+    out, stats = _edit(raw, scores, vocab)
+    assert out["n_scored"].to_pylist() == out["n_tokens"].to_pylist()  # every token, after the start token
+    assert stats.scored == stats.tokens
+    off, _ = score_table(tiny_prior, "s", raw, ScoringSettings(window=48, overlap=16, batch_tokens=192, document_start=False))
+    out_off, stats_off = _edit(raw, off, vocab)
+    assert out_off["n_scored"].to_pylist() == [n - 1 for n in out_off["n_tokens"].to_pylist()]
+    assert stats_off.scored == stats_off.tokens - raw.num_rows
+
+
+# ---------------------------------------------------------------- generations
+
+
+def test_a_later_generation_draws_fresh_randomness(raw, scores, vocab):
+    """Generation g >= 2 has its own keyed stream: the same scores do not repeat generation 1's draws."""
+    g1, s1 = edit_shard("s", raw, scores, vocab, EditSettings(threshold=0.05, seed=4))
+    again, _ = edit_shard("s", raw, scores, vocab, EditSettings(threshold=0.05, seed=4), generation=1)
+    g2, s2 = edit_shard("s", raw, scores, vocab, EditSettings(threshold=0.05, seed=4), generation=2)
+    g2b, _ = edit_shard("s", raw, scores, vocab, EditSettings(threshold=0.05, seed=4), generation=2)
+    assert g1.equals(again) and g2.equals(g2b)  # each a pure function of its inputs
+    assert s1.eligible == s2.eligible and g1["text"].to_pylist() != g2["text"].to_pylist()

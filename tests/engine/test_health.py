@@ -119,7 +119,8 @@ def test_health_table_over_every_view():
         "shard": ["s1"] * 6, "doc_id": ["x", "x", "x", "y", "y", "y"], "pos": [0, 1, 2, 0, 1, 2],
         "logprob": pa.array([None, math.log(0.5), math.log(0.995), None, math.log(0.05), math.log(0.25)], pa.float32()),
     }))
-    con.register("edited_corpus", pa.table({"shard": ["s1", "s1"], "n_tokens": [3, 3], "n_eligible": [1, 0], "n_changed": [1, 0]}))
+    con.register("edited_corpus", pa.table({"shard": ["s1", "s1"], "n_tokens": [3, 3], "n_scored": [2, 2], "n_eligible": [1, 0],
+                                            "n_changed": [1, 0], "n_deleted": [0, 1]}))
     # The baseline wrote one token after a one-token prefix of x, with P = 0.9.
     con.register("synthetic_corpus", pa.table({
         "shard": ["s1"], "doc_id": ["x"], "prefix_tokens": pa.array([1], pa.int32()), "new_tokens": pa.array([1], pa.int32()),
@@ -134,6 +135,7 @@ def test_health_table_over_every_view():
         assert v[("synthetic", shard, "prob_bin_09")] == pytest.approx(1.0)
         assert v[("edited", shard, "eligible_share")] == pytest.approx(1 / 4)
         assert v[("edited", shard, "changed_share")] == pytest.approx(1 / 4)
+        assert v[("edited", shard, "deleted_share")] == pytest.approx(1 / 4)
     ppl_x, ppl_y = math.exp(-(math.log(0.5) + math.log(0.995)) / 2), math.exp(-(math.log(0.05) + math.log(0.25)) / 2)
     assert v[("raw", "__all__", "ppl_p50")] == pytest.approx((ppl_x + ppl_y) / 2, rel=1e-5)
     assert v[("raw", "__all__", "ppl_p10")] == pytest.approx(ppl_x + 0.1 * (ppl_y - ppl_x), rel=1e-5)

@@ -20,10 +20,26 @@ def test_preview_matches_the_shard_edit(tiny_prior, tmp_path):
     assert (result.n_eligible, result.n_changed) == (stats.eligible, stats.changed)
     assert result.n_changed > 0
     assert "".join(t.text for t in result.tokens) == TEXT  # every character shown once, emoji pieces included
-    assert result.tokens[0].prob is None and all(t.prob is not None for t in result.tokens[1:])
+    # After the document-start token every token has a probability, the first included; without it, all but the first.
+    assert all(t.prob is not None for t in result.tokens)
+    without = preview(tiny_prior, TEXT, s.with_overrides(document_start=False))
+    assert without.tokens[0].prob is None and all(t.prob is not None for t in without.tokens[1:])
 
 
 def test_render_plain_marks_eligible_tokens(tiny_prior, tmp_path):
     s = Settings(home=tmp_path).with_overrides(threshold=1e-12)
     out = render(preview(tiny_prior, TEXT, s), 1e-12, colour=False)
-    assert "\x1b[" not in out and "[-]" in out and "*]" in out
+    original = out.split("\nedited\n")[0]  # the edited text may hold any token the random prior drew
+    assert "\x1b[" not in original and "*]" in original and "[-]" not in original  # every token scored
+    unscored = render(preview(tiny_prior, TEXT, s.with_overrides(document_start=False)), 1e-12, colour=False)
+    assert "[-]" in unscored.split("\nedited\n")[0]
+
+
+def test_preview_shows_deleted_tokens(tiny_prior, tmp_path):
+    s = Settings(home=tmp_path).with_overrides(threshold=0.999, drop_below=0.003)
+    result = preview(tiny_prior, TEXT, s)
+    assert result.n_deleted > 0 and result.n_changed == 0
+    kept = "".join(t.text for t in result.tokens if not t.deleted)
+    assert result.edited == kept  # deleted spans cut, everything else in place
+    out = render(result, 0.999, colour=False)
+    assert f"deleted {result.n_deleted}" in out and "x]" in out and "(deleted)" in out

@@ -155,7 +155,7 @@ def test_a_difference_counts_only_beyond_the_seed_noise():
     assert edited_verdict({"raw": raw, "edited": Estimate(105.0, 6.0, 3)}, "edited")[0]  # 5 %, but noise is larger
     assert edited_verdict({"raw": raw, "edited": Estimate(90.0, 1.0, 3)}, "edited")[0]  # better is no defect
     ok, meta = edited_verdict({"raw": Estimate(100.0, 0.0, 1), "edited": Estimate(103.0, 0.0, 1)}, "edited")
-    assert not ok and meta["seed_noise"] == 0.0  # one seed: the noise is unmeasured, the tolerance alone decides
+    assert not ok and meta["edited_seed_noise"] == 0.0  # one seed: the noise is unmeasured, the tolerance alone decides
     assert difference(Estimate(3.0, 0.3, 4), Estimate(1.0, 0.4, 4)) == pytest.approx((2.0, 0.5))
     # With the seeds: the noise of the per-seed differences. Seeds move both variants together here (sd 10
     # each), the paired differences hardly (1, 3, 2: sd 1): a 2 % excess stands out of that noise.

@@ -6,6 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from tledit_pipeline.prior import document_start_id
 from tledit_pipeline.scoring import score_table, tokenize
 from tledit_pipeline.settings import ScoringSettings
 from tledit_pipeline.windows import plan_windows
@@ -23,42 +24,67 @@ def docs_table(texts):
     return pa.table({"doc_id": [f"d{i}" for i in range(len(texts))], "text": texts})
 
 
-def reference_logprobs(prior, ids: np.ndarray, window: int, overlap: int) -> np.ndarray:
-    """Per-document reference: each window alone, unpadded, through the full causal LM."""
+def reference_logprobs(prior, ids: np.ndarray, window: int, overlap: int, before: list[int] = ()) -> np.ndarray:
+    """Per-document reference: `before` (start token, context) then the document, each window alone, unpadded,
+    through the full causal LM; NaN where a document token has no left context."""
+    seq = np.concatenate([np.asarray(before, dtype=np.int64), ids])
+    off = len(before)
     out = np.full(len(ids), np.nan)
-    for w in plan_windows(0, len(ids), window, overlap):
-        x = torch.from_numpy(ids[w.start : w.end])[None]
+    for w in plan_windows(0, len(seq), window, overlap, first=max(off, 1)):
+        x = torch.from_numpy(seq[w.start : w.end])[None]
         with torch.inference_mode():
             logp = torch.log_softmax(prior.model(input_ids=x).logits[0].float(), dim=-1)
         for j in range(w.score_from, w.end):
-            out[j] = logp[j - w.start - 1, ids[j]].item()
+            out[j - off] = logp[j - w.start - 1, seq[j]].item()
     return out
 
 
+@pytest.mark.parametrize("document_start", [True, False])
 @pytest.mark.parametrize("batch_tokens", [64, 4096])
-def test_batched_windowed_equals_unpadded(tiny_prior, batch_tokens):
-    settings = ScoringSettings(window=48, overlap=16, batch_tokens=batch_tokens, candidates=8)
+def test_batched_windowed_equals_unpadded(tiny_prior, batch_tokens, document_start):
+    settings = ScoringSettings(window=48, overlap=16, batch_tokens=batch_tokens, candidates=8, document_start=document_start)
     table, stats = score_table(tiny_prior, "s", docs_table(TEXTS), settings)
     assert stats.windows > len(TEXTS) - 1  # the long document really was windowed
     ids = tokenize(tiny_prior, TEXTS)
+    start = [document_start_id(tiny_prior.tokenizer)] if document_start else []
     for i, tok in enumerate(ids):
         rows = table.filter(pa.compute.equal(table["doc_id"], f"d{i}"))
         got = rows["logprob"].to_numpy(zero_copy_only=False).astype(np.float64)
-        ref = reference_logprobs(tiny_prior, tok, 48, 16)
+        ref = reference_logprobs(tiny_prior, tok, 48, 16, before=start)
         assert rows.num_rows == len(tok)
-        assert np.isnan(got[0]) and np.isnan(ref[0])
-        np.testing.assert_allclose(got[1:], ref[1:], atol=1e-4, rtol=0)
+        assert np.isnan(got[0]) == np.isnan(ref[0]) == (not document_start)  # the first token: scored after the start
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
 
 
-def test_every_token_after_the_first_is_scored(tiny_prior):
+def test_every_token_is_scored_after_the_document_start_token(tiny_prior):
     table, stats = score_table(tiny_prior, "s", docs_table(TEXTS), ScoringSettings(window=32, overlap=8, batch_tokens=256))
+    lp = table["logprob"].to_numpy(zero_copy_only=False)
+    assert stats.tokens == stats.scored == table.num_rows == sum(len(t) for t in tokenize(tiny_prior, TEXTS))
+    assert not np.isnan(lp).any() and (lp <= 1e-6).all()
+    assert table["topk_ids"].null_count == 0  # the first token has candidates too
+    assert set(table["shard"].to_pylist()) == {"s"}
+    # The start token is read, never stored: rows are the document's own tokens, spans index its text.
+    assert document_start_id(tiny_prior.tokenizer) == tiny_prior.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+
+
+def test_without_the_start_token_every_token_after_the_first_is_scored(tiny_prior):
+    settings = ScoringSettings(window=32, overlap=8, batch_tokens=256, document_start=False)
+    table, stats = score_table(tiny_prior, "s", docs_table(TEXTS), settings)
     pos = table["pos"].to_numpy()
     lp = table["logprob"].to_numpy(zero_copy_only=False)
-    assert stats.tokens == table.num_rows == sum(len(t) for t in tokenize(tiny_prior, TEXTS))
+    assert stats.tokens == table.num_rows and stats.scored == table.num_rows - len(TEXTS)
     assert np.isnan(lp[pos == 0]).all()
     assert not np.isnan(lp[pos > 0]).any()
     assert (lp[pos > 0] <= 1e-6).all()
-    assert set(table["shard"].to_pylist()) == {"s"}
+
+
+def test_the_start_token_changes_the_scores_and_is_in_the_scoring_version(tiny_prior):
+    on, _ = score_table(tiny_prior, "s", docs_table(TEXTS), ScoringSettings(window=48, overlap=16, batch_tokens=256))
+    off, _ = score_table(tiny_prior, "s", docs_table(TEXTS), ScoringSettings(window=48, overlap=16, batch_tokens=256, document_start=False))
+    assert on["token_id"].equals(off["token_id"]) and on["char_start"].equals(off["char_start"])  # same rows, same spans
+    a, b = on["logprob"].to_numpy(zero_copy_only=False), off["logprob"].to_numpy(zero_copy_only=False)
+    assert np.nanmax(np.abs(a - b)) > 1e-3  # every position's context changed
+    assert ScoringSettings().version() != ScoringSettings(document_start=False).version()
 
 
 def test_candidates_are_replaceable_and_sorted(tiny_prior):
@@ -99,7 +125,7 @@ def test_literal_special_token_text_is_just_text(tiny_prior):
 
 
 def test_partition_is_streamed_in_chunks_and_equals_the_in_memory_table(tiny_prior, tmp_path):
-    from tledit_pipeline.lake import partition_file, partition_meta, read_partition, write_partition
+    from tledit_pipeline.lake import partition_digest, partition_file, partition_meta, read_partition, write_partition
     from tledit_pipeline.scoring import score_partition
 
     write_partition(tmp_path, "raw_corpus", "s", docs_table(TEXTS))
@@ -113,7 +139,10 @@ def test_partition_is_streamed_in_chunks_and_equals_the_in_memory_table(tiny_pri
     assert got["doc_id"].equals(whole["doc_id"]) and got["token_id"].equals(whole["token_id"])
     np.testing.assert_allclose(got["logprob"].to_numpy(zero_copy_only=False), whole["logprob"].to_numpy(zero_copy_only=False),
                                atol=1e-4, equal_nan=True)
-    assert partition_meta(tmp_path, "token_scores", "s") == {"raw_digest": "x"}
+    digest = partition_digest(tmp_path, "raw_corpus", "s")
+    assert partition_meta(tmp_path, "token_scores", "s") == {
+        "raw_digest": "x", "text_asset": "raw_corpus", "text_digest": digest, "first_scored": 0,
+    }
     assert stats.documents == len(TEXTS) and stats.tokens == got.num_rows
     assert sum(stats.shares[f"prob_bin_{i:02d}"] for i in range(10)) == pytest.approx(1.0)
 
@@ -140,6 +169,12 @@ def test_candidates_are_the_same_when_blocked_tokens_crowd_the_wide_topk(tiny_pr
     wide, _ = score_table(tiny_prior, "s", docs_table(TEXTS), settings)
     monkeypatch.setattr(scoring, "WIDE", 0)
     narrow, _ = score_table(tiny_prior, "s", docs_table(TEXTS), settings)
-    assert wide["topk_ids"].equals(narrow["topk_ids"])
+    # After the start token the tiny model's distribution is uniform (its embedding is the zeroed padding row):
+    # a tie of every candidate, which the two paths may order differently. Every other row must agree.
+    lps = np.array(wide["topk_logprobs"].to_pylist(), dtype=np.float64)
+    tied = (lps == lps[:, :1]).all(axis=1)
+    assert tied.sum() <= len(TEXTS)
+    keep = pa.array(~tied)
+    assert wide["topk_ids"].filter(keep).equals(narrow["topk_ids"].filter(keep))
     np.testing.assert_allclose(wide["logprob"].to_numpy(zero_copy_only=False), narrow["logprob"].to_numpy(zero_copy_only=False),
                                atol=1e-6, equal_nan=True)

@@ -57,6 +57,28 @@ def test_every_scored_token_has_left_context_in_its_window(plan):
             assert w.score_from - w.start >= overlap
 
 
+@given(plans(), st.integers(min_value=0, max_value=700))
+@settings(max_examples=300, deadline=None)
+def test_a_context_before_the_document_is_read_never_scored(plan, first):
+    """A sequence of `first` context tokens (start token, prompt) then the document: every document token
+    is scored exactly once, with the whole context when it fits in a window, else its last `overlap` tokens."""
+    n, window, overlap = plan
+    total = first + n
+    ws = plan_windows(0, total, window, overlap, first=first)
+    scored_from = max(first, 1)
+    if total <= scored_from:
+        assert ws == []
+        return
+    counts = Counter(p for w in ws for p in range(w.score_from, w.end))
+    assert sorted(counts) == list(range(scored_from, total)) and set(counts.values()) == {1}
+    assert ws[0].score_from == scored_from
+    assert ws[0].start == (0 if scored_from < window else scored_from - overlap)
+    for w in ws:
+        assert w.start < w.score_from < w.end <= total and w.length <= window
+        if w.start > 0:
+            assert w.score_from - w.start >= overlap
+
+
 def test_window_count_is_minimal_for_the_stride():
     # 1000 tokens, windows of 100 re-reading 20: the first scores 99, each later one 80.
     ws = plan_windows(0, 1000, 100, 20)

@@ -141,7 +141,7 @@ def test_a_five_megabyte_document(tmp_path, tiny_prior):
     raw = pa.table({"doc_id": ["long"], "text": [long_doc]})
     scores, stats = score_table(tiny_prior, "big", raw, ScoringSettings(window=256, overlap=64, batch_tokens=4096))
     assert stats.windows > 10 and stats.inexact_documents == 0
-    assert scores.num_rows == stats.tokens and scores.column("logprob").null_count == 1  # only position 0
+    assert scores.num_rows == stats.tokens and scores.column("logprob").null_count == 0  # all, after the start token
     vocab = tiny_prior.vocab_table().column("text").to_pylist()
     edited, _ = edit_shard("big", raw, scores, vocab, EditSettings(threshold=0.05))
     edited["text"][0].as_py().encode("utf-8")  # valid UTF-8 after editing

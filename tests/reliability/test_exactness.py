@@ -23,15 +23,20 @@ HARD = list("\u65e5\u672c\u8a9e\u4e2d\u6587\u9f8d\u00e9\u00fc\u0301\u0308\u200d\
 TEXT = st.text(alphabet=st.one_of(st.characters(codec="utf-8"), st.sampled_from(HARD), st.sampled_from(list("abc def."))), min_size=1, max_size=80)
 
 
-def _score_rows(prior, text: str, chosen: set[int], replacement: list[int]) -> tuple[pa.Table, list[bytes]]:
+def _score_rows(
+    prior, text: str, chosen: set[int], replacement: list[int], first_scored: bool = True
+) -> tuple[pa.Table, list[bytes]]:
     """token_scores rows for one document that make exactly the `chosen` tokens certain (P = 1), with the
-    given replacement as the only candidate: the edit rule then changes every chosen token it may."""
+    given replacement as the only candidate: the edit rule then changes every chosen token it may.
+    Without `first_scored` position 0 has no score, as when the prior reads no document-start token."""
     ids = tokenize(prior, [text])[0]
     byte_len = np.array([len(b) if b else 0 for b in prior.token_bytes])
     sp = token_spans(text, ids, prior.token_bytes, byte_len, prior.replaceable)
     assert sp.exact
     n = len(ids)
     logprob = np.array([0.0 if i in chosen else -30.0 for i in range(n)], dtype=np.float32)
+    if not first_scored and n:
+        logprob[0] = np.nan
     topk_ids = np.array([[replacement[i % len(replacement)]] + [0] * (K - 1) for i in range(n)], dtype=np.int32)
     topk_lp = np.array([[0.0] + [-np.inf] * (K - 1)] * n, dtype=np.float16)
     table = pa.table(
@@ -57,7 +62,8 @@ def test_unchanged_tokens_keep_their_bytes_in_place(tiny_prior, text, data):
     chosen = set(data.draw(st.lists(st.integers(0, max(n - 1, 0)), max_size=n), label="chosen"))
     replaceable = np.flatnonzero(tiny_prior.replaceable)
     replacement = data.draw(st.lists(st.sampled_from(replaceable.tolist()), min_size=1, max_size=5), label="replacement")
-    scores, token_bytes = _score_rows(tiny_prior, text, chosen, replacement)
+    first_scored = data.draw(st.booleans(), label="first_scored")
+    scores, token_bytes = _score_rows(tiny_prior, text, chosen, replacement, first_scored)
     vocab = tiny_prior.vocab_table().column("text").to_pylist()
     raw = pa.table({"doc_id": ["d"], "text": [text]})
     out, stats = edit_shard("s", raw, scores, vocab, EditSettings(threshold=0.99, top_k=1, seed=0))
@@ -65,12 +71,13 @@ def test_unchanged_tokens_keep_their_bytes_in_place(tiny_prior, text, data):
 
     whole = scores["whole"].to_numpy(zero_copy_only=False)
     ids = scores["token_id"].to_numpy()
-    # The edit may touch only chosen, whole tokens after the first: never a byte piece of a character.
+    # The edit may touch only chosen, whole, scored tokens (the first only when scored after the start token):
+    # never a byte piece of a character.
     expected_parts = []
     n_changed = 0
     for i, b in enumerate(token_bytes):
         new = replacement[i % len(replacement)]
-        if i in chosen and i > 0 and whole[i] and new != ids[i]:
+        if i in chosen and (i > 0 or first_scored) and whole[i] and new != ids[i]:
             expected_parts.append(tiny_prior.token_bytes[new])
             n_changed += 1
         else:
@@ -79,6 +86,25 @@ def test_unchanged_tokens_keep_their_bytes_in_place(tiny_prior, text, data):
     assert edited.encode("utf-8") == b"".join(expected_parts)  # valid UTF-8 (no lone surrogates) and exact
     if n_changed == 0:
         assert edited == text and edited.encode("utf-8") == text.encode("utf-8")
+
+
+@given(text=TEXT, data=st.data())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+def test_deletion_cuts_only_whole_unlikely_tokens(tiny_prior, text, data):
+    """--drop-below: the chosen tokens made unlikely are cut when whole, every other byte stays in place."""
+    n = len(tokenize(tiny_prior, [text])[0])
+    chosen = set(data.draw(st.lists(st.integers(0, max(n - 1, 0)), max_size=n), label="chosen"))
+    scores, token_bytes = _score_rows(tiny_prior, text, set(), [1])
+    lp = np.where([i in chosen for i in range(n)], -30.0, np.log(0.7)).astype(np.float32)  # P ~ 1e-13 or 0.7
+    scores = scores.set_column(scores.schema.get_field_index("logprob"), "logprob", pa.array(lp))
+    vocab = tiny_prior.vocab_table().column("text").to_pylist()
+    out, stats = edit_shard("s", pa.table({"doc_id": ["d"], "text": [text]}), scores, vocab,
+                            EditSettings(threshold=0.99, top_k=1, drop_below=0.001))
+    whole = scores["whole"].to_numpy(zero_copy_only=False)
+    cut = [i in chosen and whole[i] for i in range(n)]
+    assert stats.deleted == sum(cut) == out["n_deleted"][0].as_py() and stats.changed == 0
+    expected = b"".join(b for b, c in zip(token_bytes, cut) if not c)
+    assert out["text"][0].as_py().encode("utf-8") == expected  # valid UTF-8, exact
 
 
 @given(text=TEXT)
