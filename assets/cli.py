@@ -198,11 +198,51 @@ def cmd_run(args: argparse.Namespace) -> int:
             done_assets.append("distribution_health")
         else:
             print("distribution_health: up to date", flush=True)
+        probe_failed = probe_step(defs, instance, graph, settings, done_assets) if settings.collapse.probe and not failed else ""
         settings.save()  # used successfully: `make ui`, the sensor and the next run see these settings
         with connect(settings.home, read_only=True) as con:
             summary(con, settings, time.perf_counter() - t0, done, done_assets)
     if failed:
         raise RunFailed(f"{len(failed)} of {len(found)} shard(s) failed:\n  " + "\n  ".join(failed.values()))
+    if done and probe_failed:
+        raise RunFailed(probe_failed)
+    return 0
+
+
+# --- collapse probe: opt-in (TLEDIT_PROBE=1 / --probe), a step of its own after distribution_health ---
+
+
+def probe_step(defs, instance, graph, settings: Settings, done_assets: list[str]) -> str:
+    """Train the collapse probe when it is missing or out of date; returns what went wrong ('' if nothing)."""
+    from assets.partitions import SHARDS
+    from assets.probe import probe_out_of_date
+
+    why = probe_out_of_date(instance, graph, instance.get_dynamic_partitions(SHARDS))
+    if not why:
+        print("collapse_probe: up to date", flush=True)
+        return ""
+    p = settings.collapse
+    print(f"collapse_probe: training {p.probe_seeds} seed(s) x {p.probe_steps} steps per corpus variant  ({why})", flush=True)
+    try:
+        _materialize(defs, instance, ["collapse_probe"])
+    except RunFailed as exc:  # the corpus is built; the probe's verdict is reported after the summary
+        print(f"collapse_probe: FAILED: {exc}", file=sys.stderr, flush=True)
+        return str(exc)
+    done_assets.append("collapse_probe")
+    return ""
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """The collapse probe's table (mean and sd over seeds per training set), then one JSON line (read-only)."""
+    from tledit_pipeline.probe import read_probe, report_lines, summary_json
+
+    settings = Settings.load(home=args.home)
+    try:
+        table, meta = read_probe(settings.home)
+    except FileNotFoundError as exc:
+        raise TleditError(str(exc)) from None
+    print("\n".join(report_lines(table, meta)))
+    print(summary_json(table, meta))
     return 0
 
 
@@ -400,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         ("shards", cmd_shards, "list the shards found at the source"),
         ("ui", cmd_ui, "open the Dagster UI (dagster dev) on this data directory's instance"),
         ("health", cmd_health, "print the whole corpus's distribution health (raw, edited, synthetic)"),
+        ("probe", cmd_probe, "print the collapse probe's held-out perplexities (after `tledit run --probe`) and a JSON line"),
     ):
         p = sub.add_parser(name, help=help_)
         p.set_defaults(fn=fn)

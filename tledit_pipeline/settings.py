@@ -27,7 +27,7 @@ SETTINGS_FILE = "settings.json"
 ENV_PREFIX = "TLEDIT_"
 
 # Which `tledit` commands take a setting's flag.
-ALL = ("run", "preview", "export", "shards", "ui", "health")
+ALL = ("run", "preview", "export", "shards", "ui", "health", "probe")
 RUN = ("run",)
 PRIOR = ("run", "preview")  # settings that change what the prior computes or how its scores are edited
 CORPUS = ("run", "export", "shards")
@@ -228,7 +228,51 @@ class CheckSettings:
             raise SettingsError(f"max_js_divergence must be in [0, 1], got {self.max_js_divergence}")
 
 
-GROUPS: dict[str, type] = {"edit": EditSettings, "scoring": ScoringSettings, "synthetic": SyntheticSettings, "checks": CheckSettings}
+@dataclass(frozen=True)
+class ProbeSettings:
+    """The collapse probe (docs/probe.md): a small LM trained from scratch on each corpus variant, opt-in.
+
+    Every training uses the same steps, batch, context and learning rate; `probe` itself only says whether
+    `tledit run` trains it, so it stays out of the code version.
+    """
+
+    probe: bool = setting(False, "collapse probe: train a small LM on raw, edited, synthetic and mixed text after the run (opt-in; docs/probe.md)")
+    probe_seeds: int = setting(1, "collapse probe: seeds each training is repeated with (mean and sd over them)")
+    probe_heldout: float = setting(0.1, "collapse probe: share of raw documents held out for perplexity (a hash of doc_id), in (0, 0.5]")
+    probe_steps: int = setting(100, "collapse probe: optimizer steps of every training")
+    probe_batch: int = setting(8, "collapse probe: windows per step")
+    probe_context: int = setting(128, "collapse probe: tokens per window (training and held-out evaluation)")
+    probe_lr: float = setting(0.003, "collapse probe: peak learning rate (AdamW, warmup then cosine decay)")
+    probe_eval_every: int = setting(20, "collapse probe: steps between held-out evaluations (the training curves)")
+
+    def __post_init__(self) -> None:
+        if self.probe_seeds < 1:
+            raise SettingsError(f"probe_seeds must be >= 1, got {self.probe_seeds}")
+        if not 0.0 < self.probe_heldout <= 0.5:
+            raise SettingsError(f"probe_heldout must be in (0, 0.5], got {self.probe_heldout}")
+        for name in ("probe_steps", "probe_batch", "probe_eval_every"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.probe_context < 8:
+            raise SettingsError(f"probe_context must be >= 8 tokens, got {self.probe_context}")
+        if not self.probe_lr > 0.0:
+            raise SettingsError(f"probe_lr must be > 0, got {self.probe_lr}")
+
+    def version(self) -> str:
+        """Part of collapse_probe's code version: what changes its numbers (not whether it runs)."""
+        return (
+            f"seeds={self.probe_seeds},heldout={self.probe_heldout!r},steps={self.probe_steps},batch={self.probe_batch},"
+            f"context={self.probe_context},lr={self.probe_lr!r},eval_every={self.probe_eval_every}"
+        )
+
+
+GROUPS: dict[str, type] = {
+    "edit": EditSettings,
+    "scoring": ScoringSettings,
+    "synthetic": SyntheticSettings,
+    "checks": CheckSettings,
+    "collapse": ProbeSettings,
+}
 
 
 @dataclass(frozen=True)
@@ -277,6 +321,7 @@ class Settings:
         "iterative generations N: generation g re-scores generation g-1's edited text with the prior and edits it "
         "again (assets token_scores_g1, edited_corpus_g2, ...; docs/method.md); N >= 2 also scores the last one",
     )
+    collapse: ProbeSettings = field(default_factory=ProbeSettings)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", data_dir(self.home))
