@@ -4,10 +4,9 @@ import time
 
 import dagster as dg
 
-from assets.dagster_internals import StaleStatus
 from assets.partitions import SHARDS
 from assets.resources import TleditResource, prior_code_version, reporter
-from assets.staleness import resolver
+from assets.staleness import CODE_VERSION_TAG
 from tledit_pipeline.charts import bar_chart_svg, line_chart_svg, svg_markdown
 from tledit_pipeline.generations import text_asset, variant
 from tledit_pipeline.lake import amend_database, connect
@@ -172,19 +171,17 @@ def _curves(table) -> str:
 
 def probe_out_of_date(instance: dg.DagsterInstance, asset_graph, keys: list[str]) -> str:
     """Why collapse_probe needs training again ('' when current): missing, new code or settings, newer corpus."""
-    res = resolver(instance, asset_graph)
-    status = res.get_status(PROBE)
-    if status == StaleStatus.MISSING:
-        return "collapse_probe missing"
-    if status == StaleStatus.STALE:
-        causes = res.get_stale_causes(PROBE)
-        return f"collapse_probe {causes[0].reason}" if causes else "collapse_probe stale"
     built = instance.get_latest_materialization_event(PROBE)
+    if built is None or built.asset_materialization is None:
+        return "collapse_probe missing"
+    current = asset_graph.get(PROBE).code_version
+    if current and (built.asset_materialization.tags or {}).get(CODE_VERSION_TAG) != current:
+        return "collapse_probe has a new code version"
     parents = asset_graph.get(PROBE).parent_keys
     newest = max((e.timestamp for k in parents if (e := instance.get_latest_materialization_event(k))), default=0.0)
-    if built is None or newest > built.timestamp:
+    if newest > built.timestamp:
         return "corpus variants were materialized after it"
-    shown = built.asset_materialization.metadata.get("shards") if built.asset_materialization else None
+    shown = built.asset_materialization.metadata.get("shards")
     if shown is not None and shown.value != ",".join(sorted(keys)):
         return "the registered shards changed"
     return ""
