@@ -1,23 +1,85 @@
 """Asset checks: nothing lost between raw and edited, every token scored, edit shares reported,
-and the distribution health of the edited corpus (blocking) and of the synthetic baseline (a warning)."""
+and the distribution health of the edited corpus (blocking) and of the synthetic baseline (a warning).
+
+Per-shard checks run once per step over all the shards of the run (a single-run backfill) and record
+one evaluation per shard, so the UI shows each shard's verdict. A failed evaluation carries a one-line
+description naming the check, the shard, the measured value and the allowed one: what `tledit run` prints.
+"""
+
+
+from collections.abc import Callable, Iterator
 
 import dagster as dg
 import numpy as np
 import polars as pl
 import pyarrow.compute as pc
 
+from assets.dagster_internals import AssetCheckEvaluationTargetMaterializationData
 from assets.partitions import shards
 from assets.resources import TleditResource
-from tledit_pipeline.health import profile_health
-from tledit_pipeline.lake import connect, partition_file, partition_meta, read_partition
-from tledit_pipeline.settings import CheckSettings
+from tledit_pipeline.health import kept_share_upper_bound
+from tledit_pipeline.lake import connect, partition_meta, read_partition
+from tledit_pipeline.probe import Estimate, edited_verdict, final_ppl, read_probe, synthetic_verdict
+from tledit_pipeline.settings import CheckSettings, Settings
+
+# z of the count-aware tail bound (tledit_pipeline.health.kept_share_upper_bound): about 1 in 1000
+# shards whose true kept share is at the threshold would still be flagged.
+TAIL_Z = 3.0
+
+Verdict = tuple[bool, dict, str]  # passed, metadata, one-line description (shown when it fails)
 
 
-@dg.asset_check(asset="edited_corpus", partitions_def=shards, blocking=True)
-def every_raw_document_edited(context: dg.AssetCheckExecutionContext, tledit: TleditResource) -> dg.AssetCheckResult:
+def _targets(context: dg.AssetCheckExecutionContext, asset: str, keys: list[str]) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """The materialization each shard's evaluation is about: two queries for the whole range."""
+    ak = dg.AssetKey(asset)
+    ids = context.instance.event_log_storage.get_latest_storage_id_by_partition(
+        ak, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(keys)
+    )
+    if not ids:
+        return {}
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=ak, storage_ids=list(ids.values())), limit=len(ids)
+    ).records
+    return {
+        r.partition_key: AssetCheckEvaluationTargetMaterializationData(run_id=r.run_id, storage_id=r.storage_id, timestamp=r.timestamp)
+        for r in records
+    }
+
+
+def shard_check(asset: str, blocking: bool = False, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR):
+    """A per-shard check from `verdict(settings, shard) -> (passed, metadata, description)`."""
+
+    def wrap(verdict: Callable[[Settings, str], Verdict]) -> dg.AssetChecksDefinition:
+        name = verdict.__name__
+
+        @dg.asset_check(asset=asset, name=name, partitions_def=shards, blocking=blocking, description=verdict.__doc__)
+        def check(context: dg.AssetCheckExecutionContext, tledit: TleditResource) -> Iterator:
+            s = tledit.settings()
+            keys = list(context.partition_keys)
+            targets = _targets(context, asset, keys)
+            for key in keys:
+                passed, meta, description = verdict(s, key)
+                yield dg.AssetCheckEvaluation(
+                    asset_key=dg.AssetKey(asset),
+                    check_name=name,
+                    passed=passed,
+                    metadata=meta,
+                    target_materialization_data=targets.get(key),
+                    severity=severity,
+                    description=None if passed else description,
+                    blocking=blocking,
+                    partition=key,
+                )
+            yield dg.Output(None, output_name="result")
+
+        return check
+
+    return wrap
+
+
+@shard_check("edited_corpus", blocking=True)
+def every_raw_document_edited(s: Settings, key: str) -> Verdict:
     """Each raw document has exactly one edited counterpart, and untouched documents are byte-identical."""
-    s = tledit.settings()
-    key = context.partition_key
     raw = read_partition(s.home, "raw_corpus", key, columns=["doc_id", "text"])
     edited = read_partition(s.home, "edited_corpus", key, columns=["doc_id", "text", "n_changed", "n_deleted"])
     raw_text = dict(zip(raw.column("doc_id").to_pylist(), raw.column("text").to_pylist()))
@@ -32,50 +94,45 @@ def every_raw_document_edited(context: dg.AssetCheckExecutionContext, tledit: Tl
         )
         if c == 0 and x == 0 and raw_text.get(d) != t
     ]
-    return dg.AssetCheckResult(
-        passed=not (missing or extra or duplicated or altered),
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={
-            "raw_documents": len(raw_text),
-            "edited_documents": len(ed_ids),
-            "missing": len(missing),
-            "extra": len(extra),
-            "duplicated": duplicated,
-            "unchanged_but_different": len(altered),
-            "examples": ", ".join((missing + extra + altered)[:5]),
-        },
-    )
+    meta = {
+        "raw_documents": len(raw_text),
+        "edited_documents": len(ed_ids),
+        "missing": len(missing),
+        "extra": len(extra),
+        "duplicated": duplicated,
+        "unchanged_but_different": len(altered),
+        "examples": ", ".join((missing + extra + altered)[:5]),
+    }
+    line = (f"every_raw_document_edited: shard {key}: {len(missing)} missing, {len(extra)} extra, {duplicated} duplicated,"
+            f" {len(altered)} unchanged but different edited documents; allowed 0 of each")
+    return not (missing or extra or duplicated or altered), meta, line
 
 
-@dg.asset_check(asset="edited_corpus", partitions_def=shards)
-def edit_shares(context: dg.AssetCheckExecutionContext, tledit: TleditResource) -> dg.AssetCheckResult:
+@shard_check("edited_corpus", severity=dg.AssetCheckSeverity.WARN)
+def edit_shares(s: Settings, key: str) -> Verdict:
     """Reports the eligible and changed shares (reviewers asked for them); fails only on impossible counts."""
-    s = tledit.settings()
-    ed = read_partition(s.home, "edited_corpus", context.partition_key, columns=["n_scored", "n_eligible", "n_changed", "n_deleted"])
+    ed = read_partition(s.home, "edited_corpus", key, columns=["n_scored", "n_eligible", "n_changed", "n_deleted"])
     scored = int(pc.sum(ed.column("n_scored")).as_py() or 0)
     deleted = int(pc.sum(ed.column("n_deleted")).as_py() or 0)
     eligible = int(pc.sum(ed.column("n_eligible")).as_py() or 0)
     changed = int(pc.sum(ed.column("n_changed")).as_py() or 0)
-    return dg.AssetCheckResult(
-        passed=0 <= changed <= eligible <= scored and 0 <= deleted <= scored - eligible,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "scored_tokens": scored,
-            "eligible_share": round(eligible / scored, 5) if scored else 0.0,
-            "changed_share": round(changed / scored, 5) if scored else 0.0,
-            "changed_of_eligible": round(changed / eligible, 5) if eligible else 0.0,
-            "deleted_share": round(deleted / scored, 5) if scored else 0.0,
-            "threshold_p": s.edit.threshold,
-        },
-    )
+    meta = {
+        "scored_tokens": scored,
+        "eligible_share": round(eligible / scored, 5) if scored else 0.0,
+        "changed_share": round(changed / scored, 5) if scored else 0.0,
+        "changed_of_eligible": round(changed / eligible, 5) if eligible else 0.0,
+        "deleted_share": round(deleted / scored, 5) if scored else 0.0,
+        "threshold_p": s.edit.threshold,
+    }
+    line = (f"edit_shares: shard {key}: changed {changed}, eligible {eligible}, deleted {deleted}, scored {scored};"
+            " allowed 0 <= changed <= eligible <= scored and 0 <= deleted <= scored - eligible")
+    return 0 <= changed <= eligible <= scored and 0 <= deleted <= scored - eligible, meta, line
 
 
-@dg.asset_check(asset="token_scores", partitions_def=shards, blocking=True)
-def every_token_scored(context: dg.AssetCheckExecutionContext, tledit: TleditResource) -> dg.AssetCheckResult:
+@shard_check("token_scores", blocking=True)
+def every_token_scored(s: Settings, key: str) -> Verdict:
     """Every token has a log-prob (after the document-start token; without one, all but each document's first);
     positions are contiguous (nothing truncated)."""
-    s = tledit.settings()
-    key = context.partition_key
     sc = read_partition(s.home, "token_scores", key, columns=["doc_id", "pos", "logprob"])
     pos = sc.column("pos").to_numpy()
     lp_null = sc.column("logprob").is_null().to_numpy(zero_copy_only=False)
@@ -85,26 +142,36 @@ def every_token_scored(context: dg.AssetCheckExecutionContext, tledit: TleditRes
     first = partition_meta(s.home, "token_scores", key).get("first_scored", 1)
     unscored = int((lp_null & (pos >= first)).sum())
     raw_docs = read_partition(s.home, "raw_corpus", key, columns=["doc_id"]).num_rows
-    return dg.AssetCheckResult(
-        passed=unscored == 0 and gaps == 0 and len(starts) == raw_docs,
-        severity=dg.AssetCheckSeverity.ERROR,
-        metadata={"documents": len(starts), "raw_documents": raw_docs, "tokens": len(pos), "unscored_tokens": unscored,
-                  "documents_with_gaps": gaps, "first_scored_position": first},
-    )
+    meta = {"documents": len(starts), "raw_documents": raw_docs, "tokens": len(pos), "unscored_tokens": unscored,
+            "documents_with_gaps": gaps, "first_scored_position": first}
+    line = (f"every_token_scored: shard {key}: {unscored} unscored tokens, {gaps} documents with gaps, {len(starts)} of {raw_docs}"
+            " documents scored; allowed 0, 0 and all")
+    return unscored == 0 and gaps == 0 and len(starts) == raw_docs, meta, line
 
 
-def health_verdict(health: pl.DataFrame, variant: str, shard: str, t: CheckSettings) -> tuple[bool, dict]:
-    """Does `variant` keep raw's long tail (coverage ratio) and stay close to raw (JS over hashed features)?"""
+def health_verdict(health: pl.DataFrame, variant: str, shard: str, t: CheckSettings, z: float = TAIL_Z) -> tuple[bool, dict]:
+    """Does `variant` keep raw's long tail (coverage ratio, judged against its count-aware upper bound) and
+    stay close to raw (JS over hashed features)?"""
+    passed, meta, _ = _health_verdict(health, variant, shard, t, z)
+    return passed, meta
+
+
+def _health_verdict(health: pl.DataFrame, variant: str, shard: str, t: CheckSettings, z: float = TAIL_Z) -> Verdict:
     v = {(r["variant"], r["metric"]): r["value"] for r in health.filter(pl.col("shard") == shard).iter_rows(named=True)}
     raw_cov = v.get(("raw", "tail_coverage"))
     cov = v.get((variant, "tail_coverage"))
     js = v.get((variant, "js_divergence_vs_raw"))
+    rare = int(v.get(("raw", "rare_bigrams")) or 0)
     ratio = None if raw_cov is None or cov is None else cov / raw_cov
-    passed = (ratio is None or ratio >= t.min_tail_coverage) and (js is None or js <= t.max_js_divergence)
+    bound = None if ratio is None else kept_share_upper_bound(ratio, rare, z)
+    tail_ok = ratio is None or ratio >= t.min_tail_coverage or bound >= t.min_tail_coverage
+    js_ok = js is None or js <= t.max_js_divergence
     meta = {
         "tail_coverage": cov,
         "tail_coverage_of_raw": raw_cov,
         "coverage_ratio": ratio,
+        "rare_bigrams": rare,
+        "coverage_ratio_upper_bound": bound,
         "min_tail_coverage": t.min_tail_coverage,
         "js_divergence_vs_raw": js,
         "max_js_divergence": t.max_js_divergence,
@@ -113,32 +180,41 @@ def health_verdict(health: pl.DataFrame, variant: str, shard: str, t: CheckSetti
         for var in (variant, "raw", "raw_matched") if variant == "synthetic" else (variant, "raw"):
             if (var, m) in v:
                 meta[f"{var}/{m}"] = v[(var, m)]
-    return passed, {k: (round(x, 6) if isinstance(x, float) else x) for k, x in meta.items() if x is not None}
+    problems = []
+    if not tail_ok:
+        problems.append(
+            f"{variant} keeps {ratio:.4f} of raw's tail ({round(ratio * rare)} of {rare} rare bigrams; "
+            f"upper bound {bound:.4f} at z={z:g}), allowed at least {t.min_tail_coverage}"
+        )
+    if not js_ok:
+        problems.append(f"{variant} js_divergence_vs_raw {js:.4f}, allowed at most {t.max_js_divergence}")
+    meta = {k: (round(x, 6) if isinstance(x, float) else x) for k, x in meta.items() if x is not None}
+    return tail_ok and js_ok, meta, "; ".join(problems)
 
 
-def _profile_health(context: dg.AssetCheckExecutionContext, tledit: TleditResource) -> pl.DataFrame:
-    return profile_health(partition_file(tledit.settings().home, "ngram_profile", context.partition_key))
+def _stored_health(s: Settings, key: str) -> pl.DataFrame:
+    """The shard's rows of distribution_health, stored by ngram_profile."""
+    return pl.from_arrow(read_partition(s.home, "shard_health", key))
 
 
-@dg.asset_check(asset="ngram_profile", partitions_def=shards, blocking=True)
-def edited_keeps_the_tail(context: dg.AssetCheckExecutionContext, tledit: TleditResource) -> dg.AssetCheckResult:
-    """Per shard: edited keeps at least min_tail_coverage of raw's rare bigrams and its hashed features stay
-    within max_js_divergence of raw. ERROR and blocking: a bad edit stops here."""
-    s = tledit.settings()
-    passed, meta = health_verdict(_profile_health(context, tledit), "edited", context.partition_key, s.checks)
-    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, metadata=meta)
+@shard_check("ngram_profile", blocking=True)
+def edited_keeps_the_tail(s: Settings, key: str) -> Verdict:
+    """Per shard: edited keeps at least min_tail_coverage of raw's rare bigrams (judged against the
+    shard's count of rare bigrams: see TAIL_Z) and its hashed features stay within max_js_divergence of
+    raw. ERROR and blocking: a bad edit stops here."""
+    passed, meta, problems = _health_verdict(_stored_health(s, key), "edited", key, s.checks)
+    return passed, meta, f"edited_keeps_the_tail: shard {key}: {problems}"
 
 
-@dg.asset_check(asset="ngram_profile", partitions_def=shards)
-def synthetic_collapse_signal(context: dg.AssetCheckExecutionContext, tledit: TleditResource) -> dg.AssetCheckResult:
+@shard_check("ngram_profile", severity=dg.AssetCheckSeverity.WARN)
+def synthetic_collapse_signal(s: Settings, key: str) -> Verdict:
     """Per shard: the synthetic baseline against the same thresholds. Expected to warn: that is the collapse
     signal (lost tail, shifted features) the edited corpus is meant to avoid. Never fails the run."""
-    s = tledit.settings()
-    health = _profile_health(context, tledit)
+    health = _stored_health(s, key)
     if not health.filter(pl.col("variant") == "synthetic").height:
-        return dg.AssetCheckResult(passed=True, metadata={"note": "no documents of this shard are in the baseline's sample"})
-    passed, meta = health_verdict(health, "synthetic", context.partition_key, s.checks)
-    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=meta)
+        return True, {"note": "no documents of this shard are in the baseline's sample"}, ""
+    passed, meta, problems = _health_verdict(health, "synthetic", key, s.checks)
+    return passed, meta, f"synthetic_collapse_signal: shard {key}: {problems}"
 
 
 def _overall(tledit: TleditResource) -> pl.DataFrame:
@@ -149,14 +225,43 @@ def _overall(tledit: TleditResource) -> pl.DataFrame:
 @dg.asset_check(asset="distribution_health")
 def edited_health_overall(tledit: TleditResource) -> dg.AssetCheckResult:
     """Whole corpus: the edited corpus within the thresholds of raw (ERROR)."""
-    passed, meta = health_verdict(_overall(tledit), "edited", "__all__", tledit.settings().checks)
-    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, metadata=meta)
+    passed, meta, problems = _health_verdict(_overall(tledit), "edited", "__all__", tledit.settings().checks)
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, metadata=meta,
+                               description=None if passed else f"edited_health_overall: whole corpus: {problems}")
 
 
 @dg.asset_check(asset="distribution_health")
 def synthetic_collapse_overall(tledit: TleditResource) -> dg.AssetCheckResult:
     """Whole corpus: the synthetic baseline against the same thresholds, with its perplexity spread (WARN)."""
-    passed, meta = health_verdict(_overall(tledit), "synthetic", "__all__", tledit.settings().checks)
+    passed, meta, problems = _health_verdict(_overall(tledit), "synthetic", "__all__", tledit.settings().checks)
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=meta,
+                               description=None if passed else f"synthetic_collapse_overall: whole corpus: {problems}")
+
+
+def _probe_estimates(tledit: TleditResource) -> dict[str, Estimate]:
+    table, _ = read_probe(tledit.settings().home)
+    return final_ppl(table)
+
+
+@dg.asset_check(asset="collapse_probe", blocking=True)
+def edited_trains_like_raw(tledit: TleditResource) -> dg.AssetCheckResult:
+    """Collapse probe: a model trained on each edited variant is within 2 % of raw's held-out perplexity, or
+    its excess is within the seed noise (ERROR: an edit that hurts training is a defect)."""
+    est = _probe_estimates(tledit)
+    verdicts = {v: edited_verdict(est, v) for v in est if v == "edited" or v.startswith("edited_g")}
+    meta: dict = {}
+    for _, m in verdicts.values():
+        meta |= m
+    return dg.AssetCheckResult(
+        passed=all(ok for ok, _ in verdicts.values()), severity=dg.AssetCheckSeverity.ERROR, metadata=meta
+    )
+
+
+@dg.asset_check(asset="collapse_probe")
+def synthetic_probe_collapse(tledit: TleditResource) -> dg.AssetCheckResult:
+    """Collapse probe: a model trained on the synthetic baseline does worse on held-out human text than one
+    trained on raw text, beyond the seed noise. Expected to warn: the collapse signal, shown, never failed."""
+    passed, meta = synthetic_verdict(_probe_estimates(tledit))
     return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=meta)
 
 
@@ -168,4 +273,6 @@ CHECKS = [
     synthetic_collapse_signal,
     edited_health_overall,
     synthetic_collapse_overall,
+    edited_trains_like_raw,
+    synthetic_probe_collapse,
 ]

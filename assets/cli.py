@@ -13,15 +13,11 @@ from pathlib import Path
 from tledit_pipeline.errors import TleditError
 from tledit_pipeline.settings import SETTINGS_FILE, SPECS, Settings
 
-# One instance for `tledit run`, `tledit ui` (make ui) and the daemon: runs, lineage and metadata in one place.
-# Pools: at most one step of the `prior` pool (token_scores) runs at a time, so runs never fight over a device.
-INSTANCE_YAML = """# written by tledit
-telemetry:
-  enabled: false
-concurrency:
-  pools:
-    default_limit: 1
-"""
+# One instance for `tledit run`, `tledit ui` (make ui) and the daemon: runs, lineage and metadata in one
+# place (its dagster.yaml: assets/instance.py).
+
+
+SUBMITTED_RUN_CONFIG = {"execution": {"config": {"in_process": {}}}}
 
 
 class RunFailed(TleditError):
@@ -49,11 +45,12 @@ def add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
 
 def prepare_instance(settings: Settings):
     """The Dagster instance under <home>/dagster_home (or TLEDIT_DAGSTER_HOME), the same one `make ui` opens."""
+    from assets.instance import enable_event_batches, write_instance_yaml
+
     home = settings.instance_dir
     home.mkdir(parents=True, exist_ok=True)
-    if not (home / "dagster.yaml").exists():
-        (home / "dagster.yaml").write_text(INSTANCE_YAML)
     os.environ["DAGSTER_HOME"] = str(home)
+    enable_event_batches()
     from dagster import DagsterInstance
 
     # Two `tledit run`s starting at once on a new home would both create the instance's SQLite schema
@@ -61,28 +58,56 @@ def prepare_instance(settings: Settings):
     from filelock import FileLock
 
     with FileLock(home / ".instance.lock"):
+        write_instance_yaml(home)
         return DagsterInstance.get()
 
 
-def _materialize(defs, instance, selection: list[str], partition_key: str | None = None):
+def _materialize(defs, instance, selection: list[str], keys: list[str] | None = None):
+    """One in-process run: the selected assets (and their checks) for one shard or a contiguous range."""
     import dagster as dg
 
+    from assets.staleness import range_tags
+
     job = defs.resolve_implicit_global_asset_job_def()
-    result = job.execute_in_process(
+    tags = range_tags(keys) if keys and len(keys) > 1 else {}
+    return job.execute_in_process(
         instance=instance,
-        partition_key=partition_key,
+        partition_key=keys[0] if keys and len(keys) == 1 else None,
+        tags=tags,
         asset_selection=[dg.AssetKey(k) for k in selection],
         # The terminal gets tledit's own progress lines; Dagster's event log goes to the instance (and UI).
         run_config={"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}},
         raise_on_error=False,
     )
-    if not result.success:
-        raise RunFailed(f"{partition_key or 'distribution_health'}: {_root_cause(result)} (run {result.run_id[:8]}, see `make ui`)")
-    return result
+
+
+def shard_failures(result, keys: list[str]) -> dict[str, str]:
+    """{shard: one line} for what failed in a run: shards a step named (ShardsFailed), shards whose blocking
+    check failed (the check's own line), or, when the failure names no shard, every shard of the run."""
+    from assets.partitions import failed_shards
+
+    where = f"(run {result.run_id[:8]}, see `make ui`)"
+    failed: dict[str, str] = {}
+    for event in result.all_events:
+        if event.is_step_failure:
+            data = event.event_specific_data
+            meta = getattr(getattr(data, "user_failure_data", None), "metadata", None) or {}
+            for key, why in failed_shards(meta).items():
+                failed.setdefault(key, f"{why} {where}")
+    for c in result.get_asset_check_evaluations():
+        if not c.passed and c.blocking and c.severity.value == "ERROR" and c.partition in keys:
+            failed.setdefault(c.partition, f"{c.description or c.check_name + ' failed'} {where}")
+    if not failed and not result.success:
+        why = _root_cause(result)
+        failed = {k: f"{why} {where}" for k in keys}
+    return failed
 
 
 def _root_cause(result) -> str:
     """The user's problem, not Dagster's wrapper: the innermost cause of the first failed step or check."""
+    for c in result.get_asset_check_evaluations():
+        if not c.passed and c.blocking and c.severity.value == "ERROR":
+            return c.description or f"{c.check_name} failed"
     for event in result.all_events:
         error = getattr(event.event_specific_data, "error", None) if event.is_failure else None
         if error is None:
@@ -92,15 +117,19 @@ def _root_cause(result) -> str:
         head, _, rest = error.message.strip().partition(": ")
         # Dagster formats "module.ClassName: message"; the user needs the message only.
         return rest if rest and error.cls_name and head.endswith(error.cls_name) else error.message.strip()
-    failed = [c.check_name for c in result.get_asset_check_evaluations() if not c.passed]
-    return f"asset check(s) failed: {', '.join(failed)}" if failed else "run failed"
+    return "run failed"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Materialize only what is missing or stale (the UI's "materialize changed and missing")."""
+    """Materialize only what is missing or stale (the UI's "materialize changed and missing").
+
+    Shards that need the same assets run together: one run per contiguous range of at most
+    SHARDS_PER_RUN shards, one materialization per shard. A shard that fails is
+    reported by name and the rest of its run is planned and run again without it.
+    """
     from assets.definitions import build_defs
     from assets.partitions import SHARDS, chain
-    from assets.staleness import health_out_of_date, plan
+    from assets.staleness import batches, health_out_of_date, plan
     from tledit_pipeline.lake import check_home, connect
     from tledit_pipeline.prior import check_model
     from tledit_pipeline.source import discover_shards
@@ -121,45 +150,138 @@ def cmd_run(args: argparse.Namespace) -> int:
     new = [s.key for s in found if s.key not in known]
     if new:
         instance.add_dynamic_partitions(SHARDS, new)
+    order = instance.get_dynamic_partitions(SHARDS)
     e = settings.edit
     print(f"tledit: {len(found)} shard(s) from {settings.source} -> {settings.home}  ({e.version()})", flush=True)
     defs = build_defs(settings)
     graph = defs.resolve_asset_graph()
     t0 = time.perf_counter()
+    by_key = {s.key: s for s in found}
     if args.force:
         work = {s.key: (tuple(chain(graph)), "--force") for s in found}
     else:
         work = {w.key: (w.assets, w.reason) for w in plan(instance, graph, settings, found)}
     todo = [k for k, (assets, _) in work.items() if assets]
     print(f"plan: {len(todo)} of {len(found)} shard(s) missing or stale, {len(found) - len(todo)} up to date", flush=True)
+    if getattr(args, "submit", False):
+        return submit(instance, graph, work, settings)
     failed: dict[str, str] = {}  # shard key -> what went wrong
     done_assets: list[str] = []
-    for i, key in enumerate(todo, 1):
-        assets, reason = work[key]
-        t = time.perf_counter()
-        print(f"[{i}/{len(todo)}] {key}: materializing {', '.join(assets)}  ({reason})", flush=True)
-        try:
-            _materialize(defs, instance, list(assets), key)
-        except RunFailed as exc:  # one bad shard does not stop the others
-            failed[key] = str(exc)
-            print(f"[{i}/{len(todo)}] {key}: FAILED: {exc}", file=sys.stderr, flush=True)
-            continue
-        done_assets += assets
-        print(f"[{i}/{len(todo)}] {key}: done in {time.perf_counter() - t:.1f}s", flush=True)
+    while work:
+        runs = batches(work, order, graph)
+        retry: list[str] = []
+        for i, b in enumerate(runs, 1):
+            t = time.perf_counter()
+            what = b.keys[0] if len(b.keys) == 1 else f"{len(b.keys)} shards {b.keys[0]} .. {b.keys[-1]}"
+            print(f"[run {i}/{len(runs)}] {what}: materializing {', '.join(b.assets)}  ({b.reason})", flush=True)
+            result = _materialize(defs, instance, list(b.assets), b.keys)
+            bad = shard_failures(result, b.keys)
+            for key, why in bad.items():  # one bad shard does not stop the others
+                failed[key] = f"{key}: {why}"
+                print(f"[run {i}/{len(runs)}] {key}: FAILED: {why}", file=sys.stderr, flush=True)
+            done_assets += [m.asset_key.to_user_string() for m in result.get_asset_materialization_events()]
+            if result.success:
+                print(f"[run {i}/{len(runs)}] done in {time.perf_counter() - t:.1f}s", flush=True)
+            else:  # the run's other shards: planned again, without the failed ones
+                retry += [k for k in b.keys if k not in bad]
+        if not retry:
+            break
+        work = {w.key: (w.assets, w.reason) for w in plan(instance, graph, settings, [by_key[k] for k in retry])}
     done = [s.key for s in found if s.key not in failed]
     if done:
-        why = health_out_of_date(instance, graph, instance.get_dynamic_partitions(SHARDS))
+        why = health_out_of_date(instance, graph, instance.get_dynamic_partitions(SHARDS), settings.home)
         if why:
             print(f"distribution_health: building DuckDB views and health table  ({why})", flush=True)
-            _materialize(defs, instance, ["distribution_health"])
+            result = _materialize(defs, instance, ["distribution_health"])
+            if not result.success:
+                raise RunFailed(f"distribution_health: {_root_cause(result)} (run {result.run_id[:8]}, see `make ui`)")
             done_assets.append("distribution_health")
         else:
             print("distribution_health: up to date", flush=True)
+        probe_failed = probe_step(defs, instance, graph, settings, done_assets) if settings.collapse.probe and not failed else ""
         settings.save()  # used successfully: `make ui`, the sensor and the next run see these settings
         with connect(settings.home, read_only=True) as con:
             summary(con, settings, time.perf_counter() - t0, done, done_assets)
     if failed:
         raise RunFailed(f"{len(failed)} of {len(found)} shard(s) failed:\n  " + "\n  ".join(failed.values()))
+    if done and probe_failed:
+        raise RunFailed(probe_failed)
+    return 0
+
+
+# --- collapse probe: opt-in (TLEDIT_PROBE=1 / --probe), a step of its own after distribution_health ---
+
+
+def probe_step(defs, instance, graph, settings: Settings, done_assets: list[str]) -> str:
+    """Train the collapse probe when it is missing or out of date; returns what went wrong ('' if nothing)."""
+    from assets.partitions import SHARDS
+    from assets.probe import probe_out_of_date
+
+    why = probe_out_of_date(instance, graph, instance.get_dynamic_partitions(SHARDS))
+    if not why:
+        print("collapse_probe: up to date", flush=True)
+        return ""
+    p = settings.collapse
+    print(f"collapse_probe: training {p.probe_seeds} seed(s) x {p.probe_steps} steps per corpus variant  ({why})", flush=True)
+    try:
+        _materialize(defs, instance, ["collapse_probe"])
+    except RunFailed as exc:  # the corpus is built; the probe's verdict is reported after the summary
+        print(f"collapse_probe: FAILED: {exc}", file=sys.stderr, flush=True)
+        return str(exc)
+    done_assets.append("collapse_probe")
+    return ""
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """The collapse probe's table (mean and sd over seeds per training set), then one JSON line (read-only)."""
+    from tledit_pipeline.probe import read_probe, report_lines, summary_json
+
+    settings = Settings.load(home=args.home)
+    try:
+        table, meta = read_probe(settings.home)
+    except FileNotFoundError as exc:
+        raise TleditError(str(exc)) from None
+    print("\n".join(report_lines(table, meta)))
+    print(summary_json(table, meta))
+    return 0
+
+
+def submit(instance, asset_graph, work: dict[str, tuple[tuple[str, ...], str]], settings: Settings) -> int:
+    """Hand the plan to the instance as one asset backfill: the daemon's backfill loop and run launcher run
+    it (`make ui` or `dagster-daemon run` locally, the K8sRunLauncher on a cluster), one run per range of
+    shards as each asset's backfill policy says, under the instance's run-queue limits."""
+    import dagster as dg
+
+    from assets.dagster_internals import AssetGraphSubset, AssetKeyPartitionKey, PartitionBackfill, make_new_backfill_id
+    from assets.partitions import SHARDS
+    from assets.staleness import HEALTH, health_out_of_date
+
+    targets = {AssetKeyPartitionKey(dg.AssetKey(a), key) for key, (assets, _) in work.items() for a in assets}
+    if targets or health_out_of_date(instance, asset_graph, instance.get_dynamic_partitions(SHARDS), settings.home):
+        targets.add(AssetKeyPartitionKey(HEALTH, None))
+    if not targets:
+        print("nothing to submit: every shard and distribution_health are up to date", flush=True)
+        return 0
+    settings.save()  # the daemon's code location loads the data directory's settings: these
+    backfill_id = make_new_backfill_id()
+    shards_n = len({t.partition_key for t in targets if t.partition_key})
+    instance.add_backfill(
+        PartitionBackfill.from_asset_graph_subset(
+            backfill_id=backfill_id,
+            backfill_timestamp=time.time(),
+            tags={"tledit/submitted_by": "tledit run --submit"},
+            dynamic_partitions_store=instance,
+            asset_graph_subset=AssetGraphSubset.from_asset_partition_set(targets, asset_graph),
+            title=f"tledit run: {shards_n} shard(s)",
+            description=f"missing or stale per `tledit run` ({settings.edit.version()})",
+            # Each range's chain in one process (the prior loads once per run, not once per step process);
+            # the run queue's max_concurrent_runs runs ranges side by side, one per core.
+            run_config=SUBMITTED_RUN_CONFIG,
+        )
+    )
+    print(f"submitted backfill {backfill_id}: {shards_n} shard(s){' and distribution_health' if HEALTH in {t.asset_key for t in targets} else ''}", flush=True)
+    print(f"  the daemon runs it (make ui, or dagster-daemon run with DAGSTER_HOME={settings.instance_dir});"
+          " progress: http://127.0.0.1:3000/runs/b/" + backfill_id, flush=True)
     return 0
 
 
@@ -318,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         ("shards", cmd_shards, "list the shards found at the source"),
         ("ui", cmd_ui, "open the Dagster UI (dagster dev) on this data directory's instance"),
         ("health", cmd_health, "print the whole corpus's distribution health (raw, edited, synthetic)"),
+        ("probe", cmd_probe, "print the collapse probe's held-out perplexities (after `tledit run --probe`) and a JSON line"),
     ):
         p = sub.add_parser(name, help=help_)
         p.set_defaults(fn=fn)
@@ -336,6 +459,8 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "run":
             p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
             p.add_argument("--force", action="store_true", help="re-materialize every shard, not only missing or stale ones")
+            p.add_argument("--submit", action="store_true",
+                           help="hand the plan to the instance as a backfill that the daemon runs (make ui / dagster-daemon), and return")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("tledit").setLevel(logging.INFO)

@@ -3,27 +3,33 @@
 import dagster as dg
 import polars as pl
 
-from assets.partitions import SHARDS, shards
+from assets.partitions import RANGES, SHARDS, for_each_shard, shards
 from assets.resources import TleditResource
+from assets.staleness import REGISTERED, shards_digest
 from tledit_pipeline.charts import line_chart_svg, svg_markdown
 from tledit_pipeline.generations import later_assets, refresh_generation_views, text_asset, variant
 from tledit_pipeline.health import (
     GENERATION_METRICS,
-    build_health_table,
+    HEALTH_VIEWS,
+    SHARD_TABLES,
+    build_health_table_from_shards,
+    create_views,
     document_perplexities,
     generation_table,
     histograms_markdown,
     overview_markdown,
     per_shard_markdown,
     perplexity_polygons,
-    profile_health,
     rank_frequency,
+    shard_health_rows,
 )
-from tledit_pipeline.lake import partition_file, partition_meta, read_partition, rebuild_database, refresh_views, write_partition
+from tledit_pipeline.lake import duckdb_connection, is_shard_key, partition_file, partition_meta, read_partition, rebuild_database, refresh_views, write_partition
 from tledit_pipeline.ngrams import profile
+from tledit_pipeline.probe import probe_view
 from tledit_pipeline.settings import Settings
 
-ENGINE_VERSION = "3"  # 3: n_scored shares, deleted_share, every generation
+ENGINE_VERSION = "4"  # 3: n_scored shares, deleted_share, every generation; 4: each shard's rows of distribution_health stored beside its counts
+HEALTH_SHARDS_PER_PASS = 50
 
 # Metrics shown per shard and as top-level numbers: the ones the checks and the paper's claims are about.
 KEY_METRICS = {
@@ -45,50 +51,76 @@ def _generations_version(settings: Settings) -> str:
 
 def build_ngram_profile(settings: Settings) -> dg.AssetsDefinition:
     """ngram_profile reads every generation of the edited corpus (edited_corpus_g2, ... when generations > 1)."""
-    later = [text_asset(g) for g in range(2, settings.generations + 1)]
     return dg.asset(
         name="ngram_profile",
         partitions_def=shards,
         group_name="diagnostics",
-        kinds={"polars", "parquet"},
-        deps=["raw_corpus", "edited_corpus", *later, "synthetic_corpus"],
+        kinds={"polars", "parquet", "duckdb"},
+        # token_scores and the later generations' scores: the shard's rows of distribution_health read them.
+        deps=["raw_corpus", "token_scores", "edited_corpus", *later_assets(settings.generations), "synthetic_corpus"],
         code_version=f"ngrams-{ENGINE_VERSION}{_generations_version(settings)}",
+        backfill_policy=RANGES,
     )(ngram_profile)
 
 
 def ngram_profile(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
-    """Word n-gram counts (n = 1..3) and hashed uni+bigram buckets of each variant of one shard.
+    """Word n-gram counts (n = 1..3) and hashed uni+bigram buckets of each variant of a shard, and the
+    shard's own rows of distribution_health (lake tables shard_health and document_perplexity), so the
+    whole-corpus table reuses them instead of recomputing every shard.
 
     Variants: raw, edited (and edited_g2, edited_g3, ...: later generations), synthetic (the baseline's
     documents) and raw_matched (the raw text of the same documents cut at the baseline's length: the
     size-matched yardstick for synthetic).
     """
     s = tledit.settings()
-    key = context.partition_key
-    syn = read_partition(s.home, "synthetic_corpus", key, columns=["text", "reference_text"])
-    variants = {
-        "raw": read_partition(s.home, "raw_corpus", key, columns=["text"]).column("text").to_pylist(),
-        "edited": read_partition(s.home, "edited_corpus", key, columns=["text"]).column("text").to_pylist(),
-        **{
-            variant(g): read_partition(s.home, text_asset(g), key, columns=["text"]).column("text").to_pylist()
-            for g in range(2, s.generations + 1)
-        },
-        "synthetic": syn.column("text").to_pylist(),
-        "raw_matched": syn.column("reference_text").to_pylist(),
-    }
-    prof = profile(key, variants)
-    path = write_partition(s.home, "ngram_profile", key, prof.to_arrow())
-    health = profile_health(path)  # the same SQL as distribution_health, over this partition only
-    meta = {f"{r['variant']}/{r['metric']}": round(r["value"], 5) for r in _key_rows(health).iter_rows(named=True)}
-    return dg.MaterializeResult(
-        metadata=meta
-        | {
+
+    def count_one(key: str) -> dict:
+        syn = read_partition(s.home, "synthetic_corpus", key, columns=["text", "reference_text"])
+        variants = {
+            "raw": read_partition(s.home, "raw_corpus", key, columns=["text"]).column("text").to_pylist(),
+            "edited": read_partition(s.home, "edited_corpus", key, columns=["text"]).column("text").to_pylist(),
+            **{
+                variant(g): read_partition(s.home, text_asset(g), key, columns=["text"]).column("text").to_pylist()
+                for g in range(2, s.generations + 1)
+            },
+            "synthetic": syn.column("text").to_pylist(),
+            "raw_matched": syn.column("reference_text").to_pylist(),
+        }
+        prof = profile(key, variants)
+        path = write_partition(s.home, "ngram_profile", key, prof.to_arrow())
+        return {
             "rows": prof.height,
             "documents": dg.MetadataValue.json({v: len(t) for v, t in variants.items()}),
-            "metrics": dg.MetadataValue.md(overview_markdown(health, shard=key)),
             "path": dg.MetadataValue.path(str(path)),
         }
-    )
+
+    keys = sorted(for_each_shard(context, count_one))
+    # The shards' health rows: one SQL pass per HEALTH_SHARDS_PER_PASS shards (a shard's rows depend on
+    # that shard alone, so grouping changes nothing but the cost; a bounded group bounds the memory).
+    for i in range(0, len(keys), HEALTH_SHARDS_PER_PASS):
+        group = keys[i : i + HEALTH_SHARDS_PER_PASS]
+        with duckdb_connection(":memory:", s.home) as con:  # a lake on a store is read through its filesystem
+            create_views(con, {v: [partition_file(s.home, v, k) for k in group] for v in HEALTH_VIEWS})
+            refresh_generation_views(con, s.home, group, s.generations)
+            rows = shard_health_rows(con)
+            ppl = document_perplexities(con)
+        rows_by_shard = rows.partition_by("shard", as_dict=True)
+        ppl_by_shard = ppl.partition_by("shard", as_dict=True)
+        for_each_shard(
+            context,
+            lambda key, r=rows_by_shard, p=ppl_by_shard, e=(rows.clear(), ppl.clear()): _store_health(s.home, key, r, p, e),
+            group,
+        )
+    return dg.MaterializeResult(metadata={"shards_in_run": len(keys)})
+
+
+def _store_health(home, key: str, rows_by_shard: dict, ppl_by_shard: dict, empty: tuple) -> dict:
+    """One shard's rows of distribution_health and its documents' perplexities, into the lake."""
+    health = rows_by_shard.get((key,), empty[0])
+    write_partition(home, "shard_health", key, health.to_arrow())
+    write_partition(home, "document_perplexity", key, ppl_by_shard.get((key,), empty[1]).to_arrow())
+    meta = {f"{r['variant']}/{r['metric']}": round(r["value"], 5) for r in _key_rows(health).iter_rows(named=True)}
+    return meta | {"metrics": dg.MetadataValue.md(overview_markdown(health, shard=key))}
 
 
 # Rebuilt once the shards it reads have new materializations and none is still running, so a refresh of
@@ -113,19 +145,29 @@ def build_distribution_health(settings: Settings) -> dg.AssetsDefinition:
 
 
 def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
-    """Cross-shard health in DuckDB: views over the lake plus table distribution_health(variant, shard, metric, value)."""
+    """Cross-shard health in DuckDB: views over the lake plus table distribution_health(variant, shard, metric, value).
+
+    Each shard's rows come from the lake (ngram_profile stored them); only the whole-corpus rows are computed.
+    """
     s = tledit.settings()
     keys = context.instance.get_dynamic_partitions(SHARDS)
+    valid = sorted(k for k in keys if is_shard_key(k))
     with rebuild_database(s.home) as con:  # a new file renamed into place: parallel runs never lock
         views = refresh_views(con, s.home, keys)
         views += refresh_generation_views(con, s.home, keys, s.generations)
-        health = build_health_table(con)
+        stored = {t: [p for k in valid if (p := partition_file(s.home, t, k)).exists()] for t in SHARD_TABLES}
+        if "ngram_profile" not in views or not all(stored.values()):
+            raise FileNotFoundError("distribution_health needs ngram_profile for at least one shard; materialize it first")
+        create_views(con, stored)
+        views += list(SHARD_TABLES)
+        views += ["collapse_probe"] if probe_view(con, s.home) else []  # the probe's lake table, once it has run
+        health = build_health_table_from_shards(con)
         zipf = rank_frequency(con, n=1)
-        ppl = document_perplexities(con)
+        ppl = pl.from_arrow(con.execute("SELECT variant, shard, ppl FROM document_perplexity ORDER BY variant, shard, ppl").to_arrow_table())
     versions = {}
     for asset, field in ([(text_asset(g), "edit") for g in range(1, s.generations + 1)] + [("synthetic_corpus", "synthetic")]):
         versions[asset] = sorted(
-            {partition_meta(s.home, asset, k).get(field, "?") for k in keys if partition_file(s.home, asset, k).exists()}
+            {partition_meta(s.home, asset, k).get(field, "?") for k in valid if partition_file(s.home, asset, k).exists()}
         )
         if len(versions[asset]) > 1:
             context.log.warning(f"{asset} shards were built with different settings: {versions[asset]}; backfill the stale ones")
@@ -144,7 +186,8 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
             "duckdb": dg.MetadataValue.path(str(s.duckdb_path)),
             "edit_settings": "; ".join(sorted({v for g in range(1, s.generations + 1) for v in versions[text_asset(g)]})),
             "synthetic_settings": "; ".join(versions["synthetic_corpus"]),
-            "registered_shards": ",".join(sorted(keys)),
+            "registered_shards": len(keys),
+            REGISTERED: shards_digest(keys),
             "views": ", ".join(views),
             "rows": health.height,
             "shards": health.filter(pl.col("shard") != "__all__").get_column("shard").n_unique(),
@@ -164,11 +207,30 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
                 "raw_matched: the raw tokens at the positions the baseline generated."
             ),
             "overall": dg.MetadataValue.md(overview_markdown(health)),
-            "per_shard": dg.MetadataValue.md(per_shard_markdown(_key_rows(health), tuple(m for ms in KEY_METRICS.values() for m in ms))),
+            "per_shard": dg.MetadataValue.md(_per_shard_table(health)),
         }
         | overall
         | _generations_metadata(health, s.generations)
     )
+
+
+SHOWN_SHARDS = 50  # rows of the per-shard table in the UI; all shards are in table distribution_health
+
+
+def _per_shard_table(health: pl.DataFrame) -> str:
+    """The key metrics per shard; with many shards, the ones whose edit kept the least of the tail."""
+    rows = _key_rows(health.filter(pl.col("shard") != "__all__"))
+    shards_seen = rows.get_column("shard").unique()
+    note = ""
+    if len(shards_seen) > SHOWN_SHARDS:
+        worst = (
+            rows.filter((pl.col("variant") == "edited") & (pl.col("metric") == "tail_coverage"))
+            .sort(["value", "shard"]).get_column("shard").head(SHOWN_SHARDS)
+        )
+        rows = rows.filter(pl.col("shard").is_in(worst.implode()))
+        note = (f"\n\nThe {SHOWN_SHARDS} of {len(shards_seen)} shards whose edit kept the least of raw's tail; every shard is in "
+                "table distribution_health (`SELECT * FROM distribution_health WHERE shard = '...'`).")
+    return per_shard_markdown(rows, tuple(m for ms in KEY_METRICS.values() for m in ms)) + note
 
 
 def _generations_metadata(health: pl.DataFrame, generations: int) -> dict:

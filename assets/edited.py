@@ -7,7 +7,7 @@ import time
 
 import dagster as dg
 
-from assets.partitions import shards
+from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import TleditResource, reporter
 from tledit_pipeline.edited import edit_partition
 from tledit_pipeline.generations import scores_asset, text_asset
@@ -23,6 +23,7 @@ def build(settings: Settings, generation: int = 1) -> dg.AssetsDefinition:
     @dg.asset(
         name=text_asset(generation),
         partitions_def=shards,
+        backfill_policy=RANGES,
         group_name="corpus" if generation == 1 else "generations",
         kinds={"parquet"},
         deps=[text_asset(generation - 1), scores_asset(generation - 1)],
@@ -35,17 +36,17 @@ def build(settings: Settings, generation: int = 1) -> dg.AssetsDefinition:
     def edited_corpus(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
         """Semi-synthetic text: over-confident tokens resampled, everything else byte-identical."""
         s = tledit.settings()
-        key = context.partition_key
-        t0 = time.perf_counter()
-        stats = edit_partition(s.home, key, s.edit, generation=generation)
-        seconds = time.perf_counter() - t0
-        reporter(context)(
-            f"edited {stats.documents} docs, {stats.tokens:,} tokens in {seconds:.2f}s "
-            f"({stats.documents / max(seconds, 1e-9):,.0f} docs/s, {stats.tokens / max(seconds, 1e-9):,.0f} tokens/s): "
-            f"{stats.eligible:,} eligible, {stats.changed:,} changed, {stats.deleted:,} deleted of {stats.scored:,} scored tokens"
-        )
-        return dg.MaterializeResult(
-            metadata={
+
+        def edit_one(key: str) -> dict:
+            t0 = time.perf_counter()
+            stats = edit_partition(s.home, key, s.edit, generation=generation)
+            seconds = time.perf_counter() - t0
+            reporter(context, key)(
+                f"edited {stats.documents} docs, {stats.tokens:,} tokens in {seconds:.2f}s "
+                f"({stats.documents / max(seconds, 1e-9):,.0f} docs/s, {stats.tokens / max(seconds, 1e-9):,.0f} tokens/s): "
+                f"{stats.eligible:,} eligible, {stats.changed:,} changed, {stats.deleted:,} deleted of {stats.scored:,} scored tokens"
+            )
+            return {
                 "documents": stats.documents,
                 "tokens": stats.tokens,
                 "eligible_tokens": stats.eligible,
@@ -61,6 +62,7 @@ def build(settings: Settings, generation: int = 1) -> dg.AssetsDefinition:
                 "reedit_tokens_per_s": round(stats.tokens / max(seconds, 1e-9), 1),
                 "path": dg.MetadataValue.path(str(partition_file(s.home, text_asset(generation), key))),
             }
-        )
+
+        return dg.MaterializeResult(metadata={"shards_in_run": len(for_each_shard(context, edit_one))})
 
     return edited_corpus

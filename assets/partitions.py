@@ -1,4 +1,15 @@
-"""One partition per source shard file; the shard sensor and `tledit run` register new ones."""
+"""One partition per source shard file; the shard sensor and `tledit run` register new ones.
+
+A shard stays the unit of lineage, but not of execution: every per-shard asset takes a range of shards
+in one run (a single-run backfill, `context.partition_keys`), records one materialization per shard with
+that shard's metadata, and reports the shards that failed by name, so the others are not lost.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 
@@ -9,6 +20,59 @@ shards = dg.DynamicPartitionsDefinition(name=SHARDS)
 
 # The per-shard chain, in dependency order; distribution_health is the one unpartitioned asset.
 PER_SHARD = ["raw_corpus", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile"]
+
+# Every per-shard asset takes a contiguous range of at most SHARDS_PER_RUN shards per run (Dagster's
+# single-run backfill, chunked): one policy for the whole chain, so a backfill of the daemon runs a range's
+# whole chain in one run, a crash loses at most one range's records, and a run's memory stays bounded.
+SHARDS_PER_RUN = 100
+RANGES = dg.BackfillPolicy.multi_run(max_partitions_per_run=SHARDS_PER_RUN)
+
+FAILED_SHARDS = "failed_shards"  # metadata key of a ShardsFailed failure: {shard: one-line reason}
+
+
+class ShardsFailed(dg.Failure):
+    """Some shards of a ranged step failed; the step fails and names them (metadata FAILED_SHARDS)."""
+
+    def __init__(self, failed: dict[str, str], total: int):
+        lines = [f"{k}: {why}" for k, why in failed.items()]
+        super().__init__(
+            description=f"{len(failed)} of {total} shard(s) failed: " + "; ".join(lines),
+            metadata={FAILED_SHARDS: dg.MetadataValue.json(failed)},
+        )
+
+
+def failed_shards(failure_metadata: dict[str, Any]) -> dict[str, str]:
+    """The {shard: reason} of a ShardsFailed failure's metadata ({} for any other failure)."""
+    value = failure_metadata.get(FAILED_SHARDS)
+    data = getattr(value, "data", None) if value is not None else None
+    if isinstance(data, str):
+        data = json.loads(data)
+    return dict(data) if isinstance(data, dict) else {}
+
+
+def for_each_shard(
+    context: dg.AssetExecutionContext, work: Callable[[str], dict[str, Any]], keys: list[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Run `work(key)` for every shard of the run; its dict becomes that shard's materialization metadata.
+
+    A shard that raises does not stop the others; the step then fails with ShardsFailed naming each
+    failed shard and why (its files were not made visible: lake writes are atomic).
+    """
+    keys = list(context.partition_keys) if keys is None else keys
+    done: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
+    for key in keys:
+        try:
+            meta = work(key)
+        except Exception as exc:  # reported per shard below, by name and reason
+            failed[key] = " ".join(str(exc).split()) or type(exc).__name__
+            context.log.error(f"shard {key}: {failed[key]}")
+            continue
+        done[key] = meta
+        context.add_asset_metadata(meta, partition_key=key)
+    if failed:
+        raise ShardsFailed(failed, len(keys))
+    return done
 
 
 def per_shard(generations: int = 1) -> list[str]:
@@ -23,5 +87,6 @@ def chain(asset_graph) -> list[str]:
     return [n for n in per_shard(generations) if n in names]
 
 
-# Every per-shard asset, whatever the number of generations: what the sensor and the schedule may target.
-PER_SHARD_SELECTION = dg.AssetSelection.all() - dg.AssetSelection.assets("distribution_health")
+# Every per-shard asset, whatever the number of generations: what the sensor and the schedule may target
+# (the unpartitioned distribution_health and collapse_probe are not).
+PER_SHARD_SELECTION = dg.AssetSelection.all() - dg.AssetSelection.assets("distribution_health", "collapse_probe")

@@ -1,14 +1,23 @@
 """raw_corpus: one source shard normalized to (shard, doc_id, text, passthrough) plus its rejects."""
 
+import hashlib
+
 import dagster as dg
 
-from assets.partitions import shards
+from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import TleditResource
 from tledit_pipeline.lake import partition_file, write_partition
 from tledit_pipeline.settings import Settings
-from tledit_pipeline.source import find_shard, read_shard
+from tledit_pipeline import storage
+from tledit_pipeline.source import SourceError, discover_shards, read_shard
 
 ENGINE_VERSION = "2"  # 2: the source schema is recorded for `tledit export`
+
+# Per-shard metadata: what the source file was when it was read. The plan compares a file's size and
+# modification time (an object's ETag) with these and re-hashes only the files whose stamp changed.
+SOURCE_SHA = "source_sha256"
+SOURCE_SIZE = "source_size"
+SOURCE_MTIME = "source_mtime_ns"
 
 
 def build(settings: Settings) -> dg.AssetsDefinition:
@@ -17,28 +26,41 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         group_name="corpus",
         kinds={"parquet"},
         code_version=f"raw-{ENGINE_VERSION}|text_field={settings.text_field}",
+        backfill_policy=RANGES,
     )
     def raw_corpus(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
-        """Documents of one source shard; every row is accepted or rejected with a reason."""
+        """Documents of each source shard of the run; every row is accepted or rejected with a reason."""
         s = tledit.settings()
-        shard = find_shard(s.source, s.home, context.partition_key)
-        read = read_shard(shard, s.text_field)
-        write_partition(
-            s.home, "raw_corpus", shard.key, read.accepted,
-            meta={"source_file": shard.path.name, "text_field": s.text_field, "source_columns": list(read.columns.items())},  # pairs: the footer JSON sorts keys
-        )
-        write_partition(s.home, "rejected_documents", shard.key, read.rejected)
-        texts = read.accepted.column("text").to_pylist()
-        return dg.MaterializeResult(
-            metadata={
+        found = {sh.key: sh for sh in discover_shards(s.source, s.home)}  # once per run, not per shard
+
+        def read_one(key: str) -> dict:
+            shard = found.get(key)
+            if shard is None:
+                raise SourceError(f"shard {key!r} is not in source {s.source!r} (the file was removed or renamed?)")
+            size, change_hint = storage.stamp(shard.path)  # before reading: a later change is seen next time
+            read = read_shard(shard, s.text_field)
+            write_partition(
+                s.home, "raw_corpus", shard.key, read.accepted,
+                meta={"source_file": shard.path.name, "text_field": s.text_field, "source_columns": list(read.columns.items())},  # pairs: the footer JSON sorts keys
+            )
+            write_partition(s.home, "rejected_documents", shard.key, read.rejected)
+            return {
                 "source_file": str(shard.path),
+                SOURCE_SHA: read.digest,  # the hash of exactly the bytes that were read
+                SOURCE_SIZE: size,
+                SOURCE_MTIME: str(change_hint),  # mtime locally, the ETag on a store: a hint, never a version
                 "rows_in": read.rows_in,
                 "documents": read.accepted.num_rows,
                 "rejected": read.rejected.num_rows,
-                "characters": sum(len(t) for t in texts),
+                "characters": sum(len(t) for t in read.accepted.column("text").to_pylist()),
                 "path": dg.MetadataValue.path(str(partition_file(s.home, "raw_corpus", shard.key))),
-            },
-            data_version=dg.DataVersion(read.digest),  # the hash of exactly the bytes that were read
-        )
+            }
+
+        done = for_each_shard(context, read_one)
+        # Dagster keeps one data version per step, not per partition: the source files' hash (of the one
+        # file, or of all the run's files), so a changed file always gives its shard a new version.
+        hashes = "\n".join(f"{k}:{m[SOURCE_SHA]}" for k, m in sorted(done.items()))
+        version = next(iter(done.values()))[SOURCE_SHA] if len(done) == 1 else hashlib.sha256(hashes.encode()).hexdigest()[:16]
+        return dg.MaterializeResult(metadata={"shards_in_run": len(done)}, data_version=dg.DataVersion(version))
 
     return raw_corpus

@@ -60,13 +60,17 @@ class PriorResource(dg.ConfigurableResource):
         return cached_prior(self.model, self.models_dir, self.device, self.dtype, self.trust_remote_code, self.allow_pickle)
 
 
-def reporter(context: dg.AssetExecutionContext) -> Callable[[str], None]:
-    """Progress lines go to the run log (UI) and to the `tledit` logger (the CLI's terminal)."""
+def reporter(context: dg.AssetExecutionContext, key: str | None = None) -> Callable[[str], None]:
+    """Progress lines go to the `tledit` logger (the CLI's terminal) and, in a one-shard run, to the run
+    log (UI). A run over many shards keeps its event log to one line per step: each shard's numbers are in
+    its materialization's metadata, and a log event per progress line would cost more than the work."""
     term = logging.getLogger("tledit")
-    key = context.partition_key if context.has_partition_key else "all"
+    key = key or (context.partition_key if context.has_partition_key else "all")
+    to_run_log = not context.has_partition_key_range
 
     def report(msg: str) -> None:
-        context.log.info(msg)
+        if to_run_log:
+            context.log.info(msg)
         term.info("[%s] %s", key, msg)
 
     return report

@@ -1,5 +1,5 @@
 """The refresh schedule: on its cron (TLEDIT_REFRESH_CRON, default daily) it registers new shards and
-requests one run per shard for whatever is missing or stale (the same plan as `tledit run`).
+requests one run per range of shards for whatever is missing or stale (the same plan and ranges as `tledit run`).
 
 distribution_health is not in these runs: its automation condition rebuilds it once the shard runs
 are done (see assets/diagnostics.py), so one rebuild follows a refresh of many shards.
@@ -12,7 +12,7 @@ import dagster as dg
 from assets.dagster_internals import is_valid_cron_string
 from assets.partitions import PER_SHARD_SELECTION, SHARDS
 from assets.resources import TleditResource
-from assets.staleness import plan
+from assets.staleness import batches, plan, range_tags
 from tledit_pipeline.settings import Settings, SettingsError
 from tledit_pipeline.source import discover_shards
 
@@ -34,18 +34,21 @@ def build(settings: Settings) -> dg.ScheduleDefinition:
         new = [sh.key for sh in found if sh.key not in known]
         if new:
             context.instance.add_dynamic_partitions(SHARDS, new)
-        work = [w for w in plan(context.instance, context.repository_def.asset_graph, s, found) if w.assets]
-        if not work:
+        work = {w.key: (w.assets, w.reason) for w in plan(context.instance, context.repository_def.asset_graph, s, found)}
+        if not any(assets for assets, _ in work.values()):
             return dg.SkipReason(f"all {len(found)} shard(s) are up to date")
         tick = context.scheduled_execution_time.isoformat()
+        # One run per contiguous range of shards that need the same assets (a single-run backfill each),
+        # the ranges `tledit run` would run: thousands of stale shards are tens of runs, not thousands.
+        order = context.instance.get_dynamic_partitions(SHARDS)
         return [
             dg.RunRequest(
-                run_key=f"refresh:{tick}:{w.key}",
-                partition_key=w.key,
-                asset_selection=[dg.AssetKey(a) for a in w.assets],
-                tags={"tledit/reason": w.reason[:200]},
+                run_key=f"refresh:{tick}:{b.keys[0]}:{b.keys[-1]}:{','.join(b.assets)}",
+                partition_key=b.keys[0] if len(b.keys) == 1 else None,
+                asset_selection=[dg.AssetKey(a) for a in b.assets],
+                tags={"tledit/reason": b.reason[:200]} | (range_tags(b.keys) if len(b.keys) > 1 else {}),
             )
-            for w in work
+            for b in batches(work, order, context.repository_def.asset_graph)
         ]
 
     return refresh_schedule

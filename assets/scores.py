@@ -6,7 +6,7 @@ tledit_pipeline.generations): one asset per generation, so each generation's lin
 
 import dagster as dg
 
-from assets.partitions import shards
+from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import PriorResource, TleditResource, prior_code_version, reporter
 from tledit_pipeline.generations import scores_asset, text_asset
 from tledit_pipeline.health import histogram_chart
@@ -28,6 +28,7 @@ def build(settings: Settings, generation: int = 0) -> dg.AssetsDefinition:
     @dg.asset(
         name=scores_asset(generation),
         partitions_def=shards,
+        backfill_policy=RANGES,
         group_name="corpus" if generation == 0 else "generations",
         kinds={"pytorch", "parquet"},
         deps=deps,
@@ -39,16 +40,16 @@ def build(settings: Settings, generation: int = 0) -> dg.AssetsDefinition:
     def token_scores(context: dg.AssetExecutionContext, tledit: TleditResource, prior: PriorResource) -> dg.MaterializeResult:
         """One teacher-forced pass of the prior; long documents in overlapping windows, nothing truncated."""
         s = tledit.settings()
-        key = context.partition_key
-        partition_digest(s.home, source, key)  # first: a bad key or missing text writes nothing
-        model = prior.load()
-        vocab = write_vocab(s.home, model)
-        info = describe(model) | {"vocab": vocab.name, "scoring": s.scoring.version()}  # + which text: score_partition
-        # Streamed: documents are read, scored and written chunk by chunk.
-        stats = score_partition(model, s.home, key, s.scoring, meta=info, report=reporter(context), generation=generation)
-        hist = stats.shares
-        return dg.MaterializeResult(
-            metadata={
+
+        def score_one(key: str) -> dict:
+            partition_digest(s.home, source, key)  # first: a bad key or missing text writes nothing
+            model = prior.load()
+            vocab = write_vocab(s.home, model)
+            info = describe(model) | {"vocab": vocab.name, "scoring": s.scoring.version()}  # + which text: score_partition
+            # Streamed: documents are read, scored and written chunk by chunk.
+            stats = score_partition(model, s.home, key, s.scoring, meta=info, report=reporter(context, key), generation=generation)
+            hist = stats.shares
+            return {
                 "documents": stats.documents,
                 "tokens": stats.tokens,
                 "windows": stats.windows,
@@ -67,6 +68,7 @@ def build(settings: Settings, generation: int = 0) -> dg.AssetsDefinition:
                 "perplexity": round(float(stats.perplexity), 3),
                 "path": dg.MetadataValue.path(str(partition_file(s.home, scores_asset(generation), key))),
             }
-        )
+
+        return dg.MaterializeResult(metadata={"shards_in_run": len(for_each_shard(context, score_one))})
 
     return token_scores

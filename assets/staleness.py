@@ -1,27 +1,36 @@
 """What is missing or stale, per shard: what `tledit run`, the refresh schedule and the shard sensor materialize.
 
-Dagster's own data-version machinery decides (the UI's "materialize changed and missing"): an asset is
-stale when its code version changed (the edit settings are in edited_corpus's, the model and scoring
-settings in token_scores's) or an input's data version changed. raw_corpus's data version is its source
-file's content hash, so a changed file is caught by comparing the file with the recorded version.
-Dagster reports staleness one level deep only, so everything downstream (within the shard) of a missing
-or stale asset is redone too.
+One pass over all partitions, from Dagster's own records: for each per-shard asset, the latest
+materialization of every partition (two queries per asset, whatever the number of shards). A shard's
+asset is out of date when it was never materialized, its lake file is gone, its recorded code version
+differs from the current one (the edit settings are in edited_corpus's, the model and scoring settings in
+token_scores's), an asset it reads in the same shard was materialized after it, or, for raw_corpus, the
+source file changed. A file is re-hashed only when its size or modification time differs from the ones
+raw_corpus recorded. Everything downstream (within the shard) of an out-of-date asset is redone too.
 """
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from pathlib import Path
 
 import dagster as dg
 
-from assets.dagster_internals import AssetGraphView, CachingStaleStatusResolver, StaleStatus, TemporalContext, get_current_datetime
+from assets.dagster_internals import EventLogRecord
 from assets.partitions import PER_SHARD, chain
-from tledit_pipeline.lake import partition_file
+from assets.raw import SOURCE_MTIME, SOURCE_SHA, SOURCE_SIZE
+from tledit_pipeline.lake import DUCKDB_FILE, partition_file
 from tledit_pipeline.settings import Settings
+from tledit_pipeline import storage
 from tledit_pipeline.source import Shard, file_fingerprint
 
 HEALTH = dg.AssetKey("distribution_health")
+CODE_VERSION_TAG = "dagster/code_version"
+DATA_VERSION_TAG = "dagster/data_version"
+REGISTERED = "registered_shards_sha256"  # distribution_health metadata: which shards it was built over
+_CHUNK = 500  # storage ids per query (SQLite's bound-parameter limit is far above)
 
 
 @dataclass(frozen=True)
@@ -33,28 +42,42 @@ class ShardWork:
     reason: str = ""
 
 
-def resolver(instance: dg.DagsterInstance, asset_graph) -> CachingStaleStatusResolver:
-    view = AssetGraphView(
-        temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
-        instance=instance,
-        asset_graph=asset_graph,
-    )
-    return CachingStaleStatusResolver(instance=instance, asset_graph=asset_graph, loading_context=view)
+def latest_materializations(instance: dg.DagsterInstance, asset: str, keys: Iterable[str] | None = None) -> dict[str, EventLogRecord]:
+    """The latest materialization record of each partition of `asset` (of `keys` only, if given)."""
+    ak = dg.AssetKey(asset)
+    ids = instance.event_log_storage.get_latest_storage_id_by_partition(ak, dg.DagsterEventType.ASSET_MATERIALIZATION)
+    if keys is not None:
+        wanted = set(keys)
+        ids = {k: v for k, v in ids.items() if k in wanted}
+    out: dict[str, EventLogRecord] = {}
+    values = sorted(ids.values())
+    for i in range(0, len(values), _CHUNK):
+        chunk = values[i : i + _CHUNK]
+        for r in instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=ak, storage_ids=chunk), limit=len(chunk)).records:
+            out[r.partition_key] = r
+    return out
 
 
-def _why_out_of_date(res: CachingStaleStatusResolver, settings: Settings, shard: Shard, name: str) -> str | None:
-    key = dg.AssetKey(name)
-    status = res.get_status(key, shard.key)
-    if status == StaleStatus.MISSING:
-        return f"{name} missing"
-    if not partition_file(settings.home, name, shard.key).exists():
-        return f"{name} file missing from the lake"
-    if status == StaleStatus.STALE:
-        causes = res.get_stale_causes(key, shard.key)
-        return f"{name} {causes[0].reason if causes else 'stale'}"
-    if name == PER_SHARD[0] and res.get_current_data_version(key, shard.key).value != file_fingerprint(shard.path):
-        return f"source file {shard.path.name} changed"
-    return None
+def recorded_source(record: EventLogRecord) -> tuple[str | None, int | None, str | None]:
+    """(content hash, size, mtime_ns) of the source file raw_corpus read; older records have only the hash."""
+    mat = record.asset_materialization
+    md = mat.metadata if mat else {}
+
+    def value(name: str):
+        v = md.get(name)
+        return getattr(v, "value", v) if v is not None else None
+
+    sha = value(SOURCE_SHA) or (mat.tags or {}).get(DATA_VERSION_TAG) if mat else None
+    return sha, value(SOURCE_SIZE), value(SOURCE_MTIME)
+
+
+def source_changed(shard: Shard, record: EventLogRecord) -> bool:
+    """Whether the file differs from the one raw_corpus read: stat first, hash only if the stat differs."""
+    sha, size, mtime = recorded_source(record)
+    now_size, now_hint = storage.stamp(shard.path)
+    if size is not None and mtime is not None and int(size) == now_size and str(mtime) == str(now_hint):
+        return False
+    return sha != file_fingerprint(shard.path)
 
 
 def plan(instance: dg.DagsterInstance, asset_graph, settings: Settings, shards: Iterable[Shard]) -> list[ShardWork]:
@@ -64,21 +87,42 @@ def plan(instance: dg.DagsterInstance, asset_graph, settings: Settings, shards: 
     ngram_profile but not synthetic_corpus (which reads only raw_corpus), and a new synthetic setting does
     not rescore the corpus.
     """
-    res = resolver(instance, asset_graph)
+    shards = list(shards)
+    keys = [s.key for s in shards]
     names = chain(asset_graph)  # PER_SHARD plus later generations' assets
     parents = {
-        name: {p.to_user_string() for p in asset_graph.get(dg.AssetKey(name)).parent_keys} & set(names)
+        name: [p.to_user_string() for p in asset_graph.get(dg.AssetKey(name)).parent_keys if p.to_user_string() in names]
         for name in names
     }
+    code = {name: asset_graph.get(dg.AssetKey(name)).code_version for name in names}
+    latest = {name: latest_materializations(instance, name, keys) for name in names}
+
+    def why_out_of_date(shard: Shard, name: str) -> str | None:
+        rec = latest[name].get(shard.key)
+        if rec is None:
+            return f"{name} missing"
+        if not partition_file(settings.home, name, shard.key).exists():
+            return f"{name} file missing from the lake"
+        mat = rec.asset_materialization
+        if code[name] and (mat.tags or {}).get(CODE_VERSION_TAG) != code[name]:
+            return f"{name} has a new code version"
+        for p in parents[name]:
+            up = latest[p].get(shard.key)
+            if up is not None and up.storage_id > rec.storage_id:
+                return f"{name} has a new dependency materialization ({p})"
+        if name == PER_SHARD[0] and source_changed(shard, rec):
+            return f"source file {shard.path.name} changed"
+        return None
+
     out = []
     for shard in shards:
         redo: list[str] = []
         first = ""
         for name in names:  # dependency order
-            if parents[name] & set(redo):
+            if set(parents[name]) & set(redo):
                 redo.append(name)
                 continue
-            why = _why_out_of_date(res, settings, shard, name)
+            why = why_out_of_date(shard, name)
             if why:
                 redo.append(name)
                 first = first or why
@@ -86,25 +130,66 @@ def plan(instance: dg.DagsterInstance, asset_graph, settings: Settings, shards: 
     return out
 
 
-def health_out_of_date(instance: dg.DagsterInstance, asset_graph, keys: Sequence[str]) -> str:
-    """Why distribution_health needs a rebuild ('' when it is current): missing, new code, or newer shards."""
-    res = resolver(instance, asset_graph)
-    status = res.get_status(HEALTH)
-    if status == StaleStatus.MISSING:
+@dataclass
+class Batch:
+    """One run: the same assets for a contiguous range of shards (a single-run backfill)."""
+
+    assets: tuple[str, ...]
+    keys: list[str]
+    reason: str
+
+
+def batches(work: dict[str, tuple[tuple[str, ...], str]], order: Sequence[str], asset_graph) -> list[Batch]:
+    """The plan as runs: shards with the same assets, in contiguous ranges of the partition order, at most
+    the smallest max_partitions_per_run of their assets' backfill policies per run (Dagster's own rule)."""
+    position = {k: i for i, k in enumerate(order)}
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for key in sorted((k for k, (a, _) in work.items() if a), key=position.__getitem__):
+        groups.setdefault(work[key][0], []).append(key)
+    out = []
+    for assets, keys in groups.items():
+        limits = [p.max_partitions_per_run for a in assets if (p := asset_graph.get(dg.AssetKey(a)).backfill_policy) and p.max_partitions_per_run]
+        size = min(limits, default=len(keys))
+        run: list[str] = []
+        for key in keys:
+            if run and (position[key] != position[run[-1]] + 1 or len(run) == size):
+                out.append(Batch(assets, run, work[run[0]][1]))
+                run = []
+            run.append(key)
+        out.append(Batch(assets, run, work[run[0]][1]))
+    return out
+
+
+def range_tags(keys: Sequence[str]) -> dict[str, str]:
+    """The run tags of a single-run backfill over a contiguous range of shards (Dagster's own)."""
+    return {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]}
+
+
+def shards_digest(keys: Iterable[str]) -> str:
+    """Which shards distribution_health was built over, in 16 hex digits (the list itself can be 10^4 keys)."""
+    return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
+
+
+def health_out_of_date(instance: dg.DagsterInstance, asset_graph, keys: Sequence[str], home: Path | None = None) -> str:
+    """Why distribution_health needs a rebuild ('' when it is current): missing, its DuckDB file gone,
+    new code, shards materialized after it, or another set of registered shards. One query."""
+    per_shard = [dg.AssetKey(n) for n in chain(asset_graph)]
+    records = {r.asset_entry.asset_key: r.asset_entry for r in instance.get_asset_records([HEALTH, *per_shard])}
+    built = records.get(HEALTH)
+    built = built.last_materialization_record if built else None
+    if built is None:
         return "distribution_health missing"
-    if status == StaleStatus.STALE:
-        causes = res.get_stale_causes(HEALTH)
-        dep = causes[0].dependency if causes else None
-        where = f" ({dep.asset_key.to_user_string()} {dep.partition_key or ''})".rstrip(" )") + ")" if dep else ""
-        return f"distribution_health {causes[0].reason}{where}" if causes else "distribution_health stale"
-    built = instance.get_latest_materialization_event(HEALTH)
-    newest = max(
-        (e.timestamp for name in chain(asset_graph) if (e := instance.get_latest_materialization_event(dg.AssetKey(name)))),
-        default=0.0,
-    )
-    if built is None or newest > built.timestamp:
+    if home is not None and not (storage.location(home) / DUCKDB_FILE).exists():
+        return f"{DUCKDB_FILE} missing"
+    mat = built.asset_materialization
+    current = asset_graph.get(HEALTH).code_version
+    if current and (mat.tags or {}).get(CODE_VERSION_TAG) != current:
+        return "distribution_health has a new code version"
+    newest = max((e.last_materialization_record.storage_id for k in per_shard
+                  if (e := records.get(k)) and e.last_materialization_record), default=0)
+    if newest > built.storage_id:
         return "shards were materialized after it"
-    shown = (built.asset_materialization.metadata.get("registered_shards") if built.asset_materialization else None)
-    if shown is not None and shown.value != ",".join(sorted(keys)):
+    shown = mat.metadata.get(REGISTERED)
+    if shown is None or shown.value != shards_digest(keys):
         return "the registered shards changed"
     return ""

@@ -3,7 +3,7 @@
 import dagster as dg
 import numpy as np
 
-from assets.partitions import shards
+from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import PriorResource, TleditResource, prior_code_version, reporter
 from tledit_pipeline.health import histogram_chart, probability_histogram
 from tledit_pipeline.lake import partition_digest, partition_file, read_partition, write_partition
@@ -11,7 +11,7 @@ from tledit_pipeline.prior import describe
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.synthetic import synthesize
 
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"  # 2: pieces, decoding settings, the cached decoder
 
 
 def build(settings: Settings) -> dg.AssetsDefinition:
@@ -21,24 +21,25 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         kinds={"pytorch", "parquet"},
         deps=["raw_corpus"],
         pool="prior",
-        # The baseline's settings (m, cap, sample, seed) and the prior are part of the code version.
+        backfill_policy=RANGES,
+        # The baseline's settings (m, cap, sample, seed, decoding, pieces) and the prior are part of the code version.
         code_version=f"synthetic-{ENGINE_VERSION}|{prior_code_version(settings)}|dtype={settings.scoring.dtype}|{settings.synthetic.version()}",
     )
     def synthetic_corpus(context: dg.AssetExecutionContext, tledit: TleditResource, prior: PriorResource) -> dg.MaterializeResult:
-        """Plain temperature-1 samples of the prior from each sampled document's first m tokens (KV cache, batched)."""
+        """The prior's continuation of each sampled document from its first m tokens, in pieces (KV cache, batched)."""
         s = tledit.settings()
-        key = context.partition_key
-        raw = read_partition(s.home, "raw_corpus", key, columns=["doc_id", "text"])
-        model = prior.load()
-        table, stats = synthesize(model, key, raw, s.synthetic, report=reporter(context))
-        write_partition(
-            s.home, "synthetic_corpus", key, table,
-            meta=describe(model) | {"synthetic": s.synthetic.version(), "raw_digest": partition_digest(s.home, "raw_corpus", key)},
-        )
-        lp = np.concatenate([np.asarray(x, dtype=np.float32) for x in table.column("logprobs").to_pylist()] or [np.zeros(0, np.float32)])
-        ppl = [float(np.exp(-np.mean(x))) for x in table.column("logprobs").to_pylist() if len(x)]
-        return dg.MaterializeResult(
-            metadata={
+
+        def synthesize_one(key: str) -> dict:
+            raw = read_partition(s.home, "raw_corpus", key, columns=["doc_id", "text"])
+            model = prior.load()  # cached: loaded once per process
+            table, stats = synthesize(model, key, raw, s.synthetic, report=reporter(context, key))
+            write_partition(
+                s.home, "synthetic_corpus", key, table,
+                meta=describe(model) | {"synthetic": s.synthetic.version(), "raw_digest": partition_digest(s.home, "raw_corpus", key)},
+            )
+            lp = np.concatenate([np.asarray(x, dtype=np.float32) for x in table.column("logprobs").to_pylist()] or [np.zeros(0, np.float32)])
+            ppl = [float(np.exp(-np.mean(x))) for x in table.column("logprobs").to_pylist() if len(x)]
+            return {
                 "raw_documents": stats.documents,
                 "sampled_documents": stats.sampled,
                 # Not lost: documents outside the sample are simply not part of the baseline.
@@ -49,7 +50,9 @@ def build(settings: Settings) -> dg.AssetsDefinition:
                 "generated_tokens": stats.new_tokens,
                 "ended_by_end_token": stats.end_token,
                 "tokens_per_s": round(stats.new_tokens / max(stats.seconds, 1e-9), 1),
+                "pieces": stats.pieces,
                 "batches": stats.batches,
+                "decode_steps": stats.steps,
                 "synthetic_settings": s.synthetic.version(),
                 "ppl_p50": round(float(np.median(ppl)), 3) if ppl else float("nan"),
                 "probability_histogram": dg.MetadataValue.md(
@@ -59,6 +62,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
                 "model": model.name,
                 "path": dg.MetadataValue.path(str(partition_file(s.home, "synthetic_corpus", key))),
             }
-        )
+
+        return dg.MaterializeResult(metadata={"shards_in_run": len(for_each_shard(context, synthesize_one))})
 
     return synthetic_corpus

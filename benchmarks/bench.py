@@ -11,6 +11,9 @@ machine even when the absolute numbers move:
   float32, truncated at 2048 tokens, full logits, softmax, gather and top-k;
 - matmul: a large square matmul in the prior's dtype on the same device: the hardware's ceiling; and
   one in bf16, with whether the device computes bf16 natively (why dtype `auto` chose what it chose);
+- synthetic: the synthetic baseline at full size (every document, to its full length, in the configured
+  pieces and decoding), exactly what the synthetic_corpus asset calls; it follows pipeline and forward on
+  each shard, so its ratio to pipeline holds on a loaded machine too;
 - re-edit: a threshold backfill (edited_corpus from stored scores, another p), which never runs the model;
 - memory: two fresh processes score a shard and the same shard 4x over; peak RSS while scoring is compared
   (the small shard already holds each document 4 times, so both fill their batches alike);
@@ -47,6 +50,7 @@ TARGETS = {  # figure: (minimum, what the target is)
     "pipeline_vs_naive": (3.0, "3x the hand-written per-document loop"),
     "roofline_fraction": (0.5, "half of a large matmul's FLOP/s"),
     "reedit_speedup_vs_scoring": (500.0, "a threshold backfill 500x faster per token than scoring"),
+    "synthetic_vs_pipeline": (0.5, "the full-size synthetic baseline generates at half the scoring rate"),
 }
 MAX_MEMORY_GROWTH = 0.20
 MAX_STORE_SLOWDOWN = 0.05  # the pipeline with its lake on an object store, against the local disk
@@ -267,9 +271,16 @@ def _probe_in_subprocess(tokens: int, repeat: int, env: dict[str, str]) -> dict[
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def full_size(settings: Settings) -> Settings:
+    """The synthetic baseline over every document, each to its full length (pieces and decoding as configured)."""
+    return settings.with_overrides(synthetic_sample=1.0, max_new_tokens=0)
+
+
 def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool, lake: str | None = None) -> dict[str, Any]:
     from tledit_pipeline import storage
+    from tledit_pipeline.lake import read_partition
     from tledit_pipeline.prior import cached_prior, describe, native_bf16
+    from tledit_pipeline.synthetic import synthesize
     from tledit_pipeline.scoring import Scorer, score_partition, tokenize, use_all_cores
     from tledit_pipeline.vocab import write_vocab
 
@@ -296,11 +307,12 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool,
         warm = tokenize(prior, ["The warm-up sentence runs once before anything is timed."] * 4)
         scorer.forward_batch(scorer.plan(warm)[1][0], warm)
 
-        # Pipeline and forward alternate shard by shard, so a drift in the machine's load hits both alike.
+        # Pipeline, forward and synthetic alternate shard by shard, so a drift in the machine's load hits all alike.
         stats, pipe_s, fwd_s, fwd_tokens, flops, param_flops = [], 0.0, 0.0, 0, 0.0, 0.0
         store_totals = [0, 0.0, 0.0]  # tokens, seconds, seconds waiting on the store
+        syn_settings, syn_stats, syn_s = full_size(settings).synthetic, [], 0.0
         for i, key in enumerate(keys):
-            say(f"pipeline, then the model's forward alone on the same batches: shard {key}")
+            say(f"pipeline, the model's forward alone on the same batches, the synthetic baseline: shard {key}")
             if store is not None and i % 2:  # the store's pass first on every other shard: no order favours either
                 _timed_pipeline(prior, settings, store, key, store_totals)
             t = time.perf_counter()
@@ -311,6 +323,10 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool,
                 _timed_pipeline(prior, settings, store, key, store_totals)
             n, seconds, f, param_flops = _forward_only(scorer, home, key)
             fwd_tokens, fwd_s, flops = fwd_tokens + n, fwd_s + seconds, flops + f
+            raw = read_partition(home, "raw_corpus", key, columns=["doc_id", "text"])
+            t = time.perf_counter()
+            syn_stats.append(synthesize(prior, key, raw, syn_settings)[1])
+            syn_s += time.perf_counter() - t
         tokens = sum(s.tokens for s in stats)
         assert fwd_tokens == tokens, (fwd_tokens, tokens)
 
@@ -333,6 +349,7 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool,
     naive = naive_tokens / naive_s
     flops_per_token = flops / tokens
     reedit = reedit_tokens / reedit_s
+    synthetic = sum(s.new_tokens for s in syn_stats) / syn_s
     out = {
         "tokens": tokens,
         "documents": sum(s.documents for s in stats),
@@ -356,6 +373,12 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool,
         "reread_share": round(1 - sum(s.scored for s in stats) / max(sum(s.fed_tokens for s in stats), 1), 4),
         "reedit_tokens_per_s": round(reedit, 1),
         "reedit_speedup_vs_scoring": round(reedit / pipeline, 1),
+        "synthetic_tokens_per_s": round(synthetic, 1),
+        "synthetic_vs_pipeline": round(synthetic / pipeline, 3),
+        "synthetic_tokens": sum(s.new_tokens for s in syn_stats),
+        "synthetic_pieces": sum(s.pieces for s in syn_stats),
+        "synthetic_steps": sum(s.steps for s in syn_stats),
+        "synthetic_settings": syn_settings.version(),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "device": dev,
         "dtype": prior.dtype,
@@ -463,6 +486,8 @@ def report(fig: dict[str, Any]) -> str:
         ("FLOPs per token", f"{fig['flops_per_token'] / 1e6:,.1f} M ({fig['param_flops_per_token'] / 1e6:,.1f} M from 2 x params)"),
         ("padding / re-read share", f"{fig['padding_share']:.1%} / {fig['reread_share']:.1%}"),
         ("re-edit tokens/s", f"{fig['reedit_tokens_per_s']:,.0f}"),
+        ("synthetic tokens/s", f"{fig['synthetic_tokens_per_s']:,.1f}  ({fig['synthetic_tokens']:,} tokens generated in "
+                               f"{fig['synthetic_pieces']:,} pieces, {fig['synthetic_steps']:,} decode steps; {fig['synthetic_settings']})"),
         ("peak RSS", f"{fig['peak_rss_mb']:,.0f} MB"),
     ]
     for name, (minimum, what) in TARGETS.items():

@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
 
 from tledit_pipeline.errors import TleditError
-from tledit_pipeline.lake import duckdb_connection, sql_literal
+from tledit_pipeline.lake import duckdb_connection, sql_identifier, sql_list, sql_literal
 
 if TYPE_CHECKING:
     import duckdb
@@ -48,6 +50,23 @@ def perplexity(logprob: np.ndarray) -> float:
     return float(math.exp(-lp.mean())) if len(lp) else float("nan")
 
 
+def kept_share_upper_bound(share: float, n: int, z: float = 3.0) -> float:
+    """Wilson score upper bound of a share measured on n items: how high the true share may plausibly be.
+
+    The tail check measures the share of raw's rare bigrams that the edit kept. In a shard with 50 rare
+    bigrams one changed word moves that share by 2%, the whole tolerance; in a shard with 10^5 it moves
+    by 0.002%. Judging the bound instead of the share lets a small shard lose what is within the noise of
+    its size, while a real collapse is still stopped (losing a tenth from 28 rare bigrams up, half at any
+    size), and a large shard is held to the threshold itself (the bound approaches the share as n grows).
+    """
+    if n <= 0:
+        return 1.0
+    denom = 1 + z * z / n
+    centre = (share + z * z / (2 * n)) / denom
+    half = z * math.sqrt(max(share * (1 - share), 0.0) / n + z * z / (4 * n * n)) / denom
+    return min(1.0, centre + half)
+
+
 def bar_chart(rows: list[tuple[str, float]], width: int = 40, title: str = "") -> str:
     """A markdown bar chart (renders in the Dagster UI's metadata panel)."""
     top = max((v for _, v in rows), default=0.0) or 1.0
@@ -66,12 +85,9 @@ def histogram_chart(hist: dict[str, float], title: str = "Token probability unde
 # The n-gram half of the health metrics: needs only the view `ngram_profile` (shard, variant, n, ngram,
 # count, bucket). One place for these numbers: distribution_health runs it over the whole lake, the
 # ngram_profile asset and its checks over one partition's file. Rare = count <= 2 in that (variant, shard).
-_NGRAM_CTES = """
-c AS (
-    SELECT variant, shard, n, ngram, count::DOUBLE AS count, bucket FROM ngram_profile
-    UNION ALL
-    SELECT variant, '__all__', n, ngram, sum(count)::DOUBLE, any_value(bucket) FROM ngram_profile GROUP BY variant, n, ngram
-),
+_C_SHARDS = "SELECT variant, shard, n, ngram, count::DOUBLE AS count, bucket FROM ngram_profile"
+_C_CORPUS = "SELECT variant, '__all__' AS shard, n, ngram, sum(count)::DOUBLE AS count, any_value(bucket) AS bucket FROM ngram_profile GROUP BY variant, n, ngram"
+_NGRAM_REST = """
 r AS (
     SELECT *, sum(count) OVER w AS total, row_number() OVER (w ORDER BY count DESC, ngram) AS rk
     FROM c WINDOW w AS (PARTITION BY variant, shard, n)
@@ -91,6 +107,7 @@ ngram_metrics AS (
 ),
 vs AS (SELECT DISTINCT variant, shard FROM c),
 rare AS (SELECT shard, ngram FROM c WHERE variant = 'raw' AND n = 2 AND count <= 2),
+rare_n AS (SELECT 'raw' AS variant, shard, 'rare_bigrams' AS metric, count(*) AS value FROM rare GROUP BY shard),
 tail AS (
     SELECT vs.variant, vs.shard, 'tail_coverage' AS metric, count(x.ngram) / count(*) AS value
     FROM vs JOIN rare ON rare.shard = vs.shard
@@ -120,7 +137,12 @@ js AS (  -- Jensen-Shannon divergence in bits (0 = same distribution, 1 = disjoi
     FROM pq WHERE p > 0 OR q > 0 GROUP BY variant, shard
 )
 """
-_NGRAM_UNION = "SELECT * FROM ngram_metrics UNION ALL SELECT * FROM tail UNION ALL SELECT * FROM hashed UNION ALL SELECT * FROM js"
+# c: the counts the metrics are computed over, per (variant, shard); shard '__all__' is the whole corpus.
+_NGRAM_CTES = f"\nc AS ({_C_SHARDS} UNION ALL {_C_CORPUS}),{_NGRAM_REST}"
+_NGRAM_UNION = (
+    "SELECT * FROM ngram_metrics UNION ALL SELECT * FROM tail UNION ALL SELECT * FROM rare_n"
+    " UNION ALL SELECT * FROM hashed UNION ALL SELECT * FROM js"
+)
 
 NGRAM_SQL = (
     "WITH" + _NGRAM_CTES + "SELECT variant, shard, metric, value::DOUBLE AS value FROM ("
@@ -130,8 +152,12 @@ NGRAM_SQL = (
 # Per-document perplexity under the prior. raw: teacher-forced scores of every scored token; edited
 # variants: the prior's scores of that generation's text (generation_scores, when it was scored);
 # synthetic: the log-probs recorded while sampling; raw_matched: the raw tokens at the positions the
-# baseline generated (same documents, same prefix, same length).
+# baseline generated (same documents, same prefixes, same lengths; one range per piece).
 _PPL_CTES = """
+gen_ranges AS (
+    SELECT shard, doc_id, p.start + p.prefix AS lo, p.start + p.prefix + p.new AS hi
+    FROM (SELECT shard, doc_id, unnest(pieces) AS p FROM synthetic_corpus WHERE new_tokens > 0)
+),
 ppl AS (
     SELECT 'raw' AS variant, shard, exp(-avg(logprob)) AS ppl
     FROM token_scores WHERE logprob IS NOT NULL GROUP BY shard, doc_id
@@ -142,8 +168,8 @@ ppl AS (
     SELECT 'synthetic', shard, exp(-list_avg(logprobs)) FROM synthetic_corpus WHERE new_tokens > 0
     UNION ALL
     SELECT 'raw_matched', t.shard, exp(-avg(t.logprob))
-    FROM token_scores t JOIN synthetic_corpus s ON s.shard = t.shard AND s.doc_id = t.doc_id
-    WHERE s.new_tokens > 0 AND t.pos >= s.prefix_tokens AND t.pos < s.prefix_tokens + s.new_tokens
+    FROM token_scores t JOIN gen_ranges s ON s.shard = t.shard AND s.doc_id = t.doc_id
+    WHERE t.pos >= s.lo AND t.pos < s.hi
     GROUP BY t.shard, t.doc_id
 )
 """
@@ -202,6 +228,60 @@ HEALTH_SQL = (
 
 HEALTH_VIEWS = ("ngram_profile", "token_scores", "edited_corpus", "synthetic_corpus")
 
+# Incremental health. A shard's rows depend on that shard alone, so they are computed once, when the
+# shard's diagnostics are built, and stored in the lake (shard_health: the shard's rows of the table;
+# document_perplexity: its documents' perplexities). The whole-corpus '__all__' rows are then built from
+# those stored rows and the n-gram counts, so a changed shard never recomputes the other shards' metrics.
+# scored_tokens (the tokens behind the probability shares) and edit_scored_tokens (behind the edit shares)
+# turn the stored shares back into exact counts.
+_SCORED_CTE = """,
+scored AS (
+    SELECT 'raw' AS variant, shard, 'scored_tokens' AS metric, count(*)::DOUBLE AS value
+    FROM token_scores WHERE logprob IS NOT NULL GROUP BY shard
+    UNION ALL
+    SELECT variant, shard, 'scored_tokens', count(*)::DOUBLE FROM generation_scores WHERE logprob IS NOT NULL GROUP BY variant, shard
+    UNION ALL
+    SELECT 'synthetic', shard, 'scored_tokens', sum(len(logprobs))::DOUBLE FROM synthetic_corpus GROUP BY shard
+    UNION ALL
+    SELECT variant, shard, 'edit_scored_tokens', sum(n_scored)::DOUBLE FROM edited_generations GROUP BY variant, shard
+)
+"""
+SHARD_HEALTH_SQL = (
+    "WITH" + f"\nc AS ({_C_SHARDS}),{_NGRAM_REST}" + "," + _OTHER_CTES + _SCORED_CTE
+    + "SELECT variant, shard, metric, value::DOUBLE AS value FROM (" + _NGRAM_UNION
+    + " UNION ALL SELECT * FROM prob_metrics UNION ALL SELECT * FROM ppl_metrics UNION ALL SELECT * FROM edit_metrics"
+    + " UNION ALL SELECT * FROM scored) WHERE shard <> '__all__' ORDER BY variant, shard, metric"
+)
+
+# The '__all__' rows from views ngram_profile, shard_health and document_perplexity (all shards).
+_CORPUS_CTES = """,
+counted AS (
+    SELECT h.variant, h.metric, round(h.value * t.value) AS k, t.value AS n
+    FROM shard_health h JOIN shard_health t ON t.variant = h.variant AND t.shard = h.shard
+         AND t.metric = CASE WHEN h.metric LIKE 'prob_bin_%' THEN 'scored_tokens' ELSE 'edit_scored_tokens' END
+    WHERE h.metric LIKE 'prob_bin_%' OR h.metric IN ('eligible_share', 'changed_share', 'deleted_share')
+),
+share_metrics AS (
+    SELECT variant, '__all__' AS shard, metric, sum(k) / greatest(sum(n), 1) AS value FROM counted GROUP BY variant, metric
+    UNION ALL
+    SELECT variant, '__all__', metric, sum(value) FROM shard_health
+    WHERE metric IN ('scored_tokens', 'edit_scored_tokens') GROUP BY variant, metric
+),
+corpus_ppl AS (
+    SELECT variant, '__all__' AS shard, unnest(['ppl_p10', 'ppl_p50', 'ppl_p90']) AS metric,
+           unnest(quantile_cont(ppl, [0.1, 0.5, 0.9])) AS value
+    FROM document_perplexity GROUP BY variant
+)
+"""
+_CORPUS_WITH = "WITH" + f"\nc AS ({_C_CORPUS}),{_NGRAM_REST}" + _CORPUS_CTES
+_CORPUS_UNION = _NGRAM_UNION + " UNION ALL SELECT * FROM share_metrics UNION ALL SELECT * FROM corpus_ppl"
+CORPUS_HEALTH_SQL = _CORPUS_WITH + "SELECT variant, shard, metric, value::DOUBLE AS value FROM (" + _CORPUS_UNION + ")"
+HEALTH_FROM_SHARDS_SQL = (
+    _CORPUS_WITH + "SELECT variant, shard, metric, value::DOUBLE AS value FROM (" + _CORPUS_UNION
+    + " UNION ALL SELECT variant, shard, metric, value FROM shard_health) ORDER BY variant, shard, metric"
+)
+SHARD_TABLES = ("shard_health", "document_perplexity")  # lake tables the diagnostics step writes per shard
+
 # Every generation of the edited corpus (variant edited, edited_g2, ...) and the prior's scores of each
 # one's text (generation_scores). generations.refresh_generation_views makes them over the lake; where a
 # connection lacks them, these defaults stand for one generation whose text was not scored.
@@ -257,6 +337,54 @@ def build_health_table(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
         con.execute("CREATE OR REPLACE TABLE distribution_health AS " + HEALTH_SQL)
     finally:
         con.execute("SET threads = $t", {"t": threads})
+    return _frame(con.execute("SELECT * FROM distribution_health ORDER BY variant, shard, metric"))
+
+
+def create_views(con: "duckdb.DuckDBPyConnection", files: Mapping[str, Sequence[Path]]) -> None:
+    """One view per name over exactly the given parquet files (the lake's own, fixed-schema tables)."""
+    for view, paths in files.items():
+        con.execute(
+            f"CREATE OR REPLACE VIEW {sql_identifier(view)} AS SELECT * FROM read_parquet("
+            f"{sql_list([str(p) for p in paths])}, hive_partitioning = false, union_by_name = true)"
+        )
+
+
+@contextmanager
+def _one_thread(con: "duckdb.DuckDBPyConnection") -> Iterator[None]:
+    """Float sums in a fixed order: the same lake gives the same table to the last bit."""
+    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    con.execute("SET threads = 1")
+    try:
+        yield
+    finally:
+        con.execute("SET threads = $t", {"t": threads})
+
+
+def _default_generation_views(con: "duckdb.DuckDBPyConnection") -> None:
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    if "edited_generations" not in views:
+        con.execute(EDITED_GENERATIONS_DDL)
+    if "generation_scores" not in views:
+        con.execute(GENERATION_SCORES_DDL)
+
+
+def shard_health_rows(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
+    """Each shard's rows of distribution_health (no '__all__'), plus its token counts, over HEALTH_VIEWS
+    (and edited_generations, generation_scores where there are later generations).
+
+    A shard's rows depend on its own data only: computing many shards at once gives each the same rows.
+    """
+    _default_generation_views(con)
+    with _one_thread(con):
+        return _frame(con.execute(SHARD_HEALTH_SQL))
+
+
+def build_health_table_from_shards(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
+    """Create or replace table distribution_health from the stored per-shard rows (views shard_health,
+    document_perplexity) and the n-gram counts (view ngram_profile): only the '__all__' rows are computed.
+    Same rows as build_health_table over the same lake, plus the token counts."""
+    with _one_thread(con):
+        con.execute("CREATE OR REPLACE TABLE distribution_health AS " + HEALTH_FROM_SHARDS_SQL)
     return _frame(con.execute("SELECT * FROM distribution_health ORDER BY variant, shard, metric"))
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
@@ -337,6 +338,13 @@ def rebuild_database(home: Location) -> Iterator[duckdb.DuckDBPyConnection]:
     updated: two runs building it at once each write their own file and the last rename wins. On an
     object store the file is built locally and uploaded whole, in one PUT.
     """
+    with _replace_database(home, keep=False) as con:
+        yield con
+
+
+@contextmanager
+def _replace_database(home: Location, keep: bool) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A temporary DuckDB file (a copy of the current one when `keep`) that replaces it on success."""
     target = storage.location(home) / DUCKDB_FILE
     if isinstance(target, RemotePath):
         tmp = storage.spool_file(DUCKDB_FILE)
@@ -345,6 +353,11 @@ def rebuild_database(home: Location) -> Iterator[duckdb.DuckDBPyConnection]:
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{DUCKDB_FILE}.{uuid.uuid4().hex}.tmp")
     try:
+        if keep and target.exists():
+            if isinstance(target, RemotePath):
+                storage.fetch(target, tmp)
+            else:
+                shutil.copyfile(target, tmp)
         con = duckdb_connection(str(tmp), home)
         try:
             yield con
@@ -358,6 +371,18 @@ def rebuild_database(home: Location) -> Iterator[duckdb.DuckDBPyConnection]:
     finally:
         tmp.unlink(missing_ok=True)
         tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)
+
+
+@contextmanager
+def amend_database(home: Location) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection to a copy of <home>/tledit.duckdb (or a new file) that replaces it atomically on success.
+
+    For a step that adds a view to what distribution_health built without writing the file in place, so
+    readers never wait. Should a rebuild rename its file at the same moment, the last rename wins; both
+    hold only views and tables derived from the lake, and the next rebuild makes them whole again.
+    """
+    with _replace_database(home, keep=True) as con:
+        yield con
 
 
 def _mixed_columns(paths: Sequence[Location]) -> dict[Location, list[str]]:

@@ -1,0 +1,380 @@
+"""`make scale`: what the pipeline's own bookkeeping costs as the number of shards grows.
+
+For each N (default 10, 100, 1000) it writes an N-shard corpus from the packaged sample text (two short
+documents per shard) and runs `tledit run` in a fresh process, exactly as a user does, five times:
+
+- first_run:   everything from nothing;
+- noop:        a second `tledit run` with nothing changed;
+- backfill:    a new threshold p (re-edit, n-grams, health; no scoring);
+- refresh_one: one source file changed: its shard's chain and distribution_health redone;
+- health:      distribution_health alone, rebuilt from the lake (its DuckDB file removed).
+
+The prior is small on purpose (a config of a few layers with the bundled tokenizer, random weights), so
+the model's compute stays small and the pipeline's own costs show. Each phase reports wall seconds,
+engine seconds (time inside tledit_pipeline calls: reading, scoring, editing, n-grams, health SQL),
+overhead per shard ((wall - engine) / N: Dagster, planning, bookkeeping) and the child's peak RSS.
+At the largest N it also starts `dagster-webserver` on the instance and times the GraphQL queries behind
+an asset's page and its partition health bar. It prints a table, writes a log-log chart (seconds per
+phase against N) as a PNG beside the JSON file, and ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+PHASES = ("first_run", "noop", "backfill", "refresh_one", "health")
+DOCS_PER_SHARD = 2
+THRESHOLD = 0.99
+BACKFILL_THRESHOLD = 0.95
+# Targets of the issue, at the largest N against the one before it (see docs/deploy.md).
+TARGETS = {"noop_s": 20.0, "backfill_s": 90.0, "refresh_one_s": 30.0, "per_shard_ratio": 1.5, "rss_ratio": 1.2}
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --- the corpus and the prior ------------------------------------------------------------------------
+
+
+def sample_documents() -> list[str]:
+    """Short human texts from the packaged sample (the fortunes the demo uses), in a fixed order."""
+    from tledit_pipeline.sample import FORTUNE_SETS, fortunes
+
+    return [d["text"] for d in fortunes(FORTUNE_SETS)]
+
+
+def write_corpus(folder: Path, n: int, docs: list[str]) -> list[Path]:
+    """n shard files of DOCS_PER_SHARD documents each (the pool is cycled; ids stay distinct per shard)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(n):
+        rows = [{"text": docs[(i * DOCS_PER_SHARD + j) % len(docs)], "n": i * DOCS_PER_SHARD + j} for j in range(DOCS_PER_SHARD)]
+        path = folder / f"shard-{i:05d}.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        paths.append(path)
+    return paths
+
+
+def build_small_prior(folder: Path, models_dir: Path, layers: int = 2, hidden: int = 64, seed: int = 0) -> Path:
+    """A Llama config of `layers` layers over the bundled prior's tokenizer, random weights (seeded)."""
+    if (folder / "model.safetensors").exists():
+        return folder
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from tledit_pipeline.prior import convert_bundled
+
+    tok = AutoTokenizer.from_pretrained(str(convert_bundled(models_dir)))
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+        eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():  # a sharper output distribution, so some tokens are eligible at p
+        model.lm_head.weight.mul_(40.0)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return folder
+
+
+# --- one phase: `tledit run` in a child process ---------------------------------------------------------
+
+
+def child(argv: list[str], report: str) -> int:
+    """The child: `tledit run argv` with every tledit_pipeline function the assets call timed."""
+    import functools
+    import importlib
+    import types
+
+    import assets.cli as cli
+    import assets.definitions  # noqa: F401  (loads every asset module)
+
+    spent = {"s": 0.0, "depth": 0}
+
+    def timed(fn):
+        @functools.wraps(fn)
+        def wrapper(*a, **k):
+            spent["depth"] += 1
+            t = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                spent["depth"] -= 1
+                if spent["depth"] == 0:
+                    spent["s"] += time.perf_counter() - t
+
+        return wrapper
+
+    for name in [m for m in sys.modules if m.startswith("assets.")]:
+        module = importlib.import_module(name)
+        for attr, value in list(vars(module).items()):
+            if isinstance(value, types.FunctionType) and (value.__module__ or "").startswith("tledit_pipeline."):
+                setattr(module, attr, timed(value))
+    t0 = time.perf_counter()
+    code = cli.main(argv)
+    Path(report).write_text(json.dumps({"engine_s": spent["s"], "wall_in_process_s": time.perf_counter() - t0, "code": code}))
+    return code
+
+
+def run_phase(argv: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
+    """Wall seconds, engine seconds, exit code and peak RSS of one `tledit run` in a fresh process."""
+    report = log.with_suffix(".json")
+    cmd = [sys.executable, "-m", "benchmarks.scale", "--child", json.dumps(argv), "--report", str(report)]
+    t = time.perf_counter()
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t
+    code = os.waitstatus_to_exitcode(status)
+    engine = json.loads(report.read_text())["engine_s"] if report.exists() else float("nan")
+    return {"wall_s": wall, "engine_s": engine, "code": code, "peak_rss_mb": usage.ru_maxrss / 1024}
+
+
+def tree_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+# --- the UI's queries ------------------------------------------------------------------------------------
+
+ASSET_PAGE = """
+query AssetPage($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) { ... on AssetNode {
+    id description opName isPartitioned partitionDefinition { description }
+    dependencyKeys { path } dependedByKeys { path }
+    assetMaterializations(limit: 1) { runId partition timestamp metadataEntries { label } }
+  } }
+  assetOrError(assetKey: $key) { ... on Asset {
+    assetMaterializations(limit: 100) { runId partition timestamp tags { key value } }
+  } }
+}
+"""
+PARTITION_HEALTH = """
+query PartitionHealth($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) { ... on AssetNode {
+    partitionKeysByDimension { name partitionKeys }
+    partitionStats { numMaterialized numPartitions numFailed numMaterializing }
+    assetPartitionStatuses { ... on DefaultPartitionStatuses {
+      materializedPartitions failedPartitions unmaterializedPartitions materializingPartitions
+    } }
+  } }
+}
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _graphql(port: int, query: str, variables: dict) -> dict:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", json.dumps({"query": query, "variables": variables}).encode(),
+        {"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=600) as resp:
+        body = json.loads(resp.read())
+    if body.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {body['errors'][:1]}")
+    return body["data"]
+
+
+def time_ui(env: dict[str, str], log: Path, asset: str = "ngram_profile", repeats: int = 3) -> dict[str, float]:
+    """Median seconds of each query against a real dagster-webserver on the instance (after one warm-up)."""
+    port = _free_port()
+    web = Path(sys.executable).parent / "dagster-webserver"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([str(web), "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 300
+        while True:
+            try:
+                _graphql(port, "{ version }", {})
+                break
+            except Exception:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError(f"dagster-webserver did not start (see {log})") from None
+                time.sleep(1)
+        out: dict[str, float] = {}
+        for name, query in (("asset_page", ASSET_PAGE), ("partition_health_bar", PARTITION_HEALTH)):
+            variables = {"key": {"path": [asset]}}
+            _graphql(port, query, variables)  # warm-up: the code location and caches
+            times = []
+            for _ in range(repeats):
+                t = time.perf_counter()
+                data = _graphql(port, query, variables)
+                times.append(time.perf_counter() - t)
+            out[f"{name}_s"] = sorted(times)[len(times) // 2]
+            if name == "partition_health_bar":
+                stats = data["assetNodeOrError"]["partitionStats"]
+                out["partitions_materialized"] = stats["numMaterialized"]
+        return out
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+# --- the benchmark ---------------------------------------------------------------------------------------
+
+
+def measure(n: int, work: Path, prior: Path, docs: list[str], base_env: dict[str, str], ui: bool) -> dict[str, Any]:
+    home, source = work / f"n{n}" / "home", work / f"n{n}" / "source"
+    shutil.rmtree(work / f"n{n}", ignore_errors=True)
+    files = write_corpus(source, n, docs)
+    env = base_env | {"TLEDIT_HOME": str(home)}
+    common = ["run", "--home", str(home)]
+    argvs = {
+        "first_run": common + ["--source", str(source), "--model", str(prior), "--threshold", str(THRESHOLD)],
+        "noop": common,
+        "backfill": common + ["--threshold", str(BACKFILL_THRESHOLD)],
+        "refresh_one": common,
+        "health": common,
+    }
+    result: dict[str, Any] = {"shards": n, "phases": {}}
+    for phase in PHASES:
+        if phase == "refresh_one":  # one source file changed: a document replaced
+            rows = [json.loads(line) for line in files[0].read_text().splitlines()]
+            rows[0]["text"] = docs[(n * DOCS_PER_SHARD) % len(docs)]
+            files[0].write_text("".join(json.dumps(r) + "\n" for r in rows))
+        if phase == "health":
+            (home / "tledit.duckdb").unlink(missing_ok=True)
+        r = run_phase(argvs[phase], env, work / f"n{n}" / f"{phase}.log")
+        r["overhead_per_shard_s"] = (r["wall_s"] - r["engine_s"]) / n
+        result["phases"][phase] = r
+        print(f"  N={n:>5} {phase:<12} {r['wall_s']:8.1f} s wall {r['engine_s']:7.1f} s engine "
+              f"{r['overhead_per_shard_s'] * 1000:8.1f} ms/shard overhead {r['peak_rss_mb']:7.0f} MB"
+              + ("" if r["code"] == 0 else f"  exit {r['code']} (see {work / f'n{n}' / f'{phase}.log'})"), flush=True)
+    result["dagster_home_mb"] = tree_mb(home / "dagster_home")
+    result["lake_mb"] = tree_mb(home / "lake")
+    result["runs"] = len(list((home / "dagster_home" / "history" / "runs").glob("*.db"))) - 1  # less index.db
+    if ui:
+        try:
+            result["ui"] = time_ui(env | {"DAGSTER_HOME": str(home / "dagster_home")}, work / f"n{n}" / "webserver.log")
+        except Exception as exc:  # reported, not fatal: the phases above are the benchmark
+            result["ui"] = {"error": str(exc)}
+    return result
+
+
+def chart(results: list[dict], path: Path) -> Path | None:
+    """Seconds per phase against N, log-log, with the linear-cost slope for reference."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("no chart: matplotlib is not installed (make scale installs it)", file=sys.stderr)
+        return None
+    ns = [r["shards"] for r in results]
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for phase in PHASES:
+        ax.plot(ns, [r["phases"][phase]["wall_s"] for r in results], marker="o", label=phase)
+    first = results[0]["phases"]["first_run"]["wall_s"]
+    ax.plot(ns, [first * n / ns[0] for n in ns], color="grey", linestyle=":", label="linear in N")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("shards N")
+    ax.set_ylabel("wall seconds (tledit run)")
+    ax.set_title("tledit run at N shards (small prior)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def summary_json(results: list[dict]) -> dict[str, Any]:
+    out: dict[str, Any] = {"shards": [r["shards"] for r in results]}
+    for phase in PHASES:
+        out[f"{phase}_s"] = [round(r["phases"][phase]["wall_s"], 2) for r in results]
+    out["engine_s"] = {p: [round(r["phases"][p]["engine_s"], 2) for r in results] for p in PHASES}
+    out["peak_rss_mb"] = [round(max(r["phases"][p]["peak_rss_mb"] for p in PHASES), 1) for r in results]
+    out["overhead_per_shard_s"] = {p: [round(r["phases"][p]["overhead_per_shard_s"], 4) for r in results] for p in PHASES}
+    out["dagster_home_mb"] = [round(r["dagster_home_mb"], 1) for r in results]
+    out["lake_mb"] = [round(r["lake_mb"], 1) for r in results]
+    out["runs"] = [r["runs"] for r in results]
+    out["exit_codes"] = {p: [r["phases"][p]["code"] for r in results] for p in PHASES}
+    if "ui" in results[-1]:
+        out["ui_at_shards"] = results[-1]["shards"]
+        out["ui"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in results[-1]["ui"].items()}
+    if len(results) >= 2:
+        a, b = results[-2], results[-1]
+        per = lambda r, p: r["phases"][p]["wall_s"] / r["shards"]  # noqa: E731
+        out["per_shard_ratio"] = {p: round(per(b, p) / per(a, p), 2) for p in PHASES}
+        out["rss_ratio"] = round(out["peak_rss_mb"][-1] / out["peak_rss_mb"][-2], 3)
+    return out
+
+
+def table(results: list[dict]) -> str:
+    head = f"{'N':>6} {'phase':<12} {'wall s':>9} {'engine s':>9} {'overhead/shard':>15} {'peak RSS MB':>12}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        for p in PHASES:
+            x = r["phases"][p]
+            lines.append(f"{r['shards']:>6} {p:<12} {x['wall_s']:9.1f} {x['engine_s']:9.1f} "
+                         f"{x['overhead_per_shard_s'] * 1000:12.1f} ms {x['peak_rss_mb']:12.0f}")
+        lines.append(f"{r['shards']:>6} {'dagster home':<12} {r['dagster_home_mb']:9.1f} MB in {r['runs']} run databases; "
+                     f"lake {r['lake_mb']:.1f} MB")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shards", type=int, nargs="+", default=[10, 100, 1000], help="corpus sizes N (default 10 100 1000)")
+    parser.add_argument("--out", default=None, help="folder for scale.json and scale.png (default: the work folder)")
+    parser.add_argument("--work", default=None, help="where corpora and data directories go (default: a temporary folder)")
+    parser.add_argument("--no-ui", action="store_true", help="skip the GraphQL timings at the largest N")
+    parser.add_argument("--layers", type=int, default=2, help="layers of the small prior (default 2)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--report", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        return child(json.loads(args.child), args.report)
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="tledit-scale-")).absolute()
+    work.mkdir(parents=True, exist_ok=True)
+    out = Path(args.out).absolute() if args.out else work
+    out.mkdir(parents=True, exist_ok=True)
+    models = Path(os.environ.get("TLEDIT_MODEL_CACHE") or work / "models")
+    prior = build_small_prior(work / f"small-prior-{args.layers}l", models, layers=args.layers)
+    env = dict(os.environ) | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "TLEDIT_MODEL_CACHE": str(models)}
+    env.pop("DAGSTER_HOME", None)
+    docs = sample_documents()
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
+    print(f"make scale: N = {args.shards}, {DOCS_PER_SHARD} documents per shard, small prior ({args.layers} layers) "
+          f"on {os.cpu_count()} CPU(s) ({cpu}); work folder {work}", flush=True)
+    results = [measure(n, work, prior, docs, env, ui=not args.no_ui and n == max(args.shards)) for n in sorted(args.shards)]
+    print()
+    print(table(results))
+    data = summary_json(results)
+    data["cpu"] = f"{os.cpu_count()} x {cpu}"
+    if "ui" in data:
+        print(f"\nGraphQL at N={data['ui_at_shards']} ({data['ui']})")
+    (out / "scale.json").write_text(json.dumps(data, indent=2) + "\n")
+    png = chart(results, out / "scale.png")
+    if png:
+        print(f"chart: {png}")
+    print(json.dumps(data))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
