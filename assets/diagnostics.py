@@ -23,7 +23,16 @@ from tledit_pipeline.health import (
     rank_frequency,
     shard_health_rows,
 )
-from tledit_pipeline.lake import duckdb_connection, is_shard_key, partition_file, partition_meta, read_partition, rebuild_database, refresh_views, write_partition
+from tledit_pipeline.lake import (
+    duckdb_connection,
+    is_shard_key,
+    partition_file,
+    partition_meta,
+    read_partition,
+    rebuild_database,
+    refresh_views,
+    write_partition,
+)
 from tledit_pipeline.ngrams import profile
 from tledit_pipeline.probe import probe_view
 from tledit_pipeline.settings import Settings
@@ -171,7 +180,7 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
         )
         if len(versions[asset]) > 1:
             context.log.warning(f"{asset} shards were built with different settings: {versions[asset]}; backfill the stale ones")
-    rank_series = {v: list(zip(g["rank"].to_list(), g["freq"].to_list())) for (v,), g in zipf.group_by("variant", maintain_order=True)}
+    rank_series = {v: list(zip(g["rank"].to_list(), g["freq"].to_list(), strict=True)) for (v,), g in zipf.group_by("variant", maintain_order=True)}
     rank_chart = line_chart_svg(
         rank_series, "Rank-frequency of words (whole corpus)", "rank", "relative frequency", log_x=True, log_y=True
     )
