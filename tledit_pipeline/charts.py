@@ -55,8 +55,12 @@ def line_chart_svg(
     ylabel: str,
     log_x: bool = False,
     log_y: bool = False,
+    x_ticks: Sequence[float] | None = None,
 ) -> str:
-    """One SVG with a polyline per series; non-positive values are dropped on a log axis."""
+    """One SVG with a polyline per series; non-positive values are dropped on a log axis.
+
+    x_ticks: the x-axis ticks to label (linear axis), e.g. whole generations; by default evenly spaced ones.
+    """
     tx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
     ty = (lambda v: math.log10(v)) if log_y else (lambda v: v)
     pts = {
@@ -87,7 +91,8 @@ def line_chart_svg(
         f'<rect width="{_W}" height="{_H}" fill="white"/>',
         f'<text x="{_W / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>',
     ]
-    for t in _ticks(x0, x1, False) if not log_x else [math.log10(v) for v in _ticks(x0, x1, True)]:
+    for t in (list(x_ticks) if x_ticks is not None and not log_x else
+              _ticks(x0, x1, False) if not log_x else [math.log10(v) for v in _ticks(x0, x1, True)]):
         if x0 - 1e-9 <= t <= x1 + 1e-9:
             label = _fmt(10**t if log_x else t)
             out.append(f'<line x1="{sx(t):.1f}" y1="{_T}" x2="{sx(t):.1f}" y2="{_T + ph}" stroke="#eee"/>')

@@ -121,7 +121,7 @@ def edit_shard(
             "re-materialize token_scores"
         )
     texts, n_tok, n_scored, n_elig, n_chg, n_del = [], [], [], [], [], []
-    for doc_id, text in zip(raw_ids, raw.column("text").to_pylist()):
+    for doc_id, text in zip(raw_ids, raw.column("text").to_pylist(), strict=True):
         s, e = by_doc[doc_id]
         at = np.flatnonzero(cut[s:e]) + s  # resampled or deleted, in text order
         new = ["" if decision.deleted[i] else vocab_text[decision.new_ids[i]] for i in at]

@@ -7,9 +7,9 @@ measures; these functions turn n-gram counts and token probabilities into those 
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -325,10 +325,7 @@ def build_health_table(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
     missing = [v for v in HEALTH_VIEWS if v not in views]
     if missing:
         raise TleditError(f"distribution_health needs {', '.join(missing)} for at least one shard; materialize them first")
-    if "edited_generations" not in views:
-        con.execute(EDITED_GENERATIONS_DDL)
-    if "generation_scores" not in views:
-        con.execute(GENERATION_SCORES_DDL)
+    _default_generation_views(con)
     # One thread: float sums in a fixed order, so the same lake gives the same table to the last bit
     # (parallel aggregation adds in whatever order the threads finish). The inputs are small aggregates.
     threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
@@ -394,6 +391,9 @@ def rank_frequency(con: "duckdb.DuckDBPyConnection", n: int = 1) -> pl.DataFrame
 
 
 def document_perplexities(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
+    """(variant, shard, ppl) per document; a connection without scored generations gets an empty generation_scores."""
+    if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'generation_scores'").fetchone()[0]:
+        con.execute(GENERATION_SCORES_DDL)
     return _frame(con.execute(PPL_SQL))
 
 
@@ -458,7 +458,7 @@ def perplexity_polygons(ppl: pl.DataFrame, bins: int = 24) -> dict[str, list[tup
         x = np.log10(vals.filter(pl.col("variant") == v)["ppl"].to_numpy())
         if len(x):
             h, _ = np.histogram(x, bins=edges)
-            out[v] = list(zip(centres.tolist(), (h / len(x)).tolist()))
+            out[v] = list(zip(centres.tolist(), (h / len(x)).tolist(), strict=True))
     return out
 
 

@@ -17,7 +17,7 @@ import uuid
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -173,7 +173,7 @@ def vocab_bytes(tokenizer: "PreTrainedTokenizerBase") -> list[bytes | None]:
 END_OF_TEXT = "<|endoftext|>"
 
 
-def document_start_id(tokenizer: "PreTrainedTokenizerBase") -> int | None:
+def document_start_id(tokenizer: Any) -> int | None:
     """The token a document follows in the prior's training data: what it should see before a document.
 
     The tokenizer's BOS where it adds one (Llama-3's <|begin_of_text|>); else its end-of-text token, the
@@ -185,7 +185,7 @@ def document_start_id(tokenizer: "PreTrainedTokenizerBase") -> int | None:
     bos = getattr(tokenizer, "bos_token_id", None)
     if bos is not None and probe and probe[0] == bos:
         return int(bos)
-    eot = tokenizer.convert_tokens_to_ids(END_OF_TEXT) if END_OF_TEXT in tokenizer.get_vocab() else None
+    eot = tokenizer.get_vocab().get(END_OF_TEXT)
     if eot is not None:
         return int(eot)
     eos = getattr(tokenizer, "eos_token_id", None)

@@ -278,7 +278,7 @@ class Scorer:
         seqs, offsets = self.sequences(ids, contexts)
         windows, batches = self.plan(seqs, offsets)
         # Positions left to score per document; a document's unscored tokens count as done with it.
-        remaining = {i: max(len(seq) - max(off, 1), 0) for i, (seq, off) in enumerate(zip(seqs, offsets))}
+        remaining = {i: max(len(seq) - max(off, 1), 0) for i, (seq, off) in enumerate(zip(seqs, offsets, strict=True))}
         unscored = {i: len(ids[i]) - n for i, n in remaining.items()}
         for i, n in remaining.items():  # nothing to score (a 1-token document without a start token)
             if progress and n == 0:
@@ -358,7 +358,7 @@ def chunks(
         has_ctx = CONTEXT_COLUMN in b.schema.names
         ctx = [] if ctx is None and has_ctx else ctx
         cs = b.column(CONTEXT_COLUMN).to_pylist() if has_ctx else [None] * b.num_rows
-        for doc_id, text, c in zip(b.column("doc_id").to_pylist(), b.column("text").to_pylist(), cs):
+        for doc_id, text, c in zip(b.column("doc_id").to_pylist(), b.column("text").to_pylist(), cs, strict=True):
             ids.append(doc_id)
             texts.append(text)
             if ctx is not None:
@@ -378,8 +378,8 @@ CONTEXT_COLUMN = "context"
 def context_ids(prior: Prior, contexts: list[str | None]) -> list[np.ndarray]:
     """Token ids of each document's context followed by CONTEXT_SEPARATOR; none for a null or empty context."""
     out = [np.zeros(0, dtype=np.int64)] * len(contexts)
-    given = [i for i, c in enumerate(contexts) if c]
-    for i, tok in zip(given, tokenize(prior, [contexts[i] + CONTEXT_SEPARATOR for i in given])):
+    given = [(i, c + CONTEXT_SEPARATOR) for i, c in enumerate(contexts) if c]
+    for (i, _), tok in zip(given, tokenize(prior, [c for _, c in given]), strict=True):
         out[i] = tok
     return out
 
@@ -442,7 +442,7 @@ def context_column(home: Path, shard: str, field: str) -> str:
 
 def _context_texts(shard: str, field: str, doc_ids: list, values: list) -> pa.Array:
     """The context values as text: a null is no context; anything but a string is a clear error."""
-    for doc_id, v in zip(doc_ids, values):
+    for doc_id, v in zip(doc_ids, values, strict=True):
         if v is not None and not isinstance(v, str):
             raise ContextError(
                 f"shard {shard!r}, document {doc_id!r}: context field {field!r} holds a {type(v).__name__}, not text"
@@ -457,7 +457,7 @@ def _with_context(
     from tledit_pipeline.source import passthrough_values  # JSON columns (mixed types) decoded
 
     raw = open_partition(home, "raw_corpus", shard).iter_batches(batch_size=64, columns=["doc_id", column])
-    rows = (r for b in raw for r in zip(b.column("doc_id").to_pylist(), passthrough_values(b.column(column))))
+    rows = (r for b in raw for r in zip(b.column("doc_id").to_pylist(), passthrough_values(b.column(column)), strict=True))
     for b in texts:
         ids = b.column("doc_id").to_pylist()
         found = [next(rows, (None, None)) for _ in ids]

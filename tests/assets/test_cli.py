@@ -1,8 +1,8 @@
 """`tledit run` end to end, in process, against a persistent instance under a temporary home."""
 
-import pytest
 import dagster as dg
 import duckdb
+import pytest
 
 from assets.cli import main
 

@@ -43,7 +43,7 @@ def _health_table(out: str) -> dict[str, dict[str, str]]:
     for line in lines[2:]:
         metric = line[:width].strip()
         cells = [line[width + 2 + 14 * i : width + 2 + 14 * i + 12].strip() for i in range(len(header) - 1)]
-        for v, c in zip(header[1:], cells):
+        for v, c in zip(header[1:], cells, strict=True):
             table[v][metric] = c
     return table
 

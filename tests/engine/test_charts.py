@@ -41,3 +41,12 @@ def test_svg_markdown_is_a_data_uri_image():
     prefix = "![alt text](data:image/svg+xml;base64,"
     assert md.startswith(prefix) and md.endswith(")")
     assert base64.b64decode(md[len(prefix) : -1]) == b"<svg xmlns='http://www.w3.org/2000/svg'/>"
+
+
+def test_series_beyond_the_variants_get_distinct_colours_and_given_ticks():
+    series = {f"edited_g{g}": [(0.0, 1.0), (3.0, float(g))] for g in range(2, 6)} | {"raw": [(0.0, 1.0), (3.0, 2.0)]}
+    root = ET.fromstring(line_chart_svg(series, "generations", "generation", "y", x_ticks=[0, 1, 2, 3]))
+    colours = [line.get("stroke") for line in root.iter(f"{NS}polyline")]
+    assert len(colours) == 5 and len(set(colours)) == 5  # raw keeps its colour, each later generation its own
+    labels = [t.text for t in root.iter(f"{NS}text")]
+    assert {"0", "1", "2", "3"} <= set(labels) and "0.5" not in labels  # whole generations only

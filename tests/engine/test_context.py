@@ -10,13 +10,13 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from tests.engine.test_scoring import reference_logprobs
 from tledit_pipeline.edited import edit_partition
 from tledit_pipeline.lake import partition_meta, read_partition, write_partition
 from tledit_pipeline.prior import document_start_id
 from tledit_pipeline.scoring import CONTEXT_SEPARATOR, ContextError, score_partition, score_table, tokenize
 from tledit_pipeline.settings import EditSettings, ScoringSettings
 from tledit_pipeline.vocab import write_vocab
-from tests.engine.test_scoring import reference_logprobs
 
 PROMPTS = ["Question one: what is fair?", None, "When shall we three meet again? " * 6, ""]
 RESPONSES = [
@@ -48,7 +48,7 @@ def test_the_context_changes_the_scores_not_the_rows(tiny_prior):
     got = with_ctx["logprob"].to_numpy(zero_copy_only=False)
     ref_alone = alone["logprob"].to_numpy(zero_copy_only=False)
     doc = np.asarray(with_ctx["doc_id"].to_pylist())
-    for i, (prompt, response) in enumerate(zip(PROMPTS, RESPONSES)):
+    for i, (prompt, response) in enumerate(zip(PROMPTS, RESPONSES, strict=True)):
         rows = doc == f"q{i}"
         # The same as start + prompt + response through the model window by window (the third prompt does
         # not fit in a window: its last `overlap` tokens are read, like any later window's context).
