@@ -6,8 +6,8 @@ cache). Two ways to run it:
 - `CachedDecoder`, for Llama-family priors (the bundled SmolLM2 included): the model's own modules and
   weights, driven step by step over a cache preallocated once per batch. No cache grows by concatenation,
   no mask is rebuilt per step, grouped-query attention reads the shared key/value heads in place (no
-  repeated copies), and on CPUs with native bf16 the linear layers use oneDNN's prepacked weights (the
-  packing is otherwise redone on every call; half the step's time at batch 8-64, measured).
+  repeated copies), and on CPUs with native bf16 the linear layers use oneDNN's prepacked weights (packed
+  once instead of on every call: 1.7-2.2x faster linear layers at 1-64 rows, measured).
 - `ModelDecoder`, for any other causal LM: the model's forward with a transformers `DynamicCache`.
 
 Both give the same log-probs as one teacher-forced pass, to float noise (tests/engine/test_decoding.py).

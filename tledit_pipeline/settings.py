@@ -167,16 +167,18 @@ class ScoringSettings:
 class SyntheticSettings:
     """The purely synthetic baseline: the prior continues each sampled document from its first m tokens.
 
-    A document longer than `synthetic_segment` tokens is written in pieces of at most that many tokens, each
-    continuing the human text's m tokens at its own start: the pieces are written side by side in one batch
-    instead of one after another, and no piece's attention reaches past the segment (docs/health.md).
-    Documents outside the sample (a hash of doc_id and the seed, so it does not depend on sharding) are not
-    part of the baseline.
+    By default it is full size: every document, each to its full length, so the baseline and its size-matched
+    raw counterpart (raw_matched) are the corpus itself. A document longer than `synthetic_segment` tokens is
+    written in pieces of at most that many tokens, each continuing the human text's m tokens at its own start:
+    the pieces are written side by side in one batch instead of one after another, and no piece's attention
+    reaches past the segment (docs/health.md). On a large corpus the baseline costs about as much model time
+    as scoring; `synthetic_sample` (a hash of doc_id and the seed, so it does not depend on sharding) and
+    `max_new_tokens` shrink it. Documents outside the sample are not part of the baseline.
     """
 
     prefix_tokens: int = setting(32, "synthetic baseline: m, the tokens of each document (and of each piece) the prior starts from (at most half of it)")
-    max_new_tokens: int = setting(128, "synthetic baseline: cap on the tokens generated per document; 0 = to each document's full length")
-    synthetic_sample: float = setting(0.25, "synthetic baseline: share of documents it covers, in (0, 1] (a hash of doc_id and the seed)")
+    max_new_tokens: int = setting(0, "synthetic baseline: cap on the tokens generated per document; 0 = to each document's full length")
+    synthetic_sample: float = setting(1.0, "synthetic baseline: share of documents it covers, in (0, 1] (a hash of doc_id and the seed)")
     synthetic_seed: int = setting(0, "synthetic baseline: seed of its sample and sampling")
     synthetic_temperature: float = setting(1.0, "synthetic baseline: sampling temperature (1 = the prior's own distribution)")
     synthetic_top_p: float = setting(1.0, "synthetic baseline: nucleus mass of the sampling; 1 = no truncation (plain sampling)")

@@ -263,7 +263,7 @@ def test_corrupt_saved_settings_are_a_clear_error(tmp_path):
 def test_synthetic_and_check_settings_from_env_and_overrides(tmp_path):
     from tledit_pipeline.settings import CheckSettings, SyntheticSettings
 
-    assert Settings.from_env(env={}).synthetic == SyntheticSettings(prefix_tokens=32, max_new_tokens=128, synthetic_sample=0.25)
+    assert Settings.from_env(env={}).synthetic == SyntheticSettings(prefix_tokens=32, max_new_tokens=0, synthetic_sample=1.0)
     assert Settings.from_env(env={}).checks == CheckSettings(min_tail_coverage=0.98, max_js_divergence=0.01)
     env = {
         "TLEDIT_PREFIX_TOKENS": "16", "TLEDIT_MAX_NEW_TOKENS": "64", "TLEDIT_SYNTHETIC_SAMPLE": "0.5",
