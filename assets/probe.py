@@ -79,6 +79,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
             "heldout_tokens": heldout_tokens(data.heldout, p.probe_context),
             "heldout_documents": len(data.heldout_docs),
             "vocab": data.vocab,
+            "edited_unknown_tokens": data.unknown,
             "params": n_params(data.vocab, p.probe_context),
             "steps": p.probe_steps,
             "device": device,
