@@ -29,7 +29,7 @@ from tledit_pipeline.probe import (
 )
 from tledit_pipeline.settings import Settings
 
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"  # 2: vocabulary and budget independent of the edited text
 PROBE = dg.AssetKey(PROBE_ASSET)
 
 
