@@ -28,7 +28,7 @@ from tledit_pipeline.probe import (
 )
 from tledit_pipeline.settings import Settings
 
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"  # 2: vocabulary and budget independent of the edited text
 PROBE = dg.AssetKey(PROBE_ASSET)
 
 
@@ -78,6 +78,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
             "heldout_tokens": heldout_tokens(data.heldout, p.probe_context),
             "heldout_documents": len(data.heldout_docs),
             "vocab": data.vocab,
+            "edited_unknown_tokens": data.unknown,
             "params": n_params(data.vocab, p.probe_context),
             "steps": p.probe_steps,
             "device": device,

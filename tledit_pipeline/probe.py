@@ -18,9 +18,10 @@ health metrics are proxies; this module runs the experiment itself, in miniature
 - **held-out perplexity**: exp of the mean next-token loss over the held-out documents, cut into windows of
   `probe_context` tokens, every `probe_eval_every` steps (the training curves) and at the last step.
 
-Token ids are the prior's, remapped to the ids that occur in the probe's texts (a few thousand rather than
-the prior's 49,152) plus one document separator: the output layer, most of the cost on a CPU, stays small,
-and a token no text has cannot matter to a perplexity over these texts.
+Token ids are the prior's, remapped to the ids of the held-out, raw and synthetic texts (a few thousand
+rather than the prior's 49,152), plus a document separator and one id for a token only an edit wrote: the
+output layer, most of the cost on a CPU, stays small, and an edit never changes the vocabulary, the budget
+or the windows, so raw's numbers do not move when only the edited text changes.
 
 Deterministic: on CPU training runs on one torch thread (a fixed count, so results do not depend on the
 machine's cores; on the shared 2-core development machine two threads were 10x slower, every small op waiting
@@ -59,7 +60,7 @@ PROBE_SCHEMA = pa.schema(
         ("heldout_ppl", pa.float64()),
     ]
 )
-# The small causal LM of every training: about 1.3 M parameters with a 6,000-token vocabulary.
+# The small causal LM of every training: about 1.2 M parameters with the sample corpus's 5,195-id vocabulary.
 MODEL: dict[str, Any] = {
     "hidden_size": 128,
     "intermediate_size": 512,
@@ -78,6 +79,7 @@ PAPER_TABLE15 = {"human": 43.62, "synthetic": 169.38}
 # The held-out decision uses its own keyed stream: a "position" no token and no synthetic sample uses.
 _HELDOUT_POS = np.uint64(0xFFFFFFFFFFFFFFFE)
 _SEP = -1  # the document separator before remapping (no prior token has it)
+_UNK = -2  # a token only an edit wrote, outside the probe's vocabulary
 
 
 class ProbeError(TleditError):
@@ -104,8 +106,9 @@ class ProbeData:
     vocab: int  # remapped vocabulary size (separator included)
     heldout_docs: list[tuple[str, str]]  # (shard, doc_id)
     train_docs: list[tuple[str, str]]  # documents whose rewritten part is in the training sets
-    ids: np.ndarray  # the prior's token id of each remapped id (-1: the document separator)
+    ids: np.ndarray  # the prior's token id of each remapped id (-1: the document separator, -2: unknown)
     edited: list[str] = field(default_factory=list)
+    unknown: dict[str, int] = field(default_factory=dict)  # edited variant -> its tokens outside the vocabulary
 
     @property
     def budget(self) -> int:
@@ -168,13 +171,16 @@ def build_sets(
     for n, j in enumerate(train):
         p = int(syn_prefix[j])
         human = raw_tok[n][p : p + len(syn_ids[j])]
-        # Same length per document, so the raw and synthetic streams stay aligned position by position.
+        # Same length per document, so the streams stay aligned position by position.
         segs["raw"].append(human)
         segs["synthetic"].append(syn_ids[j][: len(human)])
         for v in edited:
-            segs[v].append(ed_tok[v][n][p : p + len(human)])
+            # An edit that merged tokens at the end of a document leaves it a few tokens short: those
+            # positions keep the human tokens, so the budget (and every window) never depends on the edit.
+            ed = ed_tok[v][n][p : p + len(human)]
+            segs[v].append(np.concatenate([ed, human[len(ed) :]]))
     streams = {v: _stream(s) for v, s in segs.items()}
-    budget = min(len(s) for s in streams.values())
+    budget = len(streams["raw"])
     sets = {v: streams[v][:budget] for v in ("raw", *edited)}
     for name, share in MIXES.items():
         cut = round(share * budget)
@@ -182,23 +188,27 @@ def build_sets(
     sets["synthetic"] = streams["synthetic"][:budget]
     held_stream = _stream(held_ids)
 
-    # One remapped vocabulary for every set: the same model shape (and init) for all of them.
-    order = variant_names(list(edited))
-    used, remapped = np.unique(np.concatenate([held_stream, *(sets[v] for v in order)]), return_inverse=True)
-    out, at = {}, len(held_stream)
-    held_remapped = remapped[:at].astype(np.int64)
-    for v in order:
-        out[v] = remapped[at : at + budget].astype(np.int64)
-        at += budget
+    # One vocabulary for every set (the same model shape and init), made of the held-out, raw and synthetic
+    # tokens only: an edit never changes raw's numbers. A token only an edit wrote (rare) becomes _UNK.
+    used = np.unique(np.concatenate([[_UNK], held_stream, sets["raw"], sets["synthetic"]]))
+    out = {v: _remap(sets[v], used) for v in variant_names(list(edited))}
+    unknown = {v: int(np.sum(out[v] == 0)) for v in edited}  # _UNK sorts first: remapped id 0
     return ProbeData(
         sets=out,
-        heldout=held_remapped,
+        heldout=_remap(held_stream, used),
         vocab=len(used),
         heldout_docs=[keys[i] for i in held_idx],
         train_docs=[syn_keys[j] for j in train],
         ids=used,
         edited=list(edited),
+        unknown=unknown,
     )
+
+
+def _remap(stream: np.ndarray, used: np.ndarray) -> np.ndarray:
+    """Prior ids -> indices into the sorted vocabulary `used`; an id not in it becomes _UNK's index."""
+    at = np.clip(np.searchsorted(used, stream), 0, len(used) - 1)
+    return np.where(used[at] == stream, at, np.searchsorted(used, _UNK)).astype(np.int64)
 
 
 def _stream(docs: Sequence[np.ndarray]) -> np.ndarray:

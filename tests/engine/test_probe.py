@@ -111,6 +111,21 @@ def test_every_set_has_the_same_budget_and_the_mixes_their_share(data, tok):
     assert data.sets["edited"].max() < data.vocab and data.heldout.max() < data.vocab
 
 
+def test_an_edit_never_moves_raw(tok):
+    """An edit that writes a token no other text has, or shortens a document's end, changes only its own set."""
+    raw, _, syn = _corpus(40, tok)
+    texts = raw.column("text").to_pylist()
+    edited = [t.replace("fog", "\U0001f600", 1) if i % 4 == 0 else t[:-4] if i % 4 == 1 else t for i, t in enumerate(texts)]
+    plain = build_sets(raw, {"edited": raw}, syn, tok, 0.2)
+    d = build_sets(raw, {"edited": raw.set_column(2, "text", pa.array(edited))}, syn, tok, 0.2)
+    assert d.vocab == plain.vocab and d.budget == plain.budget and np.array_equal(d.ids, plain.ids)
+    for v in ("raw", "mix_50", "synthetic"):
+        assert np.array_equal(d.sets[v], plain.sets[v])
+    assert np.array_equal(d.heldout, plain.heldout)
+    assert not np.array_equal(d.sets["edited"], plain.sets["edited"])
+    assert d.unknown["edited"] > 0 == plain.unknown["edited"]  # the emoji's bytes: outside the vocabulary
+
+
 def test_synthetic_set_is_the_model_written_tokens_only(tok):
     """Not the human prefix: every synthetic token is one the baseline wrote; raw holds the human tokens after it."""
     raw, edited, syn = _corpus(30, tok, prefix=6)
