@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 # The bundled prior is converted once and shared by the demo and the tests.
 export TLEDIT_MODEL_CACHE ?= $(TLEDIT_HOME)/models
 
-.PHONY: install demo test lint bench scale ui validate docs lock clean
+.PHONY: install demo probe test lint bench scale ui validate docs lock clean
 
 install: $(STAMP)
 
@@ -41,6 +41,20 @@ lock:
 demo: install
 	$(BIN)/tledit run
 	$(BIN)/tledit health
+
+# The collapse probe (docs/probe.md) on the sample corpus, in a data directory of its own, with a synthetic
+# baseline of every document continued to its length (up to PROBE_MAX_NEW_TOKENS: 256 keeps it affordable
+# with today's sampler on 2 cores; raise it when sampling is faster). Prints the table, then one JSON line.
+PROBE_HOME           ?= $(TLEDIT_HOME)/probe
+PROBE_MAX_NEW_TOKENS ?= 256
+PROBE_SEEDS          ?= 3
+PROBE_ARGS           ?=
+probe: install
+	@start=$$(date +%s); \
+	$(BIN)/tledit run --home $(PROBE_HOME) --probe --probe-seeds $(PROBE_SEEDS) --synthetic-sample 1 \
+		--max-new-tokens $(PROBE_MAX_NEW_TOKENS) $(PROBE_ARGS); rc=$$?; \
+	echo "make probe: pipeline and probe in $$(( $$(date +%s) - start ))s"; \
+	$(BIN)/tledit probe --home $(PROBE_HOME) && exit $$rc
 
 test: install
 	$(BIN)/pytest

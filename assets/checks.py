@@ -19,6 +19,7 @@ from assets.partitions import shards
 from assets.resources import TleditResource
 from tledit_pipeline.health import kept_share_upper_bound
 from tledit_pipeline.lake import connect, partition_meta, read_partition
+from tledit_pipeline.probe import Estimate, edited_verdict, final_ppl, read_probe, synthetic_verdict
 from tledit_pipeline.settings import CheckSettings, Settings
 
 # z of the count-aware tail bound (tledit_pipeline.health.kept_share_upper_bound): about 1 in 1000
@@ -237,6 +238,33 @@ def synthetic_collapse_overall(tledit: TleditResource) -> dg.AssetCheckResult:
                                description=None if passed else f"synthetic_collapse_overall: whole corpus: {problems}")
 
 
+def _probe_estimates(tledit: TleditResource) -> dict[str, Estimate]:
+    table, _ = read_probe(tledit.settings().home)
+    return final_ppl(table)
+
+
+@dg.asset_check(asset="collapse_probe", blocking=True)
+def edited_trains_like_raw(tledit: TleditResource) -> dg.AssetCheckResult:
+    """Collapse probe: a model trained on each edited variant is within 2 % of raw's held-out perplexity, or
+    its excess is within the seed noise (ERROR: an edit that hurts training is a defect)."""
+    est = _probe_estimates(tledit)
+    verdicts = {v: edited_verdict(est, v) for v in est if v == "edited" or v.startswith("edited_g")}
+    meta: dict = {}
+    for _, m in verdicts.values():
+        meta |= m
+    return dg.AssetCheckResult(
+        passed=all(ok for ok, _ in verdicts.values()), severity=dg.AssetCheckSeverity.ERROR, metadata=meta
+    )
+
+
+@dg.asset_check(asset="collapse_probe")
+def synthetic_probe_collapse(tledit: TleditResource) -> dg.AssetCheckResult:
+    """Collapse probe: a model trained on the synthetic baseline does worse on held-out human text than one
+    trained on raw text, beyond the seed noise. Expected to warn: the collapse signal, shown, never failed."""
+    passed, meta = synthetic_verdict(_probe_estimates(tledit))
+    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=meta)
+
+
 CHECKS = [
     every_raw_document_edited,
     edit_shares,
@@ -245,4 +273,6 @@ CHECKS = [
     synthetic_collapse_signal,
     edited_health_overall,
     synthetic_collapse_overall,
+    edited_trains_like_raw,
+    synthetic_probe_collapse,
 ]

@@ -44,10 +44,10 @@ def add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
 
 
 def prepare_instance(settings: Settings):
-    """The Dagster instance under <home>/dagster_home, the same one `make ui` opens."""
+    """The Dagster instance under <home>/dagster_home (or TLEDIT_DAGSTER_HOME), the same one `make ui` opens."""
     from assets.instance import enable_event_batches, write_instance_yaml
 
-    home = settings.dagster_home
+    home = settings.instance_dir
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
     enable_event_batches()
@@ -130,7 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from assets.definitions import build_defs
     from assets.partitions import SHARDS, chain
     from assets.staleness import batches, health_out_of_date, plan
-    from tledit_pipeline.lake import connect
+    from tledit_pipeline.lake import check_home, connect
     from tledit_pipeline.prior import check_model
     from tledit_pipeline.source import discover_shards
 
@@ -142,8 +142,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise TleditError(f"unknown shard(s) {sorted(unknown)}; the source has {[s.key for s in found]}")
         found = [s for s in found if s.key in args.shard]
     if not found:
-        raise TleditError(f"no shard files (.jsonl, .jsonl.gz, .parquet, .txt) in source {settings.source!r}")
+        raise TleditError(f"no shard files (.jsonl, .jsonl.gz, .parquet, .txt, .arrow) in source {settings.source!r}")
     check_model(settings.model, settings.allow_pickle)
+    check_home(settings.home)
     instance = prepare_instance(settings)
     known = set(instance.get_dynamic_partitions(SHARDS))
     new = [s.key for s in found if s.key not in known]
@@ -197,11 +198,51 @@ def cmd_run(args: argparse.Namespace) -> int:
             done_assets.append("distribution_health")
         else:
             print("distribution_health: up to date", flush=True)
+        probe_failed = probe_step(defs, instance, graph, settings, done_assets) if settings.collapse.probe and not failed else ""
         settings.save()  # used successfully: `make ui`, the sensor and the next run see these settings
         with connect(settings.home, read_only=True) as con:
             summary(con, settings, time.perf_counter() - t0, done, done_assets)
     if failed:
         raise RunFailed(f"{len(failed)} of {len(found)} shard(s) failed:\n  " + "\n  ".join(failed.values()))
+    if done and probe_failed:
+        raise RunFailed(probe_failed)
+    return 0
+
+
+# --- collapse probe: opt-in (TLEDIT_PROBE=1 / --probe), a step of its own after distribution_health ---
+
+
+def probe_step(defs, instance, graph, settings: Settings, done_assets: list[str]) -> str:
+    """Train the collapse probe when it is missing or out of date; returns what went wrong ('' if nothing)."""
+    from assets.partitions import SHARDS
+    from assets.probe import probe_out_of_date
+
+    why = probe_out_of_date(instance, graph, instance.get_dynamic_partitions(SHARDS))
+    if not why:
+        print("collapse_probe: up to date", flush=True)
+        return ""
+    p = settings.collapse
+    print(f"collapse_probe: training {p.probe_seeds} seed(s) x {p.probe_steps} steps per corpus variant  ({why})", flush=True)
+    try:
+        _materialize(defs, instance, ["collapse_probe"])
+    except RunFailed as exc:  # the corpus is built; the probe's verdict is reported after the summary
+        print(f"collapse_probe: FAILED: {exc}", file=sys.stderr, flush=True)
+        return str(exc)
+    done_assets.append("collapse_probe")
+    return ""
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    """The collapse probe's table (mean and sd over seeds per training set), then one JSON line (read-only)."""
+    from tledit_pipeline.probe import read_probe, report_lines, summary_json
+
+    settings = Settings.load(home=args.home)
+    try:
+        table, meta = read_probe(settings.home)
+    except FileNotFoundError as exc:
+        raise TleditError(str(exc)) from None
+    print("\n".join(report_lines(table, meta)))
+    print(summary_json(table, meta))
     return 0
 
 
@@ -239,7 +280,7 @@ def submit(instance, asset_graph, work: dict[str, tuple[tuple[str, ...], str]], 
         )
     )
     print(f"submitted backfill {backfill_id}: {shards_n} shard(s){' and distribution_health' if HEALTH in {t.asset_key for t in targets} else ''}", flush=True)
-    print(f"  the daemon runs it (make ui, or dagster-daemon run with DAGSTER_HOME={settings.dagster_home});"
+    print(f"  the daemon runs it (make ui, or dagster-daemon run with DAGSTER_HOME={settings.instance_dir});"
           " progress: http://127.0.0.1:3000/runs/b/" + backfill_id, flush=True)
     return 0
 
@@ -277,7 +318,7 @@ def summary(con, settings: Settings, elapsed: float, keys: list[str], materializ
     print("                  views raw_corpus, token_scores, edited_corpus, synthetic_corpus, ngram_profile;"
           " table distribution_health (tledit health)")
     print(f"  settings        {settings.home / SETTINGS_FILE}")
-    print(f"  UI              make ui   (dagster dev, DAGSTER_HOME={settings.dagster_home}) -> http://127.0.0.1:3000")
+    print(f"  UI              make ui   (dagster dev, DAGSTER_HOME={settings.instance_dir}) -> http://127.0.0.1:3000")
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -339,7 +380,9 @@ def cmd_export(args: argparse.Namespace) -> int:
     """The edited corpus in the source's schema, one file per shard (rejected rows are not exported)."""
 
     from tledit_pipeline.export import export_shard
+    from tledit_pipeline.lake import check_home
     from tledit_pipeline.source import discover_shards
+    from tledit_pipeline.storage import location
 
     settings = _settings(args)
     if not 1 <= args.generation <= settings.generations:
@@ -353,7 +396,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         if unknown:
             raise TleditError(f"unknown shard(s) {sorted(unknown)}; the source has {keys}")
         keys = [k for k in keys if k in args.shard]
-    out = Path(args.out).expanduser().absolute()
+    out = location(args.out)  # a folder, or an object-store prefix (s3://bucket/prefix)
+    check_home(out)
     total = 0
     for key in keys:
         path, rows = export_shard(settings.home, key, out, args.format, settings.edit.version(), generation=args.generation)
@@ -396,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         ("shards", cmd_shards, "list the shards found at the source"),
         ("ui", cmd_ui, "open the Dagster UI (dagster dev) on this data directory's instance"),
         ("health", cmd_health, "print the whole corpus's distribution health (raw, edited, synthetic)"),
+        ("probe", cmd_probe, "print the collapse probe's held-out perplexities (after `tledit run --probe`) and a JSON line"),
     ):
         p = sub.add_parser(name, help=help_)
         p.set_defaults(fn=fn)

@@ -1,7 +1,6 @@
 """ngram_profile (per shard) and distribution_health (whole corpus, in DuckDB)."""
 
 import dagster as dg
-import duckdb
 import polars as pl
 
 from assets.partitions import RANGES, SHARDS, for_each_shard, shards
@@ -24,8 +23,9 @@ from tledit_pipeline.health import (
     rank_frequency,
     shard_health_rows,
 )
-from tledit_pipeline.lake import is_shard_key, partition_file, partition_meta, read_partition, rebuild_database, refresh_views, write_partition
+from tledit_pipeline.lake import duckdb_connection, is_shard_key, partition_file, partition_meta, read_partition, rebuild_database, refresh_views, write_partition
 from tledit_pipeline.ngrams import profile
+from tledit_pipeline.probe import probe_view
 from tledit_pipeline.settings import Settings
 
 ENGINE_VERSION = "4"  # 3: n_scored shares, deleted_share, every generation; 4: each shard's rows of distribution_health stored beside its counts
@@ -51,7 +51,6 @@ def _generations_version(settings: Settings) -> str:
 
 def build_ngram_profile(settings: Settings) -> dg.AssetsDefinition:
     """ngram_profile reads every generation of the edited corpus (edited_corpus_g2, ... when generations > 1)."""
-    later = [text_asset(g) for g in range(2, settings.generations + 1)]
     return dg.asset(
         name="ngram_profile",
         partitions_def=shards,
@@ -100,7 +99,7 @@ def ngram_profile(context: dg.AssetExecutionContext, tledit: TleditResource) -> 
     # that shard alone, so grouping changes nothing but the cost; a bounded group bounds the memory).
     for i in range(0, len(keys), HEALTH_SHARDS_PER_PASS):
         group = keys[i : i + HEALTH_SHARDS_PER_PASS]
-        with duckdb.connect() as con:
+        with duckdb_connection(":memory:", s.home) as con:  # a lake on a store is read through its filesystem
             create_views(con, {v: [partition_file(s.home, v, k) for k in group] for v in HEALTH_VIEWS})
             refresh_generation_views(con, s.home, group, s.generations)
             rows = shard_health_rows(con)
@@ -161,6 +160,7 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
             raise FileNotFoundError("distribution_health needs ngram_profile for at least one shard; materialize it first")
         create_views(con, stored)
         views += list(SHARD_TABLES)
+        views += ["collapse_probe"] if probe_view(con, s.home) else []  # the probe's lake table, once it has run
         health = build_health_table_from_shards(con)
         zipf = rank_frequency(con, n=1)
         ppl = pl.from_arrow(con.execute("SELECT variant, shard, ppl FROM document_perplexity ORDER BY variant, shard, ppl").to_arrow_table())

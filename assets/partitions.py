@@ -87,5 +87,6 @@ def chain(asset_graph) -> list[str]:
     return [n for n in per_shard(generations) if n in names]
 
 
-# Every per-shard asset, whatever the number of generations: what the sensor and the schedule may target.
-PER_SHARD_SELECTION = dg.AssetSelection.all() - dg.AssetSelection.assets("distribution_health")
+# Every per-shard asset, whatever the number of generations: what the sensor and the schedule may target
+# (the unpartitioned distribution_health and collapse_probe are not).
+PER_SHARD_SELECTION = dg.AssetSelection.all() - dg.AssetSelection.assets("distribution_health", "collapse_probe")

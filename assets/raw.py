@@ -8,12 +8,13 @@ from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import TleditResource
 from tledit_pipeline.lake import partition_file, write_partition
 from tledit_pipeline.settings import Settings
-from tledit_pipeline.source import SourceError, discover_shards, file_fingerprint, read_shard
+from tledit_pipeline import storage
+from tledit_pipeline.source import SourceError, discover_shards, read_shard
 
 ENGINE_VERSION = "2"  # 2: the source schema is recorded for `tledit export`
 
 # Per-shard metadata: what the source file was when it was read. The plan compares a file's size and
-# modification time with these and re-hashes only the files whose stamp changed.
+# modification time (an object's ETag) with these and re-hashes only the files whose stamp changed.
 SOURCE_SHA = "source_sha256"
 SOURCE_SIZE = "source_size"
 SOURCE_MTIME = "source_mtime_ns"
@@ -36,7 +37,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
             shard = found.get(key)
             if shard is None:
                 raise SourceError(f"shard {key!r} is not in source {s.source!r} (the file was removed or renamed?)")
-            stat = shard.path.stat()
+            size, change_hint = storage.stamp(shard.path)  # before reading: a later change is seen next time
             read = read_shard(shard, s.text_field)
             write_partition(
                 s.home, "raw_corpus", shard.key, read.accepted,
@@ -45,9 +46,9 @@ def build(settings: Settings) -> dg.AssetsDefinition:
             write_partition(s.home, "rejected_documents", shard.key, read.rejected)
             return {
                 "source_file": str(shard.path),
-                SOURCE_SHA: file_fingerprint(shard.path),
-                SOURCE_SIZE: stat.st_size,
-                SOURCE_MTIME: str(stat.st_mtime_ns),
+                SOURCE_SHA: read.digest,  # the hash of exactly the bytes that were read
+                SOURCE_SIZE: size,
+                SOURCE_MTIME: str(change_hint),  # mtime locally, the ETag on a store: a hint, never a version
                 "rows_in": read.rows_in,
                 "documents": read.accepted.num_rows,
                 "rejected": read.rejected.num_rows,

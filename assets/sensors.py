@@ -2,7 +2,8 @@
 file re-runs its own shard's chain.
 
 A file's data version is its content hash (raw_corpus records it). Files are re-hashed only when their
-size or modification time changed since the last tick (kept in the cursor), so an idle tick is cheap.
+size or modification time (an object's ETag) changed since the last tick (kept in the cursor), so an idle
+tick is cheap.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from assets.partitions import PER_SHARD_SELECTION, SHARDS, SHARDS_PER_RUN, shard
 from assets.resources import TleditResource
 from assets.staleness import range_tags, recorded_source
 from tledit_pipeline.source import discover_shards, file_fingerprint
+from tledit_pipeline.storage import stamp as file_stamp
 
 
 @dg.sensor(target=PER_SHARD_SELECTION, minimum_interval_seconds=60, default_status=dg.DefaultSensorStatus.RUNNING)
@@ -32,8 +34,7 @@ def shard_sensor(context: dg.SensorEvaluationContext, tledit: TleditResource) ->
         for r in ranges
     ]
     for sh in found:
-        st = sh.path.stat()
-        stamp = [st.st_size, st.st_mtime_ns]
+        stamp = file_stamp(sh.path)
         if sh.key in new or seen.get(sh.key, [None, None])[:2] == stamp:
             seen[sh.key] = stamp + seen.get(sh.key, [None, None, None])[2:]
             continue

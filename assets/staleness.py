@@ -23,6 +23,7 @@ from assets.partitions import PER_SHARD, chain
 from assets.raw import SOURCE_MTIME, SOURCE_SHA, SOURCE_SIZE
 from tledit_pipeline.lake import DUCKDB_FILE, partition_file
 from tledit_pipeline.settings import Settings
+from tledit_pipeline import storage
 from tledit_pipeline.source import Shard, file_fingerprint
 
 HEALTH = dg.AssetKey("distribution_health")
@@ -73,8 +74,8 @@ def recorded_source(record: EventLogRecord) -> tuple[str | None, int | None, str
 def source_changed(shard: Shard, record: EventLogRecord) -> bool:
     """Whether the file differs from the one raw_corpus read: stat first, hash only if the stat differs."""
     sha, size, mtime = recorded_source(record)
-    st = shard.path.stat()
-    if size is not None and mtime is not None and int(size) == st.st_size and str(mtime) == str(st.st_mtime_ns):
+    now_size, now_hint = storage.stamp(shard.path)
+    if size is not None and mtime is not None and int(size) == now_size and str(mtime) == str(now_hint):
         return False
     return sha != file_fingerprint(shard.path)
 
@@ -178,7 +179,7 @@ def health_out_of_date(instance: dg.DagsterInstance, asset_graph, keys: Sequence
     built = built.last_materialization_record if built else None
     if built is None:
         return "distribution_health missing"
-    if home is not None and not (Path(home) / DUCKDB_FILE).exists():
+    if home is not None and not (storage.location(home) / DUCKDB_FILE).exists():
         return f"{DUCKDB_FILE} missing"
     mat = built.asset_materialization
     current = asset_graph.get(HEALTH).code_version

@@ -11,7 +11,7 @@ from tledit_pipeline.prior import describe
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.synthetic import synthesize
 
-ENGINE_VERSION = "1"
+ENGINE_VERSION = "2"  # 2: pieces, decoding settings, the cached decoder
 
 
 def build(settings: Settings) -> dg.AssetsDefinition:
@@ -22,11 +22,11 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         deps=["raw_corpus"],
         pool="prior",
         backfill_policy=RANGES,
-        # The baseline's settings (m, cap, sample, seed) and the prior are part of the code version.
+        # The baseline's settings (m, cap, sample, seed, decoding, pieces) and the prior are part of the code version.
         code_version=f"synthetic-{ENGINE_VERSION}|{prior_code_version(settings)}|dtype={settings.scoring.dtype}|{settings.synthetic.version()}",
     )
     def synthetic_corpus(context: dg.AssetExecutionContext, tledit: TleditResource, prior: PriorResource) -> dg.MaterializeResult:
-        """Plain temperature-1 samples of the prior from each sampled document's first m tokens (KV cache, batched)."""
+        """The prior's continuation of each sampled document from its first m tokens, in pieces (KV cache, batched)."""
         s = tledit.settings()
 
         def synthesize_one(key: str) -> dict:
@@ -50,7 +50,9 @@ def build(settings: Settings) -> dg.AssetsDefinition:
                 "generated_tokens": stats.new_tokens,
                 "ended_by_end_token": stats.end_token,
                 "tokens_per_s": round(stats.new_tokens / max(stats.seconds, 1e-9), 1),
+                "pieces": stats.pieces,
                 "batches": stats.batches,
+                "decode_steps": stats.steps,
                 "synthetic_settings": s.synthetic.version(),
                 "ppl_p50": round(float(np.median(ppl)), 3) if ppl else float("nan"),
                 "probability_histogram": dg.MetadataValue.md(

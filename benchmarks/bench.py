@@ -11,9 +11,16 @@ machine even when the absolute numbers move:
   float32, truncated at 2048 tokens, full logits, softmax, gather and top-k;
 - matmul: a large square matmul in the prior's dtype on the same device: the hardware's ceiling; and
   one in bf16, with whether the device computes bf16 natively (why dtype `auto` chose what it chose);
+- synthetic: the synthetic baseline at full size (every document, to its full length, in the configured
+  pieces and decoding), exactly what the synthetic_corpus asset calls; it follows pipeline and forward on
+  each shard, so its ratio to pipeline holds on a loaded machine too;
 - re-edit: a threshold backfill (edited_corpus from stored scores, another p), which never runs the model;
 - memory: two fresh processes score a shard and the same shard 4x over; peak RSS while scoring is compared
-  (the small shard already holds each document 4 times, so both fill their batches alike).
+  (the small shard already holds each document 4 times, so both fill their batches alike);
+- store (with --lake URL): the pipeline again with its lake on an object store (raw partition fetched from
+  it, scores sent to it in one PUT), shard by shard beside the local one, in alternating order;
+  store_vs_local is their ratio (target: within 5 %), store_io_share the part of the store's pass spent
+  waiting on the store (fetches, PUTs, hashes of objects): the same comparison without the machine's noise.
 
 The last line printed is one JSON object with every figure.
 """
@@ -43,8 +50,10 @@ TARGETS = {  # figure: (minimum, what the target is)
     "pipeline_vs_naive": (3.0, "3x the hand-written per-document loop"),
     "roofline_fraction": (0.5, "half of a large matmul's FLOP/s"),
     "reedit_speedup_vs_scoring": (500.0, "a threshold backfill 500x faster per token than scoring"),
+    "synthetic_vs_pipeline": (0.5, "the full-size synthetic baseline generates at half the scoring rate"),
 }
 MAX_MEMORY_GROWTH = 0.20
+MAX_STORE_SLOWDOWN = 0.05  # the pipeline with its lake on an object store, against the local disk
 
 
 def rss_mb() -> float:
@@ -262,10 +271,17 @@ def _probe_in_subprocess(tokens: int, repeat: int, env: dict[str, str]) -> dict[
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool) -> dict[str, Any]:
+def full_size(settings: Settings) -> Settings:
+    """The synthetic baseline over every document, each to its full length (pieces and decoding as configured)."""
+    return settings.with_overrides(synthetic_sample=1.0, max_new_tokens=0)
+
+
+def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool, lake: str | None = None) -> dict[str, Any]:
+    from tledit_pipeline import storage
+    from tledit_pipeline.lake import read_partition
     from tledit_pipeline.prior import cached_prior, describe, native_bf16
+    from tledit_pipeline.synthetic import synthesize
     from tledit_pipeline.scoring import Scorer, score_partition, tokenize, use_all_cores
-    from tledit_pipeline.source import discover_shards, read_shard
     from tledit_pipeline.vocab import write_vocab
 
     say = lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True)  # noqa: E731
@@ -278,25 +294,39 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool)
     peak = matmul_flops_per_s(dev, prior.dtype)
     bf16_peak = peak if prior.dtype == "bfloat16" else matmul_flops_per_s(dev, "bfloat16", repeats=3)
     out: dict[str, Any] = {}
+    store = storage.location(lake) / f"tledit-bench-{os.getpid()}-{int(time.time())}" if lake else None
     with tempfile.TemporaryDirectory(prefix="tledit-bench-") as tmp:
         home = Path(tmp)
         keys = _raw_lake(settings, home)
         write_vocab(home, prior)
+        if store is not None:
+            say(f"scratch lake on the store: {store}")
+            _raw_lake(settings, store)
         # Warm-up (kernel selection, allocator) on one small batch so no phase pays for it.
         scorer = Scorer(prior, settings.scoring)
         warm = tokenize(prior, ["The warm-up sentence runs once before anything is timed."] * 4)
         scorer.forward_batch(scorer.plan(warm)[1][0], warm)
 
-        # Pipeline and forward alternate shard by shard, so a drift in the machine's load hits both alike.
+        # Pipeline, forward and synthetic alternate shard by shard, so a drift in the machine's load hits all alike.
         stats, pipe_s, fwd_s, fwd_tokens, flops, param_flops = [], 0.0, 0.0, 0, 0.0, 0.0
-        for key in keys:
-            say(f"pipeline, then the model's forward alone on the same batches: shard {key}")
+        store_totals = [0, 0.0, 0.0]  # tokens, seconds, seconds waiting on the store
+        syn_settings, syn_stats, syn_s = full_size(settings).synthetic, [], 0.0
+        for i, key in enumerate(keys):
+            say(f"pipeline, the model's forward alone on the same batches, the synthetic baseline: shard {key}")
+            if store is not None and i % 2:  # the store's pass first on every other shard: no order favours either
+                _timed_pipeline(prior, settings, store, key, store_totals)
             t = time.perf_counter()
             stats.append(score_partition(prior, home, key, settings.scoring,
                                          meta={"fingerprint": prior.fingerprint, "raw_digest": _digest(home, key)}))
             pipe_s += time.perf_counter() - t
+            if store is not None and not i % 2:
+                _timed_pipeline(prior, settings, store, key, store_totals)
             n, seconds, f, param_flops = _forward_only(scorer, home, key)
             fwd_tokens, fwd_s, flops = fwd_tokens + n, fwd_s + seconds, flops + f
+            raw = read_partition(home, "raw_corpus", key, columns=["doc_id", "text"])
+            t = time.perf_counter()
+            syn_stats.append(synthesize(prior, key, raw, syn_settings)[1])
+            syn_s += time.perf_counter() - t
         tokens = sum(s.tokens for s in stats)
         assert fwd_tokens == tokens, (fwd_tokens, tokens)
 
@@ -311,12 +341,15 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool)
 
         if profile:
             _profile(prior, settings, home, keys[-1])
+    if store is not None:
+        storage.rmtree(store)
 
     pipeline = tokens / pipe_s
     forward = tokens / fwd_s
     naive = naive_tokens / naive_s
     flops_per_token = flops / tokens
     reedit = reedit_tokens / reedit_s
+    synthetic = sum(s.new_tokens for s in syn_stats) / syn_s
     out = {
         "tokens": tokens,
         "documents": sum(s.documents for s in stats),
@@ -340,6 +373,12 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool)
         "reread_share": round(1 - sum(s.scored for s in stats) / max(sum(s.fed_tokens for s in stats), 1), 4),
         "reedit_tokens_per_s": round(reedit, 1),
         "reedit_speedup_vs_scoring": round(reedit / pipeline, 1),
+        "synthetic_tokens_per_s": round(synthetic, 1),
+        "synthetic_vs_pipeline": round(synthetic / pipeline, 3),
+        "synthetic_tokens": sum(s.new_tokens for s in syn_stats),
+        "synthetic_pieces": sum(s.pieces for s in syn_stats),
+        "synthetic_steps": sum(s.steps for s in syn_stats),
+        "synthetic_settings": syn_settings.version(),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "device": dev,
         "dtype": prior.dtype,
@@ -349,6 +388,11 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool)
         "model": info["model"],
         "params": info["params"],
     }
+    if store is not None:
+        store_tokens, store_s, store_wait = store_totals
+        assert store_tokens == tokens, (store_tokens, tokens)
+        out |= {"store_pipeline_tokens_per_s": round(tokens / store_s, 1), "store_vs_local": round(pipe_s / store_s, 3),
+                "store_io_share": round(store_wait / store_s, 4), "store": storage.location(lake).protocol}
     if memory_tokens:
         say(f"memory: documents of about {memory_tokens:,} tokens, scored 4x and 16x over in fresh processes")
         env = dict(os.environ, TLEDIT_SOURCE=settings.source, TLEDIT_MODEL=settings.model,
@@ -366,6 +410,41 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool)
             "memory_growth": round(large["peak_rss_mb"] / small["peak_rss_mb"] - 1, 4),
         }
     return out
+
+
+def _timed_pipeline(prior, settings: Settings, home, key: str, totals: list[float]) -> None:
+    """token_scores of one shard in the lake at `home` (an object store), timed as the asset runs it.
+
+    totals: [tokens, seconds, seconds spent in the store's transfers (fetch, put_file, sha256 of objects)].
+    """
+    from tledit_pipeline import storage
+    from tledit_pipeline.scoring import score_partition
+
+    waited = [0.0]
+
+    def clocked(fn):
+        def run(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                waited[0] += time.perf_counter() - t
+        return run
+
+    originals = {name: getattr(storage, name) for name in ("fetch", "put_file", "sha256")}
+    for name, fn in originals.items():  # the lake calls these through the module: timed for this pass only
+        setattr(storage, name, clocked(fn))
+    try:
+        t = time.perf_counter()
+        stats = score_partition(prior, home, key, settings.scoring,
+                                meta={"fingerprint": prior.fingerprint, "raw_digest": _digest(home, key)})
+        seconds = time.perf_counter() - t
+    finally:
+        for name, fn in originals.items():
+            setattr(storage, name, fn)
+    totals[0] += stats.tokens
+    totals[1] += seconds
+    totals[2] += waited[0]
 
 
 def _digest(home: Path, key: str) -> str:
@@ -407,6 +486,8 @@ def report(fig: dict[str, Any]) -> str:
         ("FLOPs per token", f"{fig['flops_per_token'] / 1e6:,.1f} M ({fig['param_flops_per_token'] / 1e6:,.1f} M from 2 x params)"),
         ("padding / re-read share", f"{fig['padding_share']:.1%} / {fig['reread_share']:.1%}"),
         ("re-edit tokens/s", f"{fig['reedit_tokens_per_s']:,.0f}"),
+        ("synthetic tokens/s", f"{fig['synthetic_tokens_per_s']:,.1f}  ({fig['synthetic_tokens']:,} tokens generated in "
+                               f"{fig['synthetic_pieces']:,} pieces, {fig['synthetic_steps']:,} decode steps; {fig['synthetic_settings']})"),
         ("peak RSS", f"{fig['peak_rss_mb']:,.0f} MB"),
     ]
     for name, (minimum, what) in TARGETS.items():
@@ -422,6 +503,12 @@ def report(fig: dict[str, Any]) -> str:
             f"{g:+.1%}  {'ok' if g < MAX_MEMORY_GROWTH else 'MISSED'} (peak {fig['memory_small_peak_rss_mb']:,.0f} MB "
             f"at {fig['memory_small_tokens']:,} tokens -> {fig['memory_large_peak_rss_mb']:,.0f} MB at "
             f"{fig['memory_large_tokens']:,}; target < {MAX_MEMORY_GROWTH:.0%})")))
+    if "store_vs_local" in fig:
+        r = fig["store_vs_local"]
+        rows.append((f"lake on {fig['store']}:// vs local", (
+            f"{r:g}  {'ok' if r >= 1 - MAX_STORE_SLOWDOWN else 'MISSED'} ({fig['store_pipeline_tokens_per_s']:,.1f} "
+            f"tokens/s against {fig['pipeline_tokens_per_s']:,.1f}; target >= {1 - MAX_STORE_SLOWDOWN:g})")))
+        rows.append(("  waiting on the store", f"{fig['store_io_share']:.2%} of the store's pass (fetches, PUTs, hashes)"))
     w = max(len(r[0]) for r in rows)
     return "\n".join(f"  {name:<{w}}  {value}" for name, value in rows)
 
@@ -437,6 +524,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--memory-tokens", type=int, default=2048,
                         help="documents of the memory test: the small shard holds them 4x, the large 16x; 0 skips it")
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of one shard")
+    parser.add_argument("--lake", help="also time the pipeline with its lake on this object store (e.g. s3://bucket/scratch; "
+                                       "a scratch prefix under it is removed after)")
     parser.add_argument("--json", type=Path, help="also write the JSON figures to this file")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--memory-repeat", type=int, default=1, help=argparse.SUPPRESS)
@@ -454,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.memory_probe:
             print(json.dumps(memory_probe(settings, args.memory_probe, args.memory_repeat)))
             return 0
-        fig = run(settings, max(args.naive_every, 1), args.memory_tokens, args.profile)
+        fig = run(settings, max(args.naive_every, 1), args.memory_tokens, args.profile, args.lake)
     except TleditError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2

@@ -111,3 +111,6 @@ def small_source(tmp_path) -> Path:
         gz=True,
     )
     return src
+
+
+from tests.s3 import s3, s3_server  # noqa: E402,F401  (fixtures: a real S3-compatible server, a fresh bucket)

@@ -18,6 +18,12 @@ STYLE = {
     "edited": ("#2ca02c", "6 3"),
     "synthetic": ("#d62728", ""),
     "raw_matched": ("#7f7f7f", "2 3"),
+    # The collapse probe's training sets (raw, edited and synthetic above) and its comparison with the paper.
+    "mix_25": ("#ff7f0e", "2 2"),
+    "mix_50": ("#e377c2", "2 2"),
+    "mix_75": ("#8c564b", "2 2"),
+    "this probe": ("#1f77b4", ""),
+    "paper (GPT-2, Table 1)": ("#7f7f7f", "6 3"),
 }
 # Any other series (later generations, metrics across generations) takes the next of these, in order.
 PALETTE = ("#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#1f77b4", "#2ca02c", "#d62728")
@@ -113,3 +119,42 @@ def line_chart_svg(
 def svg_markdown(svg: str, alt: str) -> str:
     """Markdown that shows the SVG inline (a base64 data URI image)."""
     return f"![{alt}](data:image/svg+xml;base64,{base64.b64encode(svg.encode('utf-8')).decode('ascii')})"
+
+
+def bar_chart_svg(bars: dict[str, tuple[float, float]], title: str, ylabel: str) -> str:
+    """One bar per name with a whisker of +-sd (value, sd), colored as in the line charts; the axis starts at 0."""
+    top = max([v + sd for v, sd in bars.values()] or [1.0])
+    y1 = top if top > 0 else 1.0
+    pw, ph = _W - _L - 20, _H - _T - _B
+    slot = pw / max(len(bars), 1)
+
+    def sy(y: float) -> float:
+        return _T + ph - y / y1 * ph
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{_W}" height="{_H}" font-family="sans-serif" font-size="11">',
+        f'<rect width="{_W}" height="{_H}" fill="white"/>',
+        f'<text x="{_W / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>',
+    ]
+    for t in _ticks(0.0, y1, False):
+        if t <= y1 + 1e-9:
+            out.append(f'<line x1="{_L}" y1="{sy(t):.1f}" x2="{_L + pw}" y2="{sy(t):.1f}" stroke="#eee"/>')
+            out.append(f'<text x="{_L - 4}" y="{sy(t) + 4:.1f}" text-anchor="end">{_fmt(t)}</text>')
+    out.append(f'<rect x="{_L}" y="{_T}" width="{pw}" height="{ph}" fill="none" stroke="#333"/>')
+    out.append(
+        f'<text x="14" y="{_T + ph / 2}" text-anchor="middle" transform="rotate(-90 14 {_T + ph / 2})">{escape(ylabel)}</text>'
+    )
+    for i, (name, (value, sd)) in enumerate(bars.items()):
+        color, _ = STYLE.get(name, ("#9467bd", ""))
+        x = _L + i * slot + slot * 0.15
+        w = slot * 0.7
+        out.append(f'<rect x="{x:.1f}" y="{sy(value):.1f}" width="{w:.1f}" height="{sy(0) - sy(value):.1f}" fill="{color}"/>')
+        if sd > 0:
+            cx = x + w / 2
+            out.append(f'<line x1="{cx:.1f}" y1="{sy(value + sd):.1f}" x2="{cx:.1f}" y2="{sy(max(value - sd, 0)):.1f}" stroke="#000"/>')
+            for yy in (value + sd, max(value - sd, 0)):
+                out.append(f'<line x1="{cx - 5:.1f}" y1="{sy(yy):.1f}" x2="{cx + 5:.1f}" y2="{sy(yy):.1f}" stroke="#000"/>')
+        out.append(f'<text x="{x + w / 2:.1f}" y="{sy(value) - 4:.1f}" text-anchor="middle">{value:.4g}</text>')
+        out.append(f'<text x="{x + w / 2:.1f}" y="{_T + ph + 14}" text-anchor="middle">{escape(name)}</text>')
+    out.append("</svg>")
+    return "".join(out)

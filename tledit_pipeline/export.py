@@ -11,14 +11,15 @@ import datetime as _dt
 import decimal
 import gzip
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tledit_pipeline import storage
 from tledit_pipeline.errors import TleditError
 from tledit_pipeline.generations import text_asset
 from tledit_pipeline.lake import partition_file, partition_meta, read_partition, write_file_atomically
+from tledit_pipeline.storage import Location
 
 FORMATS = ("jsonl.gz", "parquet")
 
@@ -27,7 +28,7 @@ class ExportError(TleditError):
     """A shard cannot be exported as asked; the message names it."""
 
 
-def edited_in_source_schema(home: Path, shard: str, edit_version: str | None = None, generation: int = 1) -> pa.Table:
+def edited_in_source_schema(home: Location, shard: str, edit_version: str | None = None, generation: int = 1) -> pa.Table:
     """The shard's edited documents (generation g) with the source's columns; refuses text edited with other settings."""
     if generation < 1:
         raise ExportError(f"generation must be >= 1 (1 is edited_corpus), got {generation}")
@@ -61,11 +62,11 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
-def write_export(table: pa.Table, out_dir: Path, shard: str, fmt: str) -> Path:
-    """One file per shard, written atomically; the same table gives the same bytes."""
+def write_export(table: pa.Table, out_dir: Location | str, shard: str, fmt: str) -> Location:
+    """One file per shard, written atomically (one PUT on an object store); the same table gives the same bytes."""
     if fmt not in FORMATS:
         raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    target = Path(out_dir) / f"{shard}.{fmt}"
+    target = storage.location(out_dir) / f"{shard}.{fmt}"
     if fmt == "parquet":
         return write_file_atomically(target, lambda p: pq.write_table(table, p, compression="zstd"))
     lines = "".join(
@@ -75,7 +76,12 @@ def write_export(table: pa.Table, out_dir: Path, shard: str, fmt: str) -> Path:
 
 
 def export_shard(
-    home: Path, shard: str, out_dir: Path, fmt: str = "jsonl.gz", edit_version: str | None = None, generation: int = 1
-) -> tuple[Path, int]:
+    home: Location,
+    shard: str,
+    out_dir: Location | str,
+    fmt: str = "jsonl.gz",
+    edit_version: str | None = None,
+    generation: int = 1,
+) -> tuple[Location, int]:
     table = edited_in_source_schema(home, shard, edit_version, generation)
     return write_export(table, out_dir, shard, fmt), table.num_rows

@@ -16,7 +16,7 @@ import numpy as np
 import polars as pl
 
 from tledit_pipeline.errors import TleditError
-from tledit_pipeline.lake import sql_identifier, sql_list, sql_literal
+from tledit_pipeline.lake import duckdb_connection, sql_identifier, sql_list, sql_literal
 
 if TYPE_CHECKING:
     import duckdb
@@ -152,8 +152,12 @@ NGRAM_SQL = (
 # Per-document perplexity under the prior. raw: teacher-forced scores of every scored token; edited
 # variants: the prior's scores of that generation's text (generation_scores, when it was scored);
 # synthetic: the log-probs recorded while sampling; raw_matched: the raw tokens at the positions the
-# baseline generated (same documents, same prefix, same length).
+# baseline generated (same documents, same prefixes, same lengths; one range per piece).
 _PPL_CTES = """
+gen_ranges AS (
+    SELECT shard, doc_id, p.start + p.prefix AS lo, p.start + p.prefix + p.new AS hi
+    FROM (SELECT shard, doc_id, unnest(pieces) AS p FROM synthetic_corpus WHERE new_tokens > 0)
+),
 ppl AS (
     SELECT 'raw' AS variant, shard, exp(-avg(logprob)) AS ppl
     FROM token_scores WHERE logprob IS NOT NULL GROUP BY shard, doc_id
@@ -164,8 +168,8 @@ ppl AS (
     SELECT 'synthetic', shard, exp(-list_avg(logprobs)) FROM synthetic_corpus WHERE new_tokens > 0
     UNION ALL
     SELECT 'raw_matched', t.shard, exp(-avg(t.logprob))
-    FROM token_scores t JOIN synthetic_corpus s ON s.shard = t.shard AND s.doc_id = t.doc_id
-    WHERE s.new_tokens > 0 AND t.pos >= s.prefix_tokens AND t.pos < s.prefix_tokens + s.new_tokens
+    FROM token_scores t JOIN gen_ranges s ON s.shard = t.shard AND s.doc_id = t.doc_id
+    WHERE t.pos >= s.lo AND t.pos < s.hi
     GROUP BY t.shard, t.doc_id
 )
 """
@@ -310,9 +314,7 @@ def ngram_health(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
 
 def profile_health(path: Path) -> pl.DataFrame:
     """n-gram metrics of one ngram_profile parquet file (one shard): the same SQL, in memory."""
-    import duckdb
-
-    with duckdb.connect() as con:
+    with duckdb_connection(":memory:", path) as con:  # a lake on an object store is read through its filesystem
         con.execute(f"CREATE VIEW ngram_profile AS SELECT * FROM read_parquet({sql_literal(str(path))})")
         return ngram_health(con).filter(pl.col("shard") != "__all__")
 

@@ -18,13 +18,16 @@ from typing import Any, Callable, Mapping
 
 from tledit_pipeline.errors import TleditError
 
+if typing.TYPE_CHECKING:
+    from tledit_pipeline.storage import RemotePath
+
 BUNDLED_MODEL = "bundled:smollm2-135m"
 STRATEGIES = ("top_k", "top_p")
 SETTINGS_FILE = "settings.json"
 ENV_PREFIX = "TLEDIT_"
 
 # Which `tledit` commands take a setting's flag.
-ALL = ("run", "preview", "export", "shards", "ui", "health")
+ALL = ("run", "preview", "export", "shards", "ui", "health", "probe")
 RUN = ("run",)
 PRIOR = ("run", "preview")  # settings that change what the prior computes or how its scores are edited
 CORPUS = ("run", "export", "shards")
@@ -48,28 +51,15 @@ def setting(
     return field(default=default, metadata={"tledit": meta})
 
 
-def data_dir(value: str | os.PathLike) -> Path:
-    """The data directory as a local path: a plain path, or an fsspec URL that resolves to the local disk.
-
-    `file:///srv/tledit` works today. Object stores (s3://, gs://, ...) need the lake, the DuckDB file and
-    the Dagster home split apart first; docs/deploy.md says how, and such URLs are refused here by name.
-    """
-    text = os.fspath(value)
-    if "://" not in text:
-        return Path(text).expanduser().absolute()
-    import fsspec
+def data_dir(value: "str | os.PathLike | RemotePath") -> "Path | RemotePath":
+    """The data directory: a local Path (a path or a file:// URL), or a RemotePath for an object-store URL
+    (s3://bucket/prefix, gs://, az://...), where the lake and the DuckDB file live (docs/storage.md)."""
+    from tledit_pipeline.storage import StorageError, location
 
     try:
-        fs, path = fsspec.core.url_to_fs(text)
-    except (ImportError, ValueError) as exc:
-        raise SettingsError(f"TLEDIT_HOME={text!r}: {exc}") from None
-    protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
-    if protocol not in ("file", "local"):
-        raise SettingsError(
-            f"TLEDIT_HOME={text!r}: the data directory must be on the local disk (file:// or a path) for now; "
-            "object stores are described in docs/deploy.md"
-        )
-    return Path(path).absolute()
+        return location(value)
+    except StorageError as exc:
+        raise SettingsError(f"TLEDIT_HOME: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -177,26 +167,41 @@ class ScoringSettings:
 class SyntheticSettings:
     """The purely synthetic baseline: the prior continues each sampled document from its first m tokens.
 
-    The defaults keep `make demo` within minutes on two CPU cores: at most 128 new tokens per document,
-    and a deterministic sample of documents (by a hash of doc_id and the seed, so it does not depend on
-    sharding). Documents outside the sample are simply not part of the baseline.
+    A document longer than `synthetic_segment` tokens is written in pieces of at most that many tokens, each
+    continuing the human text's m tokens at its own start: the pieces are written side by side in one batch
+    instead of one after another, and no piece's attention reaches past the segment (docs/health.md).
+    Documents outside the sample (a hash of doc_id and the seed, so it does not depend on sharding) are not
+    part of the baseline.
     """
 
-    prefix_tokens: int = setting(32, "synthetic baseline: m, the tokens of each document the prior starts from (at most half the document)")
-    max_new_tokens: int = setting(128, "synthetic baseline: cap on the tokens generated per document (the rest of its length)")
+    prefix_tokens: int = setting(32, "synthetic baseline: m, the tokens of each document (and of each piece) the prior starts from (at most half of it)")
+    max_new_tokens: int = setting(128, "synthetic baseline: cap on the tokens generated per document; 0 = to each document's full length")
     synthetic_sample: float = setting(0.25, "synthetic baseline: share of documents it covers, in (0, 1] (a hash of doc_id and the seed)")
     synthetic_seed: int = setting(0, "synthetic baseline: seed of its sample and sampling")
-    synthetic_batch: int = setting(32, "synthetic baseline: documents sampled together (does not change the samples)")
+    synthetic_temperature: float = setting(1.0, "synthetic baseline: sampling temperature (1 = the prior's own distribution)")
+    synthetic_top_p: float = setting(1.0, "synthetic baseline: nucleus mass of the sampling; 1 = no truncation (plain sampling)")
+    synthetic_segment: int = setting(
+        512, "synthetic baseline: longer documents are written in pieces of at most this many tokens, each from its own m human tokens; 0 = one piece (up to the prior's context)"
+    )
+    synthetic_batch: int = setting(32, "synthetic baseline: pieces sampled together (does not change the samples beyond float noise)")
 
     def __post_init__(self) -> None:
         if self.prefix_tokens < 1:
             raise SettingsError(f"prefix_tokens (m) must be >= 1, got {self.prefix_tokens}")
-        if self.max_new_tokens < 1:
-            raise SettingsError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.max_new_tokens < 0:
+            raise SettingsError(f"max_new_tokens must be >= 0 (0 = full length), got {self.max_new_tokens}")
         if not 0.0 < self.synthetic_sample <= 1.0:
             raise SettingsError(f"synthetic_sample must be in (0, 1], got {self.synthetic_sample}")
         if self.synthetic_seed < 0:
             raise SettingsError(f"synthetic_seed must be >= 0, got {self.synthetic_seed}")
+        if not self.synthetic_temperature > 0.0:
+            raise SettingsError(f"synthetic_temperature must be > 0, got {self.synthetic_temperature}")
+        if not 0.0 < self.synthetic_top_p <= 1.0:
+            raise SettingsError(f"synthetic_top_p must be in (0, 1], got {self.synthetic_top_p}")
+        if self.synthetic_segment and self.synthetic_segment < 2 * self.prefix_tokens:
+            raise SettingsError(
+                f"synthetic_segment must be 0 or at least 2 x prefix_tokens ({2 * self.prefix_tokens}), got {self.synthetic_segment}"
+            )
         if self.synthetic_batch < 1:
             raise SettingsError(f"synthetic_batch must be >= 1, got {self.synthetic_batch}")
 
@@ -204,7 +209,8 @@ class SyntheticSettings:
         """Part of synthetic_corpus's code version (batch size stays out: it does not change the samples)."""
         return (
             f"m={self.prefix_tokens},max_new={self.max_new_tokens},"
-            f"sample={self.synthetic_sample!r},seed={self.synthetic_seed}"
+            f"sample={self.synthetic_sample!r},seed={self.synthetic_seed},"
+            f"temperature={self.synthetic_temperature!r},top_p={self.synthetic_top_p!r},segment={self.synthetic_segment}"
         )
 
 
@@ -222,21 +228,69 @@ class CheckSettings:
             raise SettingsError(f"max_js_divergence must be in [0, 1], got {self.max_js_divergence}")
 
 
-GROUPS: dict[str, type] = {"edit": EditSettings, "scoring": ScoringSettings, "synthetic": SyntheticSettings, "checks": CheckSettings}
+@dataclass(frozen=True)
+class ProbeSettings:
+    """The collapse probe (docs/probe.md): a small LM trained from scratch on each corpus variant, opt-in.
+
+    Every training uses the same steps, batch, context and learning rate; `probe` itself only says whether
+    `tledit run` trains it, so it stays out of the code version.
+    """
+
+    probe: bool = setting(False, "collapse probe: train a small LM on raw, edited, synthetic and mixed text after the run (opt-in; docs/probe.md)")
+    probe_seeds: int = setting(1, "collapse probe: seeds each training is repeated with (mean and sd over them)")
+    probe_heldout: float = setting(0.1, "collapse probe: share of raw documents held out for perplexity (a hash of doc_id), in (0, 0.5]")
+    probe_steps: int = setting(100, "collapse probe: optimizer steps of every training")
+    probe_batch: int = setting(8, "collapse probe: windows per step")
+    probe_context: int = setting(128, "collapse probe: tokens per window (training and held-out evaluation)")
+    probe_lr: float = setting(0.003, "collapse probe: peak learning rate (AdamW, warmup then cosine decay)")
+    probe_eval_every: int = setting(20, "collapse probe: steps between held-out evaluations (the training curves)")
+
+    def __post_init__(self) -> None:
+        if self.probe_seeds < 1:
+            raise SettingsError(f"probe_seeds must be >= 1, got {self.probe_seeds}")
+        if not 0.0 < self.probe_heldout <= 0.5:
+            raise SettingsError(f"probe_heldout must be in (0, 0.5], got {self.probe_heldout}")
+        for name in ("probe_steps", "probe_batch", "probe_eval_every"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.probe_context < 8:
+            raise SettingsError(f"probe_context must be >= 8 tokens, got {self.probe_context}")
+        if not self.probe_lr > 0.0:
+            raise SettingsError(f"probe_lr must be > 0, got {self.probe_lr}")
+
+    def version(self) -> str:
+        """Part of collapse_probe's code version: what changes its numbers (not whether it runs)."""
+        return (
+            f"seeds={self.probe_seeds},heldout={self.probe_heldout!r},steps={self.probe_steps},batch={self.probe_batch},"
+            f"context={self.probe_context},lr={self.probe_lr!r},eval_every={self.probe_eval_every}"
+        )
+
+
+GROUPS: dict[str, type] = {
+    "edit": EditSettings,
+    "scoring": ScoringSettings,
+    "synthetic": SyntheticSettings,
+    "checks": CheckSettings,
+    "collapse": ProbeSettings,
+}
 
 
 @dataclass(frozen=True)
 class Settings:
+    # A Path-typed setting is a location: a local Path, or a RemotePath for an object-store URL (data_dir).
     home: Path = setting(
         Path("data"),
-        "data directory: lake, DuckDB file, Dagster home, converted models; a path or a `file://` URL "
-        "(object stores: see docs/deploy.md)",
+        "data directory: lake, DuckDB file, Dagster home, converted models; a path, a `file://` URL, or an "
+        "object store (`s3://bucket/prefix`, `gs://`, `az://`: the lake and DuckDB file there, the rest local; "
+        "docs/storage.md)",
         commands=ALL,
         shown_default="./data",
     )
     source: str = setting(
         "sample",
-        "`sample`, or a folder / glob / file of `.jsonl`, `.jsonl.gz`, `.parquet`, `.txt` (one file = one shard = one partition)",
+        "`sample`; a folder / glob / file of `.jsonl`, `.jsonl.gz`, `.parquet`, `.txt`, `.arrow`, local or on an object store "
+        "(`s3://bucket/prefix/*.jsonl.gz`, `gs://`, `az://`, `hf://datasets/...`); a `save_to_disk` folder; or "
+        "`hf:NAME[:CONFIG[:SPLIT]]` from the local Hugging Face cache (one file = one shard = one partition; docs/storage.md)",
         commands=CORPUS,
     )
     model: str = setting(BUNDLED_MODEL, "the prior: the bundled SmolLM2-135M, a Hugging Face id or a local folder", commands=PRIOR)
@@ -248,6 +302,12 @@ class Settings:
     )
     model_cache: Path | None = setting(
         None, "where the bundled GGUF is converted (once) to safetensors", shown_default="$TLEDIT_HOME/models"
+    )
+    dagster_home: Path | None = setting(
+        None,
+        "the Dagster instance's home (runs, event log; always local, or PostgreSQL per docs/deploy.md)",
+        commands=("run", "ui"),
+        shown_default="$TLEDIT_HOME/dagster_home; for an object-store home ~/.local/state/tledit/<home>/dagster_home",
     )
     refresh_cron: str = setting("@daily", "cron of the refresh schedule (docs/operating.md)")
     trust_remote_code: bool = setting(False, "run a model repository's own Python code (opt-in)", commands=PRIOR)
@@ -261,6 +321,7 @@ class Settings:
         "iterative generations N: generation g re-scores generation g-1's edited text with the prior and edits it "
         "again (assets token_scores_g1, edited_corpus_g2, ...; docs/method.md); N >= 2 also scores the last one",
     )
+    collapse: ProbeSettings = field(default_factory=ProbeSettings)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", data_dir(self.home))
@@ -268,8 +329,9 @@ class Settings:
             raise SettingsError(f"generations must be >= 1, got {self.generations}")
         if self.scoring.context_field == self.text_field:
             raise SettingsError(f"context_field {self.scoring.context_field!r} is the edited field itself")
-        if self.model_cache is not None:
-            object.__setattr__(self, "model_cache", Path(self.model_cache).expanduser().absolute())
+        for name in ("model_cache", "dagster_home"):  # local by nature: never an object store
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)).expanduser().absolute())
         if self.edit.top_k > self.scoring.candidates:
             raise SettingsError(
                 f"top_k={self.edit.top_k} exceeds the {self.scoring.candidates} candidates stored per "
@@ -279,15 +341,23 @@ class Settings:
             raise SettingsError("text_field must not be empty")
 
     @property
+    def local_dir(self) -> Path:
+        """The data directory when it is local; for an object store, its folder on this machine (storage.local_dir)."""
+        from tledit_pipeline.storage import local_dir
+
+        return local_dir(self.home)
+
+    @property
     def models_dir(self) -> Path:
-        return self.model_cache or self.home / "models"
+        return self.model_cache or self.local_dir / "models"
 
     @property
-    def dagster_home(self) -> Path:
-        return self.home / "dagster_home"
+    def instance_dir(self) -> Path:
+        """The Dagster home: the dagster_home setting, else dagster_home beside the data (always local)."""
+        return self.dagster_home or self.local_dir / "dagster_home"
 
     @property
-    def duckdb_path(self) -> Path:
+    def duckdb_path(self) -> "Path | RemotePath":
         return self.home / "tledit.duckdb"
 
     def value(self, spec: "Spec") -> Any:
@@ -297,7 +367,7 @@ class Settings:
         """Every setting by name, JSON-ready: the form saved in <home>/settings.json and given to resources."""
         return {s.name: s.plain(self.value(s)) for s in SPECS}
 
-    def save(self) -> Path:
+    def save(self) -> "Path | RemotePath":
         """Remember these settings in the data directory, so the UI, the sensor and later runs use them."""
         from tledit_pipeline.lake import write_file_atomically
 
@@ -316,7 +386,7 @@ class Settings:
                 saved = json.loads((home / SETTINGS_FILE).read_text())
             except ValueError as exc:
                 raise SettingsError(f"{home / SETTINGS_FILE} is not valid JSON: {exc}") from None
-            saved = {k: v for k, v in saved.items() if k in BY_NAME and k != "home"}
+            saved = {k: v for k, v in saved.items() if k in BY_NAME and k not in ("home", "dagster_home")}
         return cls.from_env(env, **(saved | _env_values(env) | {k: v for k, v in overrides.items() if v is not None}))
 
     def with_overrides(self, **overrides: Any) -> "Settings":
@@ -381,8 +451,8 @@ class Spec:
         return boolean if self.type is bool else str if self.type is Path else self.type
 
     def plain(self, value: Any) -> Any:
-        """The JSON / Dagster-config form of a value (paths as strings)."""
-        return str(value) if isinstance(value, Path) else value
+        """The JSON / Dagster-config form of a value (paths and object-store URLs as strings)."""
+        return str(value) if self.type is Path and value is not None else value
 
     def doc_default(self) -> str:
         if self.shown_default is not None:

@@ -1,9 +1,16 @@
 """Where documents come from: shard discovery and reading a shard into accepted documents + rejects.
 
 One source file = one shard = one partition. JSON lines (.jsonl, .jsonl.gz) are read line by line with
-`json`, .txt as bytes (one document per blank-line separated paragraph, line ends kept), parquet with
-pyarrow: every value reaches the lake as written. Every document ends up either accepted or in the
-reject table with a reason and a locator: nothing is dropped silently.
+`json`, .txt as bytes (one document per blank-line separated paragraph, line ends kept), parquet and
+Arrow (.arrow, the files of a Hugging Face dataset) with pyarrow: every value reaches the lake as written.
+Every document ends up either accepted or in the reject table with a reason and a locator: nothing is
+dropped silently.
+
+A source is a local folder, glob or file; the same on an object store (`s3://bucket/prefix/*.jsonl.gz`,
+`gs://`, `az://`, `hf://datasets/...`, anything fsspec reaches); a folder written by a Hugging Face
+dataset's `save_to_disk`; or `hf:NAME[:CONFIG[:SPLIT]]`, a dataset already in the local Hugging Face cache.
+A store's object is fetched once to a local temporary file and hashed on the way: the shard's data version
+is the hash of exactly the bytes that were read (never an ETag).
 """
 
 from __future__ import annotations
@@ -23,12 +30,15 @@ from typing import Any, Callable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from tledit_pipeline import storage
 from tledit_pipeline.errors import TleditError
 from tledit_pipeline.lake import file_digest as file_fingerprint  # a shard file's data version  # noqa: F401
 from tledit_pipeline.sample import ensure_sample
+from tledit_pipeline.storage import Location, RemotePath, StorageError
 
 # Longest suffix first, so `x.jsonl.gz` is not taken for `.gz`.
-FORMATS = {".jsonl.gz": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text"}
+FORMATS = {".jsonl.gz": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text", ".arrow": "arrow"}
+HF_PREFIX = "hf:"  # hf:NAME[:CONFIG[:SPLIT]], a dataset in the local Hugging Face cache (hf://... is a URL)
 _KEY_RE = re.compile(r"[^a-z0-9_-]+")
 RESERVED = ("shard", "doc_id", "text")
 MISSING = object()  # a JSON line without the text field, told apart from an explicit null
@@ -46,7 +56,7 @@ class SourceError(TleditError):
 @dataclass(frozen=True)
 class Shard:
     key: str
-    path: Path
+    path: Location  # a local Path, or a RemotePath (its str() is the object's URL)
 
     @property
     def format(self) -> str:
@@ -70,39 +80,127 @@ def shard_key(filename: str) -> str:
     return key[:80] or "shard"
 
 
-def source_folder(source: str, home: Path) -> str:
-    """`sample` means the bundled corpus, built under the data directory on first use."""
+def source_folder(source: str, home: Location) -> str:
+    """`sample` means the bundled corpus, built on first use under the data directory (a local one) or
+    beside the Dagster home (a data directory on an object store: storage.local_dir)."""
     if source == "sample":
-        return str(ensure_sample(Path(home) / "sample"))
+        return str(ensure_sample(storage.local_dir(storage.location(home)) / "sample"))
     return source
 
 
-def discover_shards(source: str, home: Path) -> list[Shard]:
-    """All shard files of a source (a folder, a glob, or one file), keyed by sanitized file name."""
-    resolved = source_folder(source, home)
+def _not_a_shard(source: str, name: str) -> SourceError:
+    return SourceError(f"source {source!r}: {name} is not a .jsonl, .jsonl.gz, .parquet, .txt or .arrow file")
+
+
+def _local_files(source: str, resolved: str) -> list[tuple[str, Location]]:
     p = Path(resolved).expanduser()
     if p.is_dir():
-        files = [f for f in p.iterdir() if f.is_file() and _suffix(f.name) and not f.name.startswith(".")]
-    elif p.is_file():
+        saved = _saved_dataset(p)
+        if saved is not None:
+            return saved
+        return [(f.name, f.absolute()) for f in p.iterdir() if f.is_file() and _suffix(f.name) and not f.name.startswith(".")]
+    if p.is_file():
         if not _suffix(p.name):
-            raise SourceError(f"source {source!r}: {p.name} is not a .jsonl, .jsonl.gz, .parquet or .txt file")
-        files = [p]
+            raise _not_a_shard(source, p.name)
+        return [(p.name, p.absolute())]
+    files = [Path(f) for f in glob.glob(resolved) if Path(f).is_file() and _suffix(Path(f).name)]
+    if not files and not any(ch in resolved for ch in storage.GLOB_CHARS):
+        raise SourceError(f"source {source!r} is not a folder, file or glob that exists")
+    return [(f.name, f.absolute()) for f in files]
+
+
+def _remote_files(source: str, loc: RemotePath) -> list[tuple[str, Location]]:
+    """Objects of a store: a prefix ("folder"), a glob, or one object. A missing or closed bucket is named."""
+    if any(ch in loc.path for ch in storage.GLOB_CHARS):
+        found = [(f.name, f) for f, _ in storage.list_files(loc) if _suffix(f.name) and not f.name.startswith(".")]
+        if not found:
+            storage.check_bucket(loc)  # an empty match in a bucket that is not there (or not ours) says so
+        return found
+    try:
+        kind = loc.info().get("type")
+    except StorageError:
+        storage.check_bucket(loc)
+        raise SourceError(f"source {source!r} is not a folder, object or glob that exists") from None
+    if kind == "file":
+        if not _suffix(loc.name):
+            raise _not_a_shard(source, loc.name)
+        return [(loc.name, loc)]
+    saved = _saved_dataset(loc)
+    if saved is not None:
+        return saved
+    return [(f.name, f) for f, _ in storage.list_files(loc) if _suffix(f.name) and not f.name.startswith(".")]
+
+
+def _saved_dataset(folder: Location) -> list[tuple[str, Location]] | None:
+    """The Arrow files of a folder written by `Dataset.save_to_disk` / `DatasetDict.save_to_disk`, or None.
+
+    A split's files are named `<split>-<file>` so the splits of a DatasetDict get distinct shard keys.
+    """
+    if (folder / "dataset_dict.json").exists():
+        splits = json.loads((folder / "dataset_dict.json").read_text())["splits"]
+        return [(f"{split}-{name}", path) for split in splits for name, path in _saved_dataset(folder / split) or []]
+    if not (folder / "state.json").exists():
+        return None
+    state = json.loads((folder / "state.json").read_text())
+    return [(f["filename"], folder / f["filename"]) for f in state.get("_data_files", [])]
+
+
+def _hf_cache_files(source: str) -> list[tuple[str, Location]]:
+    """hf:NAME[:CONFIG[:SPLIT]]: the Arrow files of a dataset in the local Hugging Face cache.
+
+    The `datasets` library resolves the name (its own cache layout, versions and configs), with the Hub
+    switched off for the call: a cached dataset needs no network, and an uncached one is an error.
+    """
+    from unittest import mock
+
+    parts = source[len(HF_PREFIX):].split(":")
+    if not parts[0] or len(parts) > 3:
+        raise SourceError(f"source {source!r}: expected hf:NAME, hf:NAME:CONFIG or hf:NAME:CONFIG:SPLIT")
+    name, config, split = (parts + [None, None])[:3]
+    import datasets
+    import huggingface_hub.constants
+
+    try:
+        with mock.patch.object(datasets.config, "HF_HUB_OFFLINE", True), \
+                mock.patch.object(huggingface_hub.constants, "HF_HUB_OFFLINE", True):
+            loaded = datasets.load_dataset(name, config or None, split=split or None)
+    except Exception as exc:  # noqa: BLE001 (the library raises many kinds for "not cached"; all end here)
+        detail = str(exc).splitlines()[0] if str(exc) else "not found"
+        raise SourceError(
+            f"source {source!r}: not in the local Hugging Face cache ({datasets.config.HF_DATASETS_CACHE}): {detail}"
+        ) from None
+    splits = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [(split, loaded)]
+    out: list[tuple[str, Location]] = []
+    for split_name, ds in splits:
+        for f in ds.cache_files:
+            path = Path(f["filename"])
+            label = path.name if not split_name or str(split_name) in path.name else f"{split_name}-{path.name}"
+            out.append((label, path))
+    if not out:
+        raise SourceError(f"source {source!r}: the cached dataset has no Arrow files (an in-memory dataset?)")
+    return out
+
+
+def discover_shards(source: str, home: Location) -> list[Shard]:
+    """All shard files of a source, keyed by sanitized file name (see the module docstring for sources)."""
+    resolved = source_folder(source, home)
+    if resolved.startswith(HF_PREFIX) and not resolved.startswith("hf://"):
+        files = _hf_cache_files(resolved)
     else:
-        files = [Path(f) for f in glob.glob(resolved) if Path(f).is_file() and _suffix(Path(f).name)]
-        if not files and not any(ch in resolved for ch in "*?["):
-            raise SourceError(f"source {source!r} is not a folder, file or glob that exists")
+        loc = storage.location(resolved) if storage.is_url(resolved) else None
+        files = _remote_files(source, loc) if isinstance(loc, RemotePath) else _local_files(source, resolved)
     shards: dict[str, Shard] = {}
-    for f in sorted(files, key=lambda f: f.name):
-        key = shard_key(f.name)
+    for name, f in sorted(files, key=lambda f: f[0]):
+        key = shard_key(name)
         # A name that sanitizing changed gets a hash of the exact name, so a later file whose name
         # sanitizes to the same key never takes over an existing file's partition.
-        if key != _stem(f.name) or key in shards:
-            key = f"{key}-{hashlib.sha1(f.name.encode()).hexdigest()[:8]}"
-        shards[key] = Shard(key=key, path=f.absolute())
+        if key != _stem(name) or key in shards:
+            key = f"{key}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
+        shards[key] = Shard(key=key, path=f)
     return sorted(shards.values(), key=lambda s: s.key)
 
 
-def find_shard(source: str, home: Path, key: str) -> Shard:
+def find_shard(source: str, home: Location, key: str) -> Shard:
     """The shard file behind a partition key, re-derived from the source (keys are never paths)."""
     for shard in discover_shards(source, home):
         if shard.key == key:
@@ -126,7 +224,7 @@ def _cannot_read(shard: Shard, problem: str) -> SourceError:
     return SourceError(f"shard {shard.key!r}: cannot read {shard.path.name}: {problem}")
 
 
-def _lines(shard: Shard) -> Iterator[tuple[int, bytes]]:
+def _lines(shard: Shard, path: Path) -> Iterator[tuple[int, bytes]]:
     """(line number, bytes without the line end) of a plain or gzip file, streamed.
 
     A gzip stream that ends early (a truncated download) or is corrupt raises SourceError: how many
@@ -135,7 +233,7 @@ def _lines(shard: Shard) -> Iterator[tuple[int, bytes]]:
     gz = shard.path.name.lower().endswith(".gz")
     number = 0
     rest = b""
-    with (gzip.open(shard.path, "rb") if gz else open(shard.path, "rb")) as fh:
+    with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
         while True:
             try:
                 block = fh.read(1 << 20)
@@ -163,10 +261,10 @@ def _decode(line: bytes) -> str:
         raise ValueError(f"not valid UTF-8 (byte 0x{line[exc.start]:02x} at byte {exc.start + 1})") from None
 
 
-def _json_rows(shard: Shard, text_field: str) -> _Rows:
+def _json_rows(shard: Shard, text_field: str, path: Path) -> _Rows:
     """JSON lines read line by line with `json`, so every value reaches the lake exactly as written."""
     locators, unparsed, records = [], [], []
-    for number, line in _lines(shard):
+    for number, line in _lines(shard, path):
         if number == 1 and line.startswith(BOM):
             line = line[len(BOM):]
         if not line.strip():
@@ -204,10 +302,10 @@ def _json_kind(value: Any) -> str:
     return {list: "array", str: "string", bool: "boolean", type(None): "null"}.get(type(value), "number")
 
 
-def _text_rows(shard: Shard, text_field: str) -> _Rows:
+def _text_rows(shard: Shard, text_field: str, path: Path) -> _Rows:
     """One document per blank-line separated paragraph; line ends inside a paragraph are kept as written."""
     try:
-        data = shard.path.read_bytes()
+        data = path.read_bytes()
     except OSError as exc:
         raise _cannot_read(shard, f"{type(exc).__name__}: {exc.strerror or exc}") from None
     if data.startswith(BOM):
@@ -238,12 +336,30 @@ def _text_rows(shard: Shard, text_field: str) -> _Rows:
     return _Rows(locators, unparsed, texts, None, columns)
 
 
-def _parquet_rows(shard: Shard, text_field: str) -> _Rows:
+def _parquet_rows(shard: Shard, text_field: str, path: Path) -> _Rows:
     """Parquet through pyarrow: every column type (maps, nested structs, decimals) passes through as stored."""
     try:
-        table = pq.read_table(shard.path)
+        table = pq.read_table(path)
     except (OSError, pa.ArrowException) as exc:
         raise _cannot_read(shard, f"{type(exc).__name__}: {exc}") from None
+    return _table_rows(table, text_field)
+
+
+def _arrow_rows(shard: Shard, text_field: str, path: Path) -> _Rows:
+    """Arrow IPC files (a Hugging Face dataset's: the stream format; the file format too), every column as stored."""
+    try:
+        with pa.OSFile(str(path)) as source:  # read into memory: the file may be a temporary copy
+            try:
+                table = pa.ipc.open_stream(source).read_all()
+            except pa.ArrowInvalid:
+                source.seek(0)
+                table = pa.ipc.open_file(source).read_all()
+    except (OSError, pa.ArrowException) as exc:
+        raise _cannot_read(shard, f"not a readable Arrow file: {exc}") from None
+    return _table_rows(table, text_field)
+
+
+def _table_rows(table: pa.Table, text_field: str) -> _Rows:
     n = table.num_rows
     names = table.column_names
     texts = table.column(text_field).to_pylist() if text_field in names else [MISSING] * n
@@ -306,6 +422,7 @@ class ShardRead:
     accepted: pa.Table  # shard, doc_id, text, then passthrough fields
     rejected: pa.Table  # REJECT_SCHEMA
     rows_in: int
+    digest: str = ""  # content hash of exactly the bytes read (file_fingerprint's form): the shard's data version
     # The source's columns in file order, each with its name in `accepted` (the text field is `text`):
     # what `tledit export` needs to write the source's schema back.
     columns: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -354,16 +471,18 @@ def read_shard(shard: Shard, text_field: str = "text") -> ShardRead:
 
     Locators are 1-based: "line N" for JSON lines and .txt (a paragraph's first line), "row N" for parquet.
     A file that cannot be read at all raises SourceError naming the shard, the file and the problem.
+    A store's object is fetched to a local temporary file first (one streamed read, pinned to one version).
     """
+    readers = {"json": _json_rows, "text": _text_rows, "parquet": _parquet_rows, "arrow": _arrow_rows}
     try:
-        if shard.path.stat().st_size == 0:
-            rows = _Rows([], [], [], None, lambda keep: [])
-        elif shard.format == "json":
-            rows = _json_rows(shard, text_field)
-        elif shard.format == "text":
-            rows = _text_rows(shard, text_field)
-        else:
-            rows = _parquet_rows(shard, text_field)
+        with storage.local_copy(shard.path) as (path, sha):
+            digest = (sha or storage.sha256(path))[:16]
+            if path.stat().st_size == 0:
+                rows = _Rows([], [], [], None, lambda keep: [])
+            else:
+                rows = readers[shard.format](shard, text_field, path)
+    except StorageError as exc:  # gone since it was listed, access denied, the store unreachable
+        raise SourceError(f"shard {shard.key!r}: {exc}") from None
     except OSError as exc:  # missing, a folder, no permission
         raise _cannot_read(shard, f"{type(exc).__name__}: {exc.strerror or exc}") from None
     n = len(rows.locators)
@@ -409,4 +528,4 @@ def read_shard(shard: Shard, text_field: str = "text") -> ShardRead:
         },
         schema=REJECT_SCHEMA,
     )
-    return ShardRead(accepted=accepted, rejected=rejected, rows_in=n, columns=columns)
+    return ShardRead(accepted=accepted, rejected=rejected, rows_in=n, columns=columns, digest=digest)

@@ -40,7 +40,7 @@ def test_bad_setting_is_a_clear_error(tmp_path, capsys):
 def test_unsupported_single_file_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "data.csv").write_text("text\nhello\n")
     assert main(["run", "--home", str(tmp_path / "home"), "--source", str(tmp_path / "data.csv")]) == 2
-    assert "data.csv is not a .jsonl, .jsonl.gz, .parquet or .txt file" in capsys.readouterr().err
+    assert "data.csv is not a .jsonl, .jsonl.gz, .parquet, .txt or .arrow file" in capsys.readouterr().err
 
 
 def test_a_bad_shard_does_not_stop_the_others(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):

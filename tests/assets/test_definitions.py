@@ -23,8 +23,12 @@ def test_graph_shape():
 
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"raw_corpus", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile", "distribution_health"}
+    assert keys == {"raw_corpus", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile", "distribution_health", "collapse_probe"}
     assert graph.get(dg.AssetKey("synthetic_corpus")).parent_keys == {dg.AssetKey("raw_corpus")}
     assert graph.get(dg.AssetKey("edited_corpus")).parent_keys == {dg.AssetKey("raw_corpus"), dg.AssetKey("token_scores")}
     assert graph.get(dg.AssetKey("distribution_health")).partitions_def is None
+    # The collapse probe (opt-in to run, always in the graph) reads the corpus variants, unpartitioned.
+    probe = graph.get(dg.AssetKey("collapse_probe"))
+    assert probe.partitions_def is None
+    assert probe.parent_keys == {dg.AssetKey("raw_corpus"), dg.AssetKey("edited_corpus"), dg.AssetKey("synthetic_corpus")}
     assert graph.get(dg.AssetKey("token_scores")).partitions_def.name == "shards"

@@ -21,7 +21,7 @@ def test_run_reports_every_figure(tiny_settings):
     fig = bench.run(tiny_settings, naive_every=1, memory_tokens=0, profile=False)
     for key in ("tokens", "pipeline_tokens_per_s", "forward_tokens_per_s", "naive_tokens_per_s", "matmul_flops_per_s",
                 "flops_per_token", "roofline_fraction", "peak_rss_mb", "device", "dtype",
-                "reedit_tokens_per_s", "reedit_speedup_vs_scoring"):
+                "reedit_tokens_per_s", "reedit_speedup_vs_scoring", "synthetic_tokens_per_s", "synthetic_vs_pipeline"):
         assert key in fig, key
     assert fig["documents"] == 5 and fig["shards"] == 2
     assert fig["device"] == "cpu" and fig["dtype"] == "float32"
@@ -36,7 +36,11 @@ def test_run_reports_every_figure(tiny_settings):
     assert fig["pipeline_vs_naive_ceiling"] == pytest.approx(
         fig["matmul_flops_per_s"] / fig["flops_per_token"] / fig["naive_tokens_per_s"], rel=1e-2, abs=0.01)
     assert fig["bf16_matmul_flops_per_s"] > 0 and fig["bf16_native"] == cpu_has_bf16()
+    # The full-size baseline: every document to its full length, so it generates more than half the tokens.
+    assert fig["synthetic_tokens"] > fig["tokens"] / 2 and "sample=1.0" in fig["synthetic_settings"]
+    assert fig["synthetic_vs_pipeline"] == pytest.approx(fig["synthetic_tokens_per_s"] / fig["pipeline_tokens_per_s"], abs=1e-3)
     table = bench.report(fig)
+    assert "synthetic_vs_pipeline" in table and "synthetic tokens/s" in table
     assert "pipeline_vs_naive" in table and "roofline_fraction" in table and "ceiling in this dtype" in table
 
 
@@ -76,3 +80,14 @@ def test_useful_flops_counts_keys_each_scored_token_sees(tiny_prior):
 
 def test_matmul_peak_is_positive():
     assert bench.matmul_flops_per_s("cpu", "float32", repeats=1) > 0
+
+
+def test_pipeline_with_its_lake_on_an_object_store(tiny_settings, s3, small_source):
+    """--source and --lake on the S3 server: the store's pass is timed beside the local one, then removed."""
+    source = s3.upload_folder(small_source, "corpus")
+    fig = bench.run(tiny_settings.with_overrides(source=source), naive_every=4, memory_tokens=0, profile=False,
+                    lake=s3.url("scratch"))
+    assert fig["store"] == "s3" and fig["documents"] == 5 and fig["store_pipeline_tokens_per_s"] > 0
+    assert fig["store_vs_local"] == pytest.approx(fig["store_pipeline_tokens_per_s"] / fig["pipeline_tokens_per_s"], rel=0.02)
+    assert 0 < fig["store_io_share"] < 1 and s3.keys("scratch") == []
+    assert "lake on s3:// vs local" in bench.report(fig) and "waiting on the store" in bench.report(fig)

@@ -15,6 +15,7 @@ from tledit_pipeline.health import (
     PROB_BINS,
     bar_chart,
     build_health_table,
+    document_perplexities,
     histogram_chart,
     ngram_health,
     perplexity,
@@ -22,6 +23,7 @@ from tledit_pipeline.health import (
     probability_histogram,
 )
 from tledit_pipeline.ngrams import profile
+from tledit_pipeline.synthetic import SYNTHETIC_SCHEMA
 
 
 def _metrics(variants: dict[str, list[str]], shard: str = "s1") -> dict[tuple[str, str], float]:
@@ -124,6 +126,7 @@ def test_health_table_over_every_view():
     # The baseline wrote one token after a one-token prefix of x, with P = 0.9.
     con.register("synthetic_corpus", pa.table({
         "shard": ["s1"], "doc_id": ["x"], "prefix_tokens": pa.array([1], pa.int32()), "new_tokens": pa.array([1], pa.int32()),
+        "pieces": pa.array([[{"start": 0, "prefix": 1, "target": 2, "new": 1}]], SYNTHETIC_SCHEMA.field("pieces").type),
         "logprobs": pa.array([[math.log(0.9)]], pa.list_(pa.float32())),
     }))
     health = build_health_table(con)
@@ -142,6 +145,23 @@ def test_health_table_over_every_view():
     assert v[("synthetic", "__all__", "ppl_p50")] == pytest.approx(1 / 0.9, rel=1e-5)
     assert v[("raw_matched", "__all__", "ppl_p50")] == pytest.approx(2.0, rel=1e-5)  # raw x at position 1 only
     assert v[("synthetic", "s1", "tail_coverage")] == pytest.approx(1 / 2)  # keeps "a b", loses "b c"
+
+
+def test_raw_matched_reads_every_piece_of_the_baseline():
+    """A document written in two pieces: raw_matched takes raw's scores at both pieces' generated positions."""
+    con = duckdb.connect()
+    lp = [None, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+    con.register("token_scores", pa.table({
+        "shard": ["s1"] * 8, "doc_id": ["x"] * 8, "pos": list(range(8)), "logprob": pa.array([None if v is None else -v for v in lp], pa.float32()),
+    }))
+    pieces = [{"start": 0, "prefix": 1, "target": 3, "new": 2}, {"start": 4, "prefix": 2, "target": 2, "new": 1}]
+    con.register("synthetic_corpus", pa.table({
+        "shard": ["s1"], "doc_id": ["x"], "new_tokens": pa.array([3], pa.int32()),
+        "pieces": pa.array([pieces], SYNTHETIC_SCHEMA.field("pieces").type),
+        "logprobs": pa.array([[-1.0, -1.0, -1.0]], pa.list_(pa.float32())),
+    }))
+    ppl = document_perplexities(con).filter(pl.col("variant") == "raw_matched")["ppl"].to_list()
+    assert ppl == [pytest.approx(math.exp((0.1 + 0.2 + 0.6) / 3), rel=1e-5)]  # positions 1, 2 and 6
 
 
 def test_health_table_names_missing_views():

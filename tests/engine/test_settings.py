@@ -75,7 +75,7 @@ def test_relative_home_is_made_absolute():
     assert s.home.is_absolute()
     assert s.home == Path("some/relative/dir").absolute()
     assert s.duckdb_path == s.home / "tledit.duckdb"
-    assert s.dagster_home == s.home / "dagster_home"
+    assert s.instance_dir == s.home / "dagster_home"
 
 
 def test_overrides_win_over_env():
@@ -304,8 +304,22 @@ def test_data_dir_as_a_file_url_resolves_locally(tmp_path):
     assert s.home == tmp_path / "data" and s.duckdb_path == tmp_path / "data" / "tledit.duckdb"
     s.save()
     assert Settings.load({"TLEDIT_HOME": f"file://{tmp_path}/data"}).home == tmp_path / "data"
-    with pytest.raises(SettingsError, match="must be on the local disk"):
-        Settings.from_env({"TLEDIT_HOME": "memory://bucket/data"})
+    with pytest.raises(SettingsError, match="TLEDIT_HOME: nosuch://bucket/data: unknown storage protocol 'nosuch'"):
+        Settings.from_env({"TLEDIT_HOME": "nosuch://bucket/data"})
+
+
+def test_data_dir_on_an_object_store_keeps_the_dagster_home_local(tmp_path, monkeypatch):
+    from tledit_pipeline.settings import Settings
+    from tledit_pipeline.storage import RemotePath
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    s = Settings.from_env({"TLEDIT_HOME": "memory://bucket/data/"})
+    assert s.home == RemotePath("memory://bucket/data") and str(s.duckdb_path) == "memory://bucket/data/tledit.duckdb"
+    assert s.instance_dir.parent.parent == tmp_path / "state" / "tledit" and s.instance_dir.name == "dagster_home"
+    assert s.models_dir.parent == s.instance_dir.parent
+    assert Settings.from_env({"TLEDIT_HOME": "memory://other/data"}).instance_dir != s.instance_dir
+    chosen = Settings.from_env({"TLEDIT_HOME": "memory://bucket/data", "TLEDIT_DAGSTER_HOME": str(tmp_path / "dh")})
+    assert chosen.instance_dir == tmp_path / "dh" and chosen.flat()["home"] == "memory://bucket/data"
 
 
 def test_docs_table_matches_the_declarations():

@@ -1,4 +1,4 @@
-"""The synthetic baseline: deterministic temperature-1 samples of the tiny prior, with their log-probs."""
+"""The synthetic baseline: deterministic samples of the tiny prior in pieces, with their log-probs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 
 from tledit_pipeline.scoring import tokenize
 from tledit_pipeline.settings import SyntheticSettings
-from tledit_pipeline.synthetic import SYNTHETIC_SCHEMA, in_sample, plan_lengths, synthesize
+from tledit_pipeline.decoding import ModelDecoder
+from tledit_pipeline.synthetic import SYNTHETIC_SCHEMA, in_sample, plan_pieces, synthesize
 
 DOCS = pa.table(
     {
@@ -25,16 +26,35 @@ DOCS = pa.table(
 
 
 def _settings(**kw) -> SyntheticSettings:
-    return SyntheticSettings(**({"prefix_tokens": 6, "max_new_tokens": 20, "synthetic_sample": 1.0} | kw))
+    """Full length, in pieces of at most 20 tokens (the first document has 3)."""
+    return SyntheticSettings(**({"prefix_tokens": 6, "max_new_tokens": 0, "synthetic_segment": 20, "synthetic_sample": 1.0} | kw))
 
 
-def test_plan_lengths():
-    s = SyntheticSettings(prefix_tokens=32, max_new_tokens=256)
-    assert plan_lengths(1000, s, 2048) == (32, 256)  # cap
-    assert plan_lengths(100, s, 2048) == (32, 68)  # to the document's length
-    assert plan_lengths(20, s, 2048) == (10, 10)  # a short document: the prior writes at least half
-    assert plan_lengths(1, s, 2048) == (1, 0)
-    assert plan_lengths(1000, s, 100) == (32, 68)  # never past the prior's context
+def test_plan_pieces():
+    s = SyntheticSettings(prefix_tokens=32, max_new_tokens=256, synthetic_segment=0)
+    assert plan_pieces(1000, s, 2048) == [(0, 32, 256)]  # cap
+    assert plan_pieces(100, s, 2048) == [(0, 32, 68)]  # to the document's length
+    assert plan_pieces(20, s, 2048) == [(0, 10, 10)]  # a short document: the prior writes at least half
+    assert plan_pieces(1, s, 2048) == [(0, 1, 0)]
+    assert plan_pieces(0, s, 2048) == []
+    full = SyntheticSettings(prefix_tokens=32, max_new_tokens=0, synthetic_segment=0)
+    assert plan_pieces(1000, full, 2048) == [(0, 32, 968)]  # full length
+    assert plan_pieces(5000, full, 2048) == [(0, 32, 1634), (1666, 32, 1635), (3333, 32, 1635)]  # the context splits
+
+
+def test_plan_pieces_cut_long_documents_into_equal_pieces():
+    s = SyntheticSettings(prefix_tokens=32, max_new_tokens=0, synthetic_segment=512)
+    assert plan_pieces(512, s, 8192) == [(0, 32, 480)]
+    pieces = plan_pieces(1300, s, 8192)
+    assert pieces == [(0, 32, 401), (433, 32, 401), (866, 32, 402)]
+    assert [b - a for (a, *_), (b, *_) in zip(pieces, pieces[1:] + [(1300,)])] == [433, 433, 434]
+    # Every raw position is either a prefix or a generated token of exactly one piece.
+    covered = [q for start, prefix, target in pieces for q in range(start, start + prefix + target)]
+    assert covered == list(range(1300))
+    # With a cap the document is cut first: the same first piece as without pieces.
+    assert plan_pieces(5000, SyntheticSettings(prefix_tokens=32, max_new_tokens=128), 8192) == [(0, 32, 128)]
+    capped = plan_pieces(5000, SyntheticSettings(prefix_tokens=32, max_new_tokens=1000, synthetic_segment=512), 8192)
+    assert capped[0][:2] == (0, 32) and sum(p + t for _, p, t in capped) == 1032
 
 
 def test_rows_lengths_and_logprobs(tiny_prior):
@@ -43,51 +63,86 @@ def test_rows_lengths_and_logprobs(tiny_prior):
     assert table.column("doc_id").to_pylist() == DOCS.column("doc_id").to_pylist()  # same ids, raw order
     assert set(table.column("shard").to_pylist()) == {"s1"}
     ids = tokenize(tiny_prior, DOCS.column("text").to_pylist())
+    text = lambda toks: b"".join(tiny_prior.token_bytes[t] for t in toks).decode("utf-8", "replace")  # noqa: E731
     for row, raw_ids in zip(table.to_pylist(), ids):
         assert row["raw_tokens"] == len(raw_ids)
-        assert (row["prefix_tokens"], row["target_tokens"]) == plan_lengths(len(raw_ids), _settings(), tiny_prior.context_length)
-        assert row["new_tokens"] == len(row["token_ids"]) == len(row["logprobs"]) <= row["target_tokens"]
+        plan = plan_pieces(len(raw_ids), _settings(), tiny_prior.context_length)
+        assert [(p["start"], p["prefix"], p["target"]) for p in row["pieces"]] == plan
+        assert row["prefix_tokens"] == sum(p["prefix"] for p in row["pieces"])
+        assert row["target_tokens"] == sum(p["target"] for p in row["pieces"])
+        assert row["new_tokens"] == sum(p["new"] for p in row["pieces"]) == len(row["token_ids"]) == len(row["logprobs"])
+        assert all(p["new"] <= p["target"] for p in row["pieces"])
         if row["ended"] == "length":
             assert row["new_tokens"] == row["target_tokens"]
         assert all(lp <= 0 for lp in row["logprobs"])
         assert all(tiny_prior.token_bytes[t] is not None for t in row["token_ids"])  # never a control token
-        # The text is the human prefix followed by the continuation; the reference is raw at the same length.
-        prefix = b"".join(tiny_prior.token_bytes[t] for t in raw_ids[: row["prefix_tokens"]]).decode("utf-8", "replace")
-        assert row["text"].startswith(prefix.rstrip("\ufffd"))
-        ref = b"".join(tiny_prior.token_bytes[t] for t in raw_ids[: row["prefix_tokens"] + row["new_tokens"]])
-        assert row["reference_text"] == ref.decode("utf-8", "replace")
-    d = table.to_pylist()[3]
+        # The text is each piece's human prefix followed by its continuation; the reference is raw at the
+        # same positions.
+        gen, human, ref = list(row["token_ids"]), [], []
+        for p in row["pieces"]:
+            human += list(raw_ids[p["start"] : p["start"] + p["prefix"]]) + gen[: p["new"]]
+            ref += list(raw_ids[p["start"] : p["start"] + p["prefix"] + p["new"]])
+            gen = gen[p["new"] :]
+        assert row["text"] == text(human)
+        assert row["reference_text"] == text(ref)
+    rows = table.to_pylist()
+    assert len(rows[0]["pieces"]) == 3  # the long document is written in pieces of at most 20 tokens
+    d = rows[3]
     assert (d["prefix_tokens"], d["new_tokens"], d["ended"], d["text"]) == (1, 0, "nothing_to_generate", "x")
     assert stats.sampled == stats.documents == 5
     assert stats.new_tokens == sum(table.column("new_tokens").to_pylist()) > 0
+    assert stats.pieces == sum(len(r["pieces"]) for r in rows)
 
 
 def test_logprobs_are_the_priors_at_temperature_one(tiny_prior):
-    """Re-scoring the generated text teacher-forced gives back the recorded log-probs."""
+    """Re-scoring each generated piece teacher-forced gives back the recorded log-probs."""
     import torch
 
     table, _ = synthesize(tiny_prior, "s1", DOCS.slice(0, 1), _settings())
     row = table.to_pylist()[0]
-    prefix = tokenize(tiny_prior, DOCS.column("text").to_pylist()[:1])[0][: row["prefix_tokens"]]
-    seq = torch.tensor(np.concatenate([prefix, row["token_ids"]]))[None]
-    with torch.inference_mode():
-        logp = torch.log_softmax(tiny_prior.model(input_ids=seq).logits[0].float(), -1)
-    p = len(prefix)
-    expected = logp[p - 1 : -1].gather(1, seq[0, p:, None])[:, 0].numpy()
-    np.testing.assert_allclose(row["logprobs"], expected, atol=1e-4)
+    raw = tokenize(tiny_prior, DOCS.column("text").to_pylist()[:1])[0]
+    gen, lps = list(row["token_ids"]), list(row["logprobs"])
+    assert len(row["pieces"]) > 1
+    for p in row["pieces"]:
+        prefix = raw[p["start"] : p["start"] + p["prefix"]]
+        seq = torch.tensor(np.concatenate([prefix, gen[: p["new"]]]))[None]
+        with torch.inference_mode():
+            logp = torch.log_softmax(tiny_prior.model(input_ids=seq).logits[0].float(), -1)
+        n = len(prefix)
+        expected = logp[n - 1 : -1].gather(1, seq[0, n:, None])[:, 0].numpy()
+        np.testing.assert_allclose(lps[: p["new"]], expected, atol=1e-4)
+        gen, lps = gen[p["new"] :], lps[p["new"] :]
 
 
 def test_deterministic_and_independent_of_batch_size(tiny_prior):
     one, _ = synthesize(tiny_prior, "s1", DOCS, _settings(synthetic_batch=1))
     again, _ = synthesize(tiny_prior, "s1", DOCS, _settings(synthetic_batch=1))
-    many, _ = synthesize(tiny_prior, "s1", DOCS, _settings(synthetic_batch=5))
     assert one.equals(again)
-    assert one.column("token_ids").to_pylist() == many.column("token_ids").to_pylist()
-    np.testing.assert_allclose(
-        np.concatenate(one.column("logprobs").to_pylist()), np.concatenate(many.column("logprobs").to_pylist()), atol=1e-4
-    )
+    for other in (
+        synthesize(tiny_prior, "s1", DOCS, _settings(synthetic_batch=2))[0],
+        synthesize(tiny_prior, "s1", DOCS, _settings(synthetic_batch=8), workers=1)[0],
+        synthesize(tiny_prior, "s1", DOCS, _settings(synthetic_batch=8), workers=3)[0],  # batches side by side
+        # The model's own forward with a DynamicCache: the same draws.
+        synthesize(tiny_prior, "s1", DOCS, _settings(synthetic_batch=3), decoder=ModelDecoder(tiny_prior.model))[0],
+    ):
+        assert other.column("token_ids").to_pylist() == one.column("token_ids").to_pylist()
+        assert other.column("text").to_pylist() == one.column("text").to_pylist()
+        np.testing.assert_allclose(
+            np.concatenate(one.column("logprobs").to_pylist()), np.concatenate(other.column("logprobs").to_pylist()), atol=1e-4
+        )
     other_seed, _ = synthesize(tiny_prior, "s1", DOCS, _settings(synthetic_seed=1))
     assert other_seed.column("token_ids").to_pylist() != one.column("token_ids").to_pylist()
+
+
+def test_decoding_settings_change_the_samples(tiny_prior):
+    plain, _ = synthesize(tiny_prior, "s1", DOCS, _settings())
+    top_p, _ = synthesize(tiny_prior, "s1", DOCS, _settings(synthetic_top_p=0.5))
+    cold, _ = synthesize(tiny_prior, "s1", DOCS, _settings(synthetic_temperature=0.5))
+    assert top_p.column("token_ids").to_pylist() != plain.column("token_ids").to_pylist()
+    assert cold.column("token_ids").to_pylist() != plain.column("token_ids").to_pylist()
+    # Truncated and colder sampling pick likelier tokens: the recorded (temperature-1) log-probs rise.
+    mean = lambda t: float(np.mean(np.concatenate(t.column("logprobs").to_pylist())))  # noqa: E731
+    assert mean(top_p) > mean(plain) and mean(cold) > mean(plain)
 
 
 def test_sample_is_keyed_by_doc_id():
@@ -116,6 +171,10 @@ def test_empty_shard(tiny_prior):
 def test_settings_validation():
     from tledit_pipeline.settings import SettingsError
 
-    for bad in ({"prefix_tokens": 0}, {"max_new_tokens": 0}, {"synthetic_sample": 0.0}, {"synthetic_sample": 1.5}, {"synthetic_batch": 0}):
+    for bad in (
+        {"prefix_tokens": 0}, {"max_new_tokens": -1}, {"synthetic_sample": 0.0}, {"synthetic_sample": 1.5},
+        {"synthetic_batch": 0}, {"synthetic_temperature": 0.0}, {"synthetic_top_p": 0.0}, {"synthetic_top_p": 1.5},
+        {"synthetic_segment": 63},
+    ):
         with pytest.raises(SettingsError):
             SyntheticSettings(**bad)

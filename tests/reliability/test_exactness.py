@@ -151,12 +151,10 @@ def _generate(prior, prompt: str, n: int, seed: int) -> str:
     ids = tokenize(prior, [prompt])[0].tolist()
     gen = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
-        out = prior.model(input_ids=torch.tensor([ids]), use_cache=True)
-        for _ in range(n):
-            logits = out.logits[0, -1].clone()
+        for _ in range(n):  # the whole text each step: no KV cache argument, whose name differs across transformers
+            logits = prior.model(input_ids=torch.tensor([ids])).logits[0, -1].clone()
             logits[~allowed] = -float("inf")
             ids.append(int(torch.multinomial(torch.softmax(logits / 0.5, -1), 1, generator=gen)))
-            out = prior.model(input_ids=torch.tensor([ids[-1:]]), past_key_values=out.past_key_values, use_cache=True)
     return prior.tokenizer.decode(ids)
 
 

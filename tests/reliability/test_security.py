@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import ast
 import json
-import os
 import shutil
 from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from conftest import build_tiny_model, write_jsonl
+
 from tledit_pipeline.lake import LakeError, lake_root, partition_file, read_partition, refresh_views, write_partition
 from tledit_pipeline.prior import PriorError, _fingerprint, load_prior, model_version
 from tledit_pipeline.settings import Settings, SettingsError
@@ -303,15 +303,25 @@ def test_token_scores_code_version_follows_the_model_files(tmp_path):
 # ---------------------------------------------------------------- secrets
 
 
-def test_no_token_in_metadata_logs_or_files(tmp_path, small_source, tiny_model_dir, monkeypatch, capfd, caplog):
+@pytest.mark.parametrize("lake", ["local", "s3"])
+def test_no_token_in_metadata_logs_or_files(lake, request, tmp_path, small_source, tiny_model_dir, monkeypatch, capfd, caplog):
+    """Hugging Face tokens and the AWS secret key (the one actually signing every request when the lake is on
+    an S3 server) appear nowhere: not in metadata, logs, the lake, DuckDB, settings or the terminal."""
     from assets.checks import CHECKS
     from assets.definitions import PER_SHARD, build_assets, build_resources
     from assets.partitions import SHARDS
 
     marker = "hf_SECRETMARKER0123456789abcdefXYZ"
-    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_TOKEN"):
+    for var in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_TOKEN", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(var, marker)
-    home = tmp_path / "home"
+    home: object = tmp_path / "home"
+    if lake == "s3":
+        from tests.s3 import reset_filesystems
+
+        s3 = request.getfixturevalue("s3")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", marker)  # the fixture set its own key: sign with the marker
+        reset_filesystems()
+        home = s3.url("home")
     settings = Settings(home=home, source=str(small_source), model=str(tiny_model_dir))
     settings.save()
     (tmp_path / "dagster").mkdir()
@@ -328,11 +338,13 @@ def test_no_token_in_metadata_logs_or_files(tmp_path, small_source, tiny_model_d
         assert metadata and marker not in repr(metadata)
         logs = instance.all_logs(result.run_id)
         assert logs and marker not in repr(logs)
-    # Every byte written anywhere (lake, footers, DuckDB, settings, Dagster's storage and logs).
-    written = [p for p in tmp_path.rglob("*") if p.is_file() and small_source not in p.parents]
-    assert any(p.suffix == ".parquet" for p in written)
-    assert [p for p in written if marker.encode() in p.read_bytes()] == []
-    footers = [pq.read_schema(p).metadata for p in written if p.name == "data.parquet"]
+    # Every byte written anywhere (lake, footers, DuckDB, settings, Dagster's storage and logs), here and on the server.
+    written = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and small_source not in p.parents}
+    if lake == "s3":
+        written |= {key: data for key, data in s3.objects("home").items()}
+    assert any(str(p).endswith(".parquet") for p in written)
+    assert [p for p, data in written.items() if marker.encode() in data] == []
+    footers = [pq.read_schema(pa.BufferReader(data)).metadata for p, data in written.items() if str(p).endswith("data.parquet")]
     assert footers and marker not in repr(footers)
     out, err = capfd.readouterr()
     assert marker not in out + err + caplog.text

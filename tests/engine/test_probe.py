@@ -1,0 +1,187 @@
+"""The collapse probe: held-out split, equal budgets aligned by position, deterministic training, verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from tledit_pipeline.probe import (
+    MIXES,
+    Estimate,
+    ProbeError,
+    build_sets,
+    difference,
+    edited_verdict,
+    final_ppl,
+    heldout_mask,
+    heldout_tokens,
+    prior_tokenizer,
+    rises_with_share,
+    run_probe,
+    summary,
+    synthetic_verdict,
+    train,
+    variant_names,
+)
+from tledit_pipeline.scoring import tokenize as score_tokenize
+from tledit_pipeline.settings import ProbeSettings, SettingsError
+
+WORDS = "fair foul hover through the fog and filthy air when shall we three meet again in thunder lightning or rain".split()
+
+
+def _corpus(n: int, tokenize, prefix: int = 4):
+    """n raw documents over two shards, an edited copy with one word changed in some, and a baseline that
+    continues each after `prefix` tokens with digits (as the sampler would: ids only, no prefix)."""
+    rng = np.random.default_rng(7)
+    rows, edited, syn = [], [], []
+    for i in range(n):
+        shard = "s1" if i % 2 else "s2"
+        text = " ".join(rng.choice(WORDS, size=30 + i % 11))
+        rows.append((shard, f"doc{i:03d}", text))
+        edited.append((shard, f"doc{i:03d}", text.replace("fog", "fig", 1) if i % 3 == 0 else text))
+    ids = tokenize([t for _, _, t in rows])
+    cont = tokenize(["".join(rng.choice(list("0123456789"), size=60)) for _ in rows])
+    for (shard, doc, _), raw_ids, c in zip(rows, ids, cont, strict=True):
+        n_new = len(raw_ids) - prefix - (3 if doc.endswith("5") else 0)  # some ended early (end token)
+        syn.append((shard, doc, prefix, c[:n_new].astype(np.int32).tolist()))
+
+    def table(cols, data):
+        return pa.table({c: list(v) for c, v in zip(cols, zip(*data, strict=True), strict=True)})
+
+    return (
+        table(["shard", "doc_id", "text"], rows),
+        {"edited": table(["shard", "doc_id", "text"], edited)},
+        table(["shard", "doc_id", "prefix_tokens", "token_ids"], syn),
+    )
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir, tmp_path_factory):
+    return prior_tokenizer(str(tiny_model_dir), tmp_path_factory.mktemp("m"))
+
+
+@pytest.fixture(scope="module")
+def data(tok):
+    raw, edited, syn = _corpus(60, tok)
+    return build_sets(raw, edited, syn, tok, 0.2)
+
+
+def test_tokenizer_is_the_one_scoring_uses(tok, tiny_prior):
+    texts = ["When shall we three meet again?", "Caf\u00e9 \U0001f600 <|endoftext|> literal"]
+    assert [list(x) for x in tok(texts)] == [list(x) for x in score_tokenize(tiny_prior, texts)]
+
+
+def test_heldout_split_is_by_doc_id_and_never_trained_on(data):
+    ids = [f"doc{i:03d}" for i in range(60)]
+    held = {d for d, h in zip(ids, heldout_mask(ids, 0.2), strict=True) if h}
+    assert {d for _, d in data.heldout_docs} == held and 0 < len(held) < 30
+    assert not held & {d for _, d in data.train_docs}
+    assert len(data.heldout_docs) + len(data.train_docs) == 60
+    # A function of doc_id alone: other shards, other share thresholds nest.
+    assert set(np.flatnonzero(heldout_mask(ids, 0.1))) <= set(np.flatnonzero(heldout_mask(ids, 0.2)))
+
+
+def test_no_heldout_text_in_any_training_set(tok):
+    """Held-out documents get words no other document has: none of their tokens reaches a training set."""
+    raw, edited, syn = _corpus(40, tok)
+    held = heldout_mask(raw.column("doc_id").to_pylist(), 0.25)
+    texts = [t + (" Caf\u00e9 \U0001f600" if h else "") for t, h in zip(raw.column("text").to_pylist(), held, strict=True)]
+    raw = raw.set_column(2, "text", pa.array(texts))
+    d = build_sets(raw, {"edited": raw}, syn, tok, 0.25)
+    marker = set(tok(["\U0001f600"])[0].tolist())
+    assert marker and not marker & set(np.concatenate(tok(raw.filter(pa.array(~held)).column("text").to_pylist())).tolist())
+    # The remapped held-out stream contains the marker, no training set does.
+    marker_remapped = {int(x) for x in d.heldout} - {int(x) for s in d.sets.values() for x in s}
+    assert marker_remapped
+
+
+def test_every_set_has_the_same_budget_and_the_mixes_their_share(data, tok):
+    assert list(data.sets) == variant_names(["edited"]) == ["raw", "edited", "mix_25", "mix_50", "mix_75", "synthetic"]
+    assert {len(s) for s in data.sets.values()} == {data.budget} and data.budget > 500
+    raw, syn = data.sets["raw"], data.sets["synthetic"]
+    assert not np.array_equal(raw, syn)
+    for name, share in MIXES.items():
+        cut = round(share * data.budget)
+        # The first `share` of the budget is model-written, the rest human, at the same positions.
+        assert np.array_equal(data.sets[name], np.concatenate([syn[:cut], raw[cut:]]))
+    # Separators sit at the same positions in raw and synthetic: the streams are aligned document by document.
+    sep = data.sets["raw"][0]
+    assert np.array_equal(raw == sep, syn == sep)
+    assert data.sets["edited"].max() < data.vocab and data.heldout.max() < data.vocab
+
+
+def test_synthetic_set_is_the_model_written_tokens_only(tok):
+    """Not the human prefix: every synthetic token is one the baseline wrote; raw holds the human tokens after it."""
+    raw, edited, syn = _corpus(30, tok, prefix=6)
+    d = build_sets(raw, edited, syn, tok, 0.2)
+    written = {int(x) for ids in syn.column("token_ids").to_pylist() for x in ids}
+    human = {int(x) for ids in tok(raw.column("text").to_pylist()) for x in ids}
+    assert not written & human  # digits against words: the two sources are told apart by their ids
+    assert set(d.ids[d.sets["synthetic"]].tolist()) <= written | {-1}  # -1: the document separator
+    assert set(d.ids[d.sets["raw"]].tolist()) <= human | {-1}
+    after_prefix = {int(x) for ids in tok(raw.column("text").to_pylist()) for x in ids[6:]}
+    assert set(d.ids[d.sets["raw"]].tolist()) <= after_prefix | {-1}
+
+
+def test_training_is_deterministic_for_a_seed(data):
+    s = ProbeSettings(probe_steps=4, probe_batch=4, probe_context=32, probe_eval_every=2)
+    a = train(data.sets["raw"], data.heldout, data.vocab, 0, s)
+    assert a == train(data.sets["raw"], data.heldout, data.vocab, 0, s)  # to the last bit
+    assert [r[0] for r in a] == [2, 4]  # a row every probe_eval_every steps: the training curve
+    assert a != train(data.sets["raw"], data.heldout, data.vocab, 1, s)  # another seed, another run
+    assert all(np.isfinite(loss) and 1 < ppl < data.vocab for _, loss, ppl in a)  # better than a uniform guess
+
+
+def test_every_variant_and_seed_is_trained_with_the_same_steps(data):
+    s = ProbeSettings(probe_seeds=2, probe_steps=2, probe_batch=2, probe_context=32, probe_eval_every=2)
+    table = run_probe(data, s)
+    assert table.num_rows == len(data.sets) * 2  # variants x seeds, one evaluation each (step 2)
+    assert set(zip(table.column("variant").to_pylist(), table.column("seed").to_pylist(), strict=True)) == {
+        (v, seed) for v in data.sets for seed in (0, 1)
+    }
+    assert set(table.column("step").to_pylist()) == {2}
+    est = final_ppl(table)
+    assert set(est) == set(data.sets) and est["raw"].n == 2 and est["raw"].sd > 0
+    out = summary(table, {"train_tokens": data.budget, "heldout_tokens": heldout_tokens(data.heldout, 32), "seconds": 1.0})
+    assert set(out) == {"heldout_ppl", "heldout_ppl_sd", "train_tokens", "heldout_tokens", "seconds"}
+    assert set(out["heldout_ppl"]) == set(data.sets) and out["train_tokens"] == data.budget
+
+
+def test_a_difference_counts_only_beyond_the_seed_noise():
+    raw = Estimate(100.0, 1.0, 3)
+    assert edited_verdict({"raw": raw, "edited": Estimate(101.0, 1.0, 3)}, "edited")[0]  # within 2 %
+    assert not edited_verdict({"raw": raw, "edited": Estimate(105.0, 1.0, 3)}, "edited")[0]  # 5 % worse, beyond noise
+    assert edited_verdict({"raw": raw, "edited": Estimate(105.0, 6.0, 3)}, "edited")[0]  # 5 %, but noise is larger
+    assert edited_verdict({"raw": raw, "edited": Estimate(90.0, 1.0, 3)}, "edited")[0]  # better is no defect
+    ok, meta = edited_verdict({"raw": Estimate(100.0, 0.0, 1), "edited": Estimate(103.0, 0.0, 1)}, "edited")
+    assert not ok and meta["edited_seed_noise"] == 0.0  # one seed: the noise is unmeasured, the tolerance alone decides
+    assert difference(Estimate(3.0, 0.3, 4), Estimate(1.0, 0.4, 4)) == pytest.approx((2.0, 0.5))
+    # With the seeds: the noise of the per-seed differences. Seeds move both variants together here (sd 10
+    # each), the paired differences hardly (1, 3, 2: sd 1): a 2 % excess stands out of that noise.
+    r = Estimate(100.0, 10.0, 3, {0: 90.0, 1: 100.0, 2: 110.0})
+    e = Estimate(102.0, 10.0, 3, {0: 91.0, 1: 103.0, 2: 112.0})
+    assert difference(e, r) == pytest.approx((2.0, 2.0 / 3**0.5))
+    assert not edited_verdict({"raw": r, "edited": e}, "edited", tolerance=0.01)[0]
+    assert difference(Estimate(e.mean, e.sd, 3), Estimate(r.mean, r.sd, 3))[1] > 16  # unpaired: lost in the noise
+    # The collapse signal: synthetic worse than raw beyond the noise (passed False = shown as a warning).
+    assert not synthetic_verdict({"raw": raw, "synthetic": Estimate(140.0, 2.0, 3)})[0]
+    assert synthetic_verdict({"raw": raw, "synthetic": Estimate(101.0, 2.0, 3)})[0]
+    curve = {
+        v: Estimate(m, 0.0, 1) for v, m in zip(["raw", "mix_25", "mix_50", "mix_75", "synthetic"], [1, 2, 3, 4, 5], strict=True)
+    }
+    assert rises_with_share(curve) and not rises_with_share(curve | {"mix_50": Estimate(9, 0, 1)})
+
+
+def test_a_baseline_outside_the_training_documents_is_a_clear_error(tok):
+    raw, edited, syn = _corpus(10, tok)
+    with pytest.raises(ProbeError, match="synthetic baseline"):
+        build_sets(raw, edited, syn.slice(0, 0), tok, 0.2)
+
+
+def test_probe_settings_are_validated():
+    with pytest.raises(SettingsError, match="probe_heldout"):
+        ProbeSettings(probe_heldout=0.9)
+    with pytest.raises(SettingsError, match="probe_seeds"):
+        ProbeSettings(probe_seeds=0)
+    assert "seeds=1" in ProbeSettings().version() and "probe" not in ProbeSettings().version()

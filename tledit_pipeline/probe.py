@@ -1,0 +1,534 @@
+"""The collapse probe: the same small LM trained on raw, edited and synthetic text, scored on held-out human text.
+
+The paper's claim is about training: GPT-2 pre-trained on human text mixed with synthetic text gets worse on
+human text as the synthetic share grows (Table 1), while token-edited data does not degrade. The pipeline's
+health metrics are proxies; this module runs the experiment itself, in miniature, on the user's corpus:
+
+- **held out**: the raw documents whose doc_id hashes below `probe_heldout` (default 10 %), whole; they are
+  in no training set.
+- **training sets**, from the other documents, of one token budget and aligned position by position: the
+  part of each document the synthetic baseline rewrote (its tokens after the human prefix of m tokens).
+  `synthetic` holds the prior's tokens there (never the human prefix), `raw` the human tokens at the same
+  positions, `edited` (and `edited_g{N}`, the last generation) the edited text's tokens there. `mix_25`,
+  `mix_50`, `mix_75` take the synthetic stream for the first 25/50/75 % of the budget and the raw stream for
+  the rest: each mix covers the same documents once, that share of them model-written.
+- **one model**: a small Llama (`MODEL`), initialized from scratch with the seed, trained on each set with
+  the same steps, batch, context and learning rate, on windows drawn at the same offsets (a numpy
+  Generator with the seed); the variants differ only in their tokens.
+- **held-out perplexity**: exp of the mean next-token loss over the held-out documents, cut into windows of
+  `probe_context` tokens, every `probe_eval_every` steps (the training curves) and at the last step.
+
+Token ids are the prior's, remapped to the ids that occur in the probe's texts (a few thousand rather than
+the prior's 49,152) plus one document separator: the output layer, most of the cost on a CPU, stays small,
+and a token no text has cannot matter to a perplexity over these texts.
+
+Deterministic: on CPU training runs on one torch thread (a fixed count, so results do not depend on the
+machine's cores; on the shared 2-core development machine two threads were 10x slower, every small op waiting
+at a barrier), so the same lake and settings give the same table to the last bit. On CUDA the same seed
+gives the same windows and init; the numbers agree to float noise.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from tledit_pipeline.edit import doc_key, keyed_uniform
+from tledit_pipeline.errors import TleditError
+from tledit_pipeline.lake import partition_file, partition_meta, read_partition, sql_literal, write_partition
+from tledit_pipeline.progress import Report
+from tledit_pipeline.settings import ProbeSettings
+
+PROBE_ASSET = "collapse_probe"
+PROBE_KEY = "all"  # the one lake file of the unpartitioned table
+PROBE_SCHEMA = pa.schema(
+    [
+        ("variant", pa.string()),
+        ("seed", pa.int32()),
+        ("step", pa.int32()),
+        ("train_loss", pa.float64()),  # mean training loss (nats per token) over the steps since the last row
+        ("heldout_ppl", pa.float64()),
+    ]
+)
+# The small causal LM of every training: about 1.3 M parameters with a 6,000-token vocabulary.
+MODEL: dict[str, Any] = {
+    "hidden_size": 128,
+    "intermediate_size": 512,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 4,
+}
+MIXES = {"mix_25": 0.25, "mix_50": 0.5, "mix_75": 0.75}
+# Synthetic share of each set on the paper's Table 1 axis.
+SYNTHETIC_SHARE = {"raw": 0.0, **MIXES, "synthetic": 1.0}
+# The paper's figures (GPT-2 124M): average Pile perplexity by synthetic share (Table 1), and Wikitext-103
+# perplexity after training on human or on synthetic data (Table 15).
+PAPER_TABLE1 = {0.0: 21.37, 0.25: 22.31, 0.5: 23.90, 0.75: 27.03, 1.0: 49.30}
+PAPER_TABLE15 = {"human": 43.62, "synthetic": 169.38}
+
+# The held-out decision uses its own keyed stream: a "position" no token and no synthetic sample uses.
+_HELDOUT_POS = np.uint64(0xFFFFFFFFFFFFFFFE)
+_SEP = -1  # the document separator before remapping (no prior token has it)
+
+
+class ProbeError(TleditError):
+    """The lake cannot give the probe what it needs (no baseline, no training documents)."""
+
+
+def heldout_mask(doc_ids: Sequence[str], share: float) -> np.ndarray:
+    """Held-out documents by a hash of doc_id alone: the same split whatever the sharding, seed or settings."""
+    keys = np.array([doc_key(d) for d in doc_ids], dtype=np.uint64)
+    return keyed_uniform(0, keys, np.full(len(keys), _HELDOUT_POS)) < share
+
+
+def variant_names(edited: Sequence[str]) -> list[str]:
+    """The table's variants in display order: raw, the edited ones, the mixes, synthetic."""
+    return ["raw", *edited, *MIXES, "synthetic"]
+
+
+@dataclass
+class ProbeData:
+    """What every training reads: equal-length token streams, the held-out stream, and who is where."""
+
+    sets: dict[str, np.ndarray]  # variant -> remapped token ids, every one `budget` long
+    heldout: np.ndarray  # remapped ids of the held-out documents, a separator before each
+    vocab: int  # remapped vocabulary size (separator included)
+    heldout_docs: list[tuple[str, str]]  # (shard, doc_id)
+    train_docs: list[tuple[str, str]]  # documents whose rewritten part is in the training sets
+    ids: np.ndarray  # the prior's token id of each remapped id (-1: the document separator)
+    edited: list[str] = field(default_factory=list)
+
+    @property
+    def budget(self) -> int:
+        return len(next(iter(self.sets.values())))
+
+
+def _order(keys: Sequence[tuple[str, str]]) -> list[int]:
+    """Documents in doc_id order (then shard): the streams do not depend on how the corpus was sharded."""
+    return sorted(range(len(keys)), key=lambda i: (keys[i][1], keys[i][0]))
+
+
+def build_sets(
+    raw: pa.Table,
+    edited: Mapping[str, pa.Table],
+    synthetic: pa.Table,
+    tokenize: Callable[[list[str]], list[np.ndarray]],
+    heldout: float,
+) -> ProbeData:
+    """The held-out stream and the training sets, from lake tables of every shard.
+
+    raw and each edited table: shard, doc_id, text; synthetic: shard, doc_id, prefix_tokens, token_ids.
+    `tokenize` is the prior's tokenizer (texts -> ids, no special tokens), the one the baseline used.
+    """
+    keys = list(zip(raw.column("shard").to_pylist(), raw.column("doc_id").to_pylist(), strict=True))
+    texts = raw.column("text").to_pylist()
+    held = heldout_mask([d for _, d in keys], heldout)
+    held_idx = [i for i in _order(keys) if held[i]]
+    if not held_idx:
+        raise ProbeError(f"no raw document falls in the held-out share {heldout}; raise probe_heldout or add documents")
+    held_ids = tokenize([texts[i] for i in held_idx])
+
+    syn_keys = list(zip(synthetic.column("shard").to_pylist(), synthetic.column("doc_id").to_pylist(), strict=True))
+    syn_prefix = synthetic.column("prefix_tokens").to_pylist()
+    syn_ids = [np.asarray(x, dtype=np.int64) for x in synthetic.column("token_ids").to_pylist()]
+    row_of = {k: i for i, k in enumerate(keys)}
+    ed_text = {
+        v: dict(
+            zip(
+                zip(t.column("shard").to_pylist(), t.column("doc_id").to_pylist(), strict=True),
+                t.column("text").to_pylist(),
+                strict=True,
+            )
+        )
+        for v, t in edited.items()
+    }
+    train = [
+        j
+        for j in _order(syn_keys)
+        if syn_keys[j] in row_of
+        and not held[row_of[syn_keys[j]]]
+        and len(syn_ids[j])
+        and all(syn_keys[j] in e for e in ed_text.values())
+    ]
+    if not train:
+        raise ProbeError("the synthetic baseline has no document outside the held-out share; run it on more documents")
+    raw_tok = tokenize([texts[row_of[syn_keys[j]]] for j in train])
+    ed_tok = {v: tokenize([e[syn_keys[j]] for j in train]) for v, e in ed_text.items()}
+
+    segs: dict[str, list[np.ndarray]] = {"raw": [], "synthetic": [], **{v: [] for v in edited}}
+    for n, j in enumerate(train):
+        p = int(syn_prefix[j])
+        human = raw_tok[n][p : p + len(syn_ids[j])]
+        # Same length per document, so the raw and synthetic streams stay aligned position by position.
+        segs["raw"].append(human)
+        segs["synthetic"].append(syn_ids[j][: len(human)])
+        for v in edited:
+            segs[v].append(ed_tok[v][n][p : p + len(human)])
+    streams = {v: _stream(s) for v, s in segs.items()}
+    budget = min(len(s) for s in streams.values())
+    sets = {v: streams[v][:budget] for v in ("raw", *edited)}
+    for name, share in MIXES.items():
+        cut = round(share * budget)
+        sets[name] = np.concatenate([streams["synthetic"][:cut], streams["raw"][cut:budget]])
+    sets["synthetic"] = streams["synthetic"][:budget]
+    held_stream = _stream(held_ids)
+
+    # One remapped vocabulary for every set: the same model shape (and init) for all of them.
+    order = variant_names(list(edited))
+    used, remapped = np.unique(np.concatenate([held_stream, *(sets[v] for v in order)]), return_inverse=True)
+    out, at = {}, len(held_stream)
+    held_remapped = remapped[:at].astype(np.int64)
+    for v in order:
+        out[v] = remapped[at : at + budget].astype(np.int64)
+        at += budget
+    return ProbeData(
+        sets=out,
+        heldout=held_remapped,
+        vocab=len(used),
+        heldout_docs=[keys[i] for i in held_idx],
+        train_docs=[syn_keys[j] for j in train],
+        ids=used,
+        edited=list(edited),
+    )
+
+
+def _stream(docs: Sequence[np.ndarray]) -> np.ndarray:
+    parts: list[np.ndarray] = []
+    for d in docs:
+        parts += [np.array([_SEP], dtype=np.int64), np.asarray(d, dtype=np.int64)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+@contextmanager
+def _fixed_threads(device: str) -> Iterator[None]:
+    """One torch thread on CPU during the probe (see the module docstring); restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _model(vocab: int, context: int, seed: int, device: str):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=vocab, max_position_embeddings=context, tie_word_embeddings=True, **MODEL)
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg)
+    model.to(torch.device(device))  # type: ignore[arg-type]  # transformers types .to for its own wrapper
+    return model
+
+
+def n_params(vocab: int, context: int) -> int:
+    """Parameters of the probe's model for this vocabulary (embedding and output layer tied)."""
+    return sum(p.numel() for p in _model(vocab, context, 0, "cpu").parameters())
+
+
+def _heldout_windows(heldout: np.ndarray, context: int) -> list[np.ndarray]:
+    """Consecutive windows of the held-out stream; a last window shorter than 2 tokens predicts nothing."""
+    return [w for w in (heldout[i : i + context] for i in range(0, len(heldout), context)) if len(w) >= 2]
+
+
+def heldout_tokens(heldout: np.ndarray, context: int) -> int:
+    """Tokens the held-out perplexity averages over (every window's first token has no context)."""
+    return sum(len(w) - 1 for w in _heldout_windows(heldout, context))
+
+
+def _heldout_ppl(model, windows: list[np.ndarray], device: str, batch: int = 32) -> float:
+    import torch
+
+    total, count = 0.0, 0
+    model.eval()
+    with torch.inference_mode():
+        by_len: dict[int, list[np.ndarray]] = {}
+        for w in windows:
+            by_len.setdefault(len(w), []).append(w)
+        for n, ws in sorted(by_len.items()):
+            for s in range(0, len(ws), batch):
+                x = torch.from_numpy(np.stack(ws[s : s + batch])).to(device)
+                logits = model(input_ids=x).logits[:, :-1].float()
+                nll = torch.nn.functional.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), x[:, 1:].reshape(-1), reduction="sum"
+                )
+                total += float(nll)
+                count += x.shape[0] * (n - 1)
+    model.train()
+    return math.exp(total / max(count, 1))
+
+
+def _lr(step: int, s: ProbeSettings) -> float:
+    """Linear warmup over the first 10 % of steps, then cosine decay to a tenth of the peak."""
+    warm = max(1, s.probe_steps // 10)
+    if step <= warm:
+        return s.probe_lr * step / warm
+    t = (step - warm) / max(1, s.probe_steps - warm)
+    return s.probe_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+def train(
+    tokens: np.ndarray, heldout: np.ndarray, vocab: int, seed: int, s: ProbeSettings, device: str = "cpu"
+) -> list[tuple[int, float, float]]:
+    """One training from scratch: (step, mean train loss since the previous row, held-out perplexity) rows."""
+    import torch
+
+    context = min(s.probe_context, len(tokens))
+    if context < 2:
+        raise ProbeError(f"the training budget ({len(tokens)} tokens) is too small for a window")
+    windows = _heldout_windows(heldout, s.probe_context)
+    model = _model(vocab, s.probe_context, seed, device)
+    opt = torch.optim.AdamW(model.parameters(), lr=s.probe_lr, betas=(0.9, 0.95), weight_decay=0.1)
+    rng = np.random.default_rng(seed)
+    data = torch.from_numpy(tokens)
+    rows, losses = [], []
+    model.train()
+    for step in range(1, s.probe_steps + 1):
+        starts = rng.integers(0, len(tokens) - context + 1, size=s.probe_batch)
+        x = torch.stack([data[a : a + context] for a in starts]).to(device)
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, s)
+        loss = model(input_ids=x, labels=x).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+        if step % s.probe_eval_every == 0 or step == s.probe_steps:
+            rows.append((step, float(np.mean(losses)), _heldout_ppl(model, windows, device)))
+            losses = []
+    return rows
+
+
+def run_probe(data: ProbeData, s: ProbeSettings, device: str = "cpu", report: Report | None = None) -> pa.Table:
+    """Every variant trained with every seed (seeds 0 .. probe_seeds-1): the collapse_probe table."""
+    out: dict[str, list] = {f.name: [] for f in PROBE_SCHEMA}
+    names = variant_names(data.edited)
+    t0 = time.perf_counter()
+    with _fixed_threads(device):
+        for seed in range(s.probe_seeds):
+            for v in names:
+                for step, loss, ppl in train(data.sets[v], data.heldout, data.vocab, seed, s, device):
+                    for col, val in zip(PROBE_SCHEMA.names, (v, seed, step, loss, ppl), strict=True):
+                        out[col].append(val)
+                if report:
+                    done = seed * len(names) + names.index(v) + 1
+                    report(
+                        f"probe: {v} seed {seed}: held-out perplexity {out['heldout_ppl'][-1]:.2f} "
+                        f"({done}/{len(names) * s.probe_seeds} trainings, {time.perf_counter() - t0:.0f}s)"
+                    )
+    return pa.Table.from_pydict(out, schema=PROBE_SCHEMA)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A variant's final held-out perplexity over seeds."""
+
+    mean: float
+    sd: float  # sample standard deviation over seeds (0 with one seed: the noise is then unmeasured)
+    n: int
+    by_seed: dict[int, float] = field(default_factory=dict)
+
+
+def final_ppl(table: pa.Table) -> dict[str, Estimate]:
+    """Held-out perplexity at the last step, mean and sd over seeds, per variant (table order)."""
+    last = max(table.column("step").to_pylist(), default=0)
+    vals: dict[str, dict[int, float]] = {}
+    for v, seed, step, ppl in zip(
+        table.column("variant").to_pylist(),
+        table.column("seed").to_pylist(),
+        table.column("step").to_pylist(),
+        table.column("heldout_ppl").to_pylist(),
+        strict=True,
+    ):
+        if step == last:
+            vals.setdefault(v, {})[seed] = ppl
+    return {
+        v: Estimate(float(np.mean(list(x.values()))), float(np.std(list(x.values()), ddof=1)) if len(x) > 1 else 0.0, len(x), x)
+        for v, x in vals.items()
+    }
+
+
+def difference(a: Estimate, b: Estimate) -> tuple[float, float]:
+    """(a.mean - b.mean, the seed noise of that difference): twice its standard error over the seeds.
+
+    Every variant trains with the same seeds (the same initial weights, the same windows), so the noise is
+    that of the per-seed differences: what all variants share cancels. Without the seeds of both (estimates
+    built by hand) it is that of two independent means. A difference is called one only when it exceeds
+    the noise; with one seed the noise is unmeasured (0).
+    """
+    seeds = sorted(set(a.by_seed) & set(b.by_seed))
+    if len(seeds) > 1:
+        d = np.array([a.by_seed[k] - b.by_seed[k] for k in seeds])
+        return a.mean - b.mean, 2.0 * float(np.std(d, ddof=1)) / math.sqrt(len(d))
+    n = min(a.n, b.n)
+    return a.mean - b.mean, 2.0 * math.sqrt((a.sd**2 + b.sd**2) / n) if n > 1 else 0.0
+
+
+def edited_verdict(est: Mapping[str, Estimate], variant: str, tolerance: float = 0.02) -> tuple[bool, dict]:
+    """Is `variant`'s held-out perplexity within `tolerance` of raw's? It fails only when it is worse by
+    more than the tolerance AND by more than the seed noise (an edit that helps is no defect)."""
+    diff, noise = difference(est[variant], est["raw"])
+    rel = diff / est["raw"].mean
+    passed = not (rel > tolerance and diff > noise)
+    return passed, {
+        f"{variant}_ppl": round(est[variant].mean, 4),
+        f"{variant}_ppl_sd": round(est[variant].sd, 4),
+        "raw_ppl": round(est["raw"].mean, 4),
+        "raw_ppl_sd": round(est["raw"].sd, 4),
+        f"{variant}_relative_difference": round(rel, 5),
+        f"{variant}_seed_noise": round(noise, 4),
+        "tolerance": tolerance,
+        "seeds": est["raw"].n,
+    }
+
+
+def synthetic_verdict(est: Mapping[str, Estimate]) -> tuple[bool, dict]:
+    """Does training on the synthetic baseline leave the model worse on human text than raw does, beyond the
+    seed noise? That is the collapse signal: `passed` is False when it shows."""
+    diff, noise = difference(est["synthetic"], est["raw"])
+    return not diff > noise, {
+        "synthetic_ppl": round(est["synthetic"].mean, 4),
+        "synthetic_ppl_sd": round(est["synthetic"].sd, 4),
+        "raw_ppl": round(est["raw"].mean, 4),
+        "raw_ppl_sd": round(est["raw"].sd, 4),
+        "ratio": round(est["synthetic"].mean / est["raw"].mean, 4),
+        "seed_noise": round(noise, 4),
+        "seeds": est["raw"].n,
+        "paper_ratio_table1": round(PAPER_TABLE1[1.0] / PAPER_TABLE1[0.0], 4),
+        "paper_ratio_table15": round(PAPER_TABLE15["synthetic"] / PAPER_TABLE15["human"], 4),
+    }
+
+
+def rises_with_share(est: Mapping[str, Estimate]) -> bool:
+    """Does held-out perplexity rise with the synthetic share (0, 25, 50, 75, 100 %), as in Table 1?"""
+    curve = [est[v].mean for v in SYNTHETIC_SHARE if v in est]
+    return len(curve) == len(SYNTHETIC_SHARE) and all(b > a for a, b in zip(curve, curve[1:], strict=False))
+
+
+def prior_tokenizer(model: str, models_dir: Path, trust_remote_code: bool = False) -> Callable[[list[str]], list[np.ndarray]]:
+    """The prior's tokenizer as texts -> ids, exactly as scoring and the baseline tokenize (the weights are not loaded)."""
+    import os
+
+    from transformers import AutoTokenizer
+
+    from tledit_pipeline.prior import resolve_model
+
+    path = resolve_model(model, models_dir)
+    local_only = os.environ.get("HF_HUB_OFFLINE") == "1" or Path(path).exists()
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=local_only)
+
+    def tokenize(texts: list[str]) -> list[np.ndarray]:
+        if not texts:
+            return []
+        ids = tok(list(texts), add_special_tokens=False, split_special_tokens=True, return_attention_mask=False)["input_ids"]
+        return [np.asarray(x, dtype=np.int64) for x in ids]
+
+    return tokenize
+
+
+def read_variants(
+    home: Path, shards: Sequence[str], edited_assets: Mapping[str, str]
+) -> tuple[pa.Table, dict[str, pa.Table], pa.Table]:
+    """raw_corpus, each edited variant's asset and synthetic_corpus, every shard's rows stacked.
+
+    `edited_assets` maps a variant (edited, edited_g3) to the lake asset holding its text (edited_corpus,
+    edited_corpus_g3). A shard without a synthetic baseline contributes held-out documents only.
+    """
+    raw: list[pa.Table] = []
+    syn: list[pa.Table] = []
+    ed: dict[str, list[pa.Table]] = {v: [] for v in edited_assets}
+    for shard in sorted(shards):
+        if not partition_file(home, "raw_corpus", shard).exists():
+            continue
+        raw.append(read_partition(home, "raw_corpus", shard, columns=["shard", "doc_id", "text"]))
+        for v, asset in edited_assets.items():
+            ed[v].append(read_partition(home, asset, shard, columns=["shard", "doc_id", "text"]))
+        if partition_file(home, "synthetic_corpus", shard).exists():
+            syn.append(read_partition(home, "synthetic_corpus", shard, columns=["shard", "doc_id", "prefix_tokens", "token_ids"]))
+    if not raw:
+        raise ProbeError(f"no raw_corpus partition in {home}; materialize the corpus first")
+    if not syn:
+        raise ProbeError("no synthetic_corpus partition: the probe needs the synthetic baseline")
+    return pa.concat_tables(raw), {v: pa.concat_tables(t) for v, t in ed.items()}, pa.concat_tables(syn)
+
+
+# --- the lake table and its DuckDB view -------------------------------------------------------------------
+
+
+def write_probe(home: Path, table: pa.Table, meta: Mapping) -> Path:
+    """The table into the lake (one file, replaced atomically); `meta` goes to its parquet footer."""
+    return write_partition(home, PROBE_ASSET, PROBE_KEY, table, meta=meta)
+
+
+def probe_file(home: Path) -> Path:
+    return partition_file(home, PROBE_ASSET, PROBE_KEY)
+
+
+def read_probe(home: Path) -> tuple[pa.Table, dict]:
+    """The stored table and its footer metadata; a clear error when the probe never ran here."""
+    if not probe_file(home).exists():
+        raise FileNotFoundError(f"no collapse probe in {home} ({probe_file(home)}); run `tledit run --probe` first")
+    return read_partition(home, PROBE_ASSET, PROBE_KEY), partition_meta(home, PROBE_ASSET, PROBE_KEY)
+
+
+def probe_view(con, home: Path) -> bool:
+    """View collapse_probe in a DuckDB connection over the lake file, when the probe has run."""
+    path = probe_file(home)
+    if not path.exists():
+        return False
+    con.execute(
+        f"CREATE OR REPLACE VIEW {PROBE_ASSET} AS SELECT * FROM read_parquet({sql_literal(str(path.absolute()))}, hive_partitioning = false)"
+    )
+    return True
+
+
+# --- the report -------------------------------------------------------------------------------------------
+
+
+def summary(table: pa.Table, meta: Mapping) -> dict:
+    """The one-line JSON of `make probe`: mean and sd over seeds of the final held-out perplexity."""
+    est = final_ppl(table)
+    return {
+        "heldout_ppl": {v: round(e.mean, 3) for v, e in est.items()},
+        "heldout_ppl_sd": {v: round(e.sd, 3) for v, e in est.items()},
+        "train_tokens": meta.get("train_tokens"),
+        "heldout_tokens": meta.get("heldout_tokens"),
+        "seconds": meta.get("seconds"),
+    }
+
+
+def report_lines(table: pa.Table, meta: Mapping) -> list[str]:
+    """The table a person reads: per variant, synthetic share, mean and sd over seeds, ratio to raw, the paper."""
+    est = final_ppl(table)
+    raw = est["raw"].mean if "raw" in est else float("nan")
+    lines = [
+        f"collapse probe: held-out perplexity at step {meta.get('steps')} over {est['raw'].n if 'raw' in est else 0} seed(s); "
+        f"{meta.get('train_tokens'):,} training tokens per set, {meta.get('heldout_tokens'):,} held-out tokens, "
+        f"{meta.get('params'):,}-parameter model",
+        f"{'variant':<11} {'synthetic':>9} {'ppl mean':>9} {'sd':>7} {'vs raw':>8}   {'paper Table 1 (vs 0%)':>22}",
+    ]
+    for v, e in est.items():
+        share = SYNTHETIC_SHARE.get(v)
+        paper = f"{PAPER_TABLE1[share]:.2f} ({PAPER_TABLE1[share] / PAPER_TABLE1[0.0]:.3f}x)" if share is not None else ""
+        shown = f"{share:.0%}" if share is not None else "-"
+        lines.append(f"{v:<11} {shown:>9} {e.mean:>9.3f} {e.sd:>7.3f} {e.mean / raw:>7.3f}x   {paper:>22}")
+    verdict = "rises" if rises_with_share(est) else "does not rise monotonically"
+    lines.append(f"held-out perplexity {verdict} with the synthetic share (paper: 21.37 -> 49.30, Table 1)")
+    return lines
+
+
+def summary_json(table: pa.Table, meta: Mapping) -> str:
+    return json.dumps(summary(table, meta))
