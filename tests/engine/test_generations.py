@@ -18,6 +18,7 @@ from tledit_pipeline.generations import (
     variant,
 )
 from tledit_pipeline.health import GENERATION_METRICS, build_health_table, generation_table, ordered_variants
+from tledit_pipeline.synthetic import SYNTHETIC_SCHEMA
 from tledit_pipeline.lake import refresh_views, write_partition
 from tledit_pipeline.ngrams import profile
 from tledit_pipeline.synthetic import SYNTHETIC_SCHEMA
@@ -61,6 +62,7 @@ def lake(tmp_path):
     write_partition(home, "token_scores", "s1", _scores("s1", [0.5, 0.995, 0.995, 0.05]))
     write_partition(home, "synthetic_corpus", "s1", pa.table({
         "shard": ["s1"], "doc_id": ["x"], "prefix_tokens": pa.array([1], pa.int32()), "new_tokens": pa.array([1], pa.int32()),
+        "pieces": pa.array([[{"start": 0, "prefix": 1, "target": 1, "new": 1}]], SYNTHETIC_SCHEMA.field("pieces").type),
         "logprobs": pa.array([[math.log(0.9)]], pa.list_(pa.float32())), "text": ["a z"], "reference_text": ["a b"],
         "pieces": pa.array([[{"start": 0, "prefix": 1, "target": 1, "new": 1}]], SYNTHETIC_SCHEMA.field("pieces").type),
     }))
