@@ -21,7 +21,6 @@ from tledit_pipeline.health import GENERATION_METRICS, build_health_table, gener
 from tledit_pipeline.synthetic import SYNTHETIC_SCHEMA
 from tledit_pipeline.lake import refresh_views, write_partition
 from tledit_pipeline.ngrams import profile
-from tledit_pipeline.synthetic import SYNTHETIC_SCHEMA
 
 
 def test_names_of_each_generation():
@@ -64,7 +63,6 @@ def lake(tmp_path):
         "shard": ["s1"], "doc_id": ["x"], "prefix_tokens": pa.array([1], pa.int32()), "new_tokens": pa.array([1], pa.int32()),
         "pieces": pa.array([[{"start": 0, "prefix": 1, "target": 1, "new": 1}]], SYNTHETIC_SCHEMA.field("pieces").type),
         "logprobs": pa.array([[math.log(0.9)]], pa.list_(pa.float32())), "text": ["a z"], "reference_text": ["a b"],
-        "pieces": pa.array([[{"start": 0, "prefix": 1, "target": 1, "new": 1}]], SYNTHETIC_SCHEMA.field("pieces").type),
     }))
     write_partition(home, "edited_corpus", "s1", _edited("s1", 4, 2, 1, 0))
     write_partition(home, "token_scores_g1", "s1", _scores("s1", [0.5, 0.995, 0.25, 0.05]))
