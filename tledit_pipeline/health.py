@@ -391,8 +391,9 @@ def rank_frequency(con: "duckdb.DuckDBPyConnection", n: int = 1) -> pl.DataFrame
 
 
 def document_perplexities(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
-    """(variant, shard, ppl) per document; a connection without scored generations gets an empty generation_scores."""
-    if not con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'generation_scores'").fetchone()[0]:
+    """(variant, shard, ppl) per document; without later generations' scores, generation_scores is empty."""
+    views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    if "generation_scores" not in views:
         con.execute(GENERATION_SCORES_DDL)
     return _frame(con.execute(PPL_SQL))
 

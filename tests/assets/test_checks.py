@@ -44,6 +44,7 @@ def test_a_failure_is_one_line_with_measured_and_allowed_values():
     assert "js_divergence_vs_raw 0.0300, allowed at most 0.01" in line
 
 
+@pytest.mark.slow
 def test_a_heavy_edit_at_default_thresholds_fails_with_one_line_per_shard(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     code = main(["run", "--home", str(tmp_path / "home"), "--source", str(small_source), "--model", str(tiny_model_dir),

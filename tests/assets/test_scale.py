@@ -35,6 +35,7 @@ def _runs_with(instance, asset):
     return [r for r in instance.get_runs() if r.asset_selection and dg.AssetKey(asset) in r.asset_selection]
 
 
+@pytest.mark.slow
 def test_one_run_per_range_with_lineage_per_shard(tmp_path, three_shards, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
@@ -76,6 +77,7 @@ def test_one_run_per_range_with_lineage_per_shard(tmp_path, three_shards, tiny_m
     assert "plan: 0 of 3 shard(s) missing or stale" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_one_changed_shard_redoes_its_own_health_rows_only(tmp_path, three_shards, tiny_model_dir, capsys, monkeypatch):
     from tledit_pipeline.health import build_health_table
     from tledit_pipeline.lake import partition_file, refresh_views
