@@ -23,7 +23,16 @@ from tledit_pipeline.health import (
     rank_frequency,
     shard_health_rows,
 )
-from tledit_pipeline.lake import duckdb_connection, is_shard_key, partition_file, partition_meta, read_partition, rebuild_database, refresh_views, write_partition
+from tledit_pipeline.lake import (
+    duckdb_connection,
+    is_shard_key,
+    partition_file,
+    partition_meta,
+    read_partition,
+    rebuild_database,
+    refresh_views,
+    write_partition,
+)
 from tledit_pipeline.ngrams import profile
 from tledit_pipeline.probe import probe_view
 from tledit_pipeline.settings import Settings
@@ -163,24 +172,34 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
         views += ["collapse_probe"] if probe_view(con, s.home) else []  # the probe's lake table, once it has run
         health = build_health_table_from_shards(con)
         zipf = rank_frequency(con, n=1)
-        ppl = pl.from_arrow(con.execute("SELECT variant, shard, ppl FROM document_perplexity ORDER BY variant, shard, ppl").to_arrow_table())
+        ppl = pl.from_arrow(
+            con.execute("SELECT variant, shard, ppl FROM document_perplexity ORDER BY variant, shard, ppl").to_arrow_table()
+        )
     versions = {}
-    for asset, field in ([(text_asset(g), "edit") for g in range(1, s.generations + 1)] + [("synthetic_corpus", "synthetic")]):
+    for asset, field in [(text_asset(g), "edit") for g in range(1, s.generations + 1)] + [("synthetic_corpus", "synthetic")]:
         versions[asset] = sorted(
             {partition_meta(s.home, asset, k).get(field, "?") for k in valid if partition_file(s.home, asset, k).exists()}
         )
         if len(versions[asset]) > 1:
             context.log.warning(f"{asset} shards were built with different settings: {versions[asset]}; backfill the stale ones")
-    rank_series = {v: list(zip(g["rank"].to_list(), g["freq"].to_list())) for (v,), g in zipf.group_by("variant", maintain_order=True)}
+    rank_series = {
+        v: list(zip(g["rank"].to_list(), g["freq"].to_list())) for (v,), g in zipf.group_by("variant", maintain_order=True)
+    }
     rank_chart = line_chart_svg(
         rank_series, "Rank-frequency of words (whole corpus)", "rank", "relative frequency", log_x=True, log_y=True
     )
     ppl_chart = line_chart_svg(
         perplexity_polygons(ppl),
-        "Per-document perplexity under the prior", "perplexity (log scale)", "share of documents", log_x=True,
+        "Per-document perplexity under the prior",
+        "perplexity (log scale)",
+        "share of documents",
+        log_x=True,
     )
     ppl_rows = health.filter(pl.col("metric").str.starts_with("ppl_"))
-    overall = {f"{r['variant']}/{r['metric']}": round(r["value"], 5) for r in _key_rows(health.filter(pl.col("shard") == "__all__")).iter_rows(named=True)}
+    overall = {
+        f"{r['variant']}/{r['metric']}": round(r["value"], 5)
+        for r in _key_rows(health.filter(pl.col("shard") == "__all__")).iter_rows(named=True)
+    }
     return dg.MaterializeResult(
         metadata={
             "duckdb": dg.MetadataValue.path(str(s.duckdb_path)),
@@ -225,11 +244,15 @@ def _per_shard_table(health: pl.DataFrame) -> str:
     if len(shards_seen) > SHOWN_SHARDS:
         worst = (
             rows.filter((pl.col("variant") == "edited") & (pl.col("metric") == "tail_coverage"))
-            .sort(["value", "shard"]).get_column("shard").head(SHOWN_SHARDS)
+            .sort(["value", "shard"])
+            .get_column("shard")
+            .head(SHOWN_SHARDS)
         )
         rows = rows.filter(pl.col("shard").is_in(worst.implode()))
-        note = (f"\n\nThe {SHOWN_SHARDS} of {len(shards_seen)} shards whose edit kept the least of raw's tail; every shard is in "
-                "table distribution_health (`SELECT * FROM distribution_health WHERE shard = '...'`).")
+        note = (
+            f"\n\nThe {SHOWN_SHARDS} of {len(shards_seen)} shards whose edit kept the least of raw's tail; every shard is in "
+            "table distribution_health (`SELECT * FROM distribution_health WHERE shard = '...'`)."
+        )
     return per_shard_markdown(rows, tuple(m for ms in KEY_METRICS.values() for m in ms)) + note
 
 
@@ -241,15 +264,32 @@ def _generations_metadata(health: pl.DataFrame, generations: int) -> dict:
     gens = table.get_column("generation").to_list()
 
     def series(metrics: tuple[str, ...]) -> dict:
-        return {m: [(g, v) for g, v in zip(gens, table.get_column(m).to_list()) if v is not None] for m in metrics if m in table.columns}
+        return {
+            m: [(g, v) for g, v in zip(gens, table.get_column(m).to_list()) if v is not None]
+            for m in metrics
+            if m in table.columns
+        }
 
     charts = [
-        line_chart_svg(series(("eligible_share", "changed_share", "deleted_share", "prob_bin_099")),
-                       "Shares of scored tokens by generation", "generation (0 = raw)", "share"),
-        line_chart_svg(series(("ppl_p10", "ppl_p50", "ppl_p90")),
-                       "Per-document perplexity under the prior by generation", "generation (0 = raw)", "perplexity", log_y=True),
-        line_chart_svg(series(("tail_coverage", "js_divergence_vs_raw")),
-                       "Raw's rare bigrams kept, and divergence from raw", "generation (0 = raw)", "share / bits"),
+        line_chart_svg(
+            series(("eligible_share", "changed_share", "deleted_share", "prob_bin_099")),
+            "Shares of scored tokens by generation",
+            "generation (0 = raw)",
+            "share",
+        ),
+        line_chart_svg(
+            series(("ppl_p10", "ppl_p50", "ppl_p90")),
+            "Per-document perplexity under the prior by generation",
+            "generation (0 = raw)",
+            "perplexity",
+            log_y=True,
+        ),
+        line_chart_svg(
+            series(("tail_coverage", "js_divergence_vs_raw")),
+            "Raw's rare bigrams kept, and divergence from raw",
+            "generation (0 = raw)",
+            "share / bits",
+        ),
     ]
     header = "| generation | variant | " + " | ".join(GENERATION_METRICS) + " |"
     lines = [header, "|---:|---|" + "---:|" * len(GENERATION_METRICS)]
@@ -270,5 +310,8 @@ def _generations_metadata(health: pl.DataFrame, generations: int) -> dict:
 
 
 health_automation = dg.AutomationConditionSensorDefinition(
-    "health_automation", target=["distribution_health"], default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=60
+    "health_automation",
+    target=["distribution_health"],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
 )
