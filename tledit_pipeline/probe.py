@@ -45,9 +45,9 @@ import pyarrow as pa
 from tledit_pipeline.edit import doc_key, keyed_uniform
 from tledit_pipeline.errors import TleditError
 from tledit_pipeline.lake import partition_file, partition_meta, read_partition, sql_literal, write_partition
-from tledit_pipeline.storage import Location
 from tledit_pipeline.progress import Report
 from tledit_pipeline.settings import ProbeSettings
+from tledit_pipeline.storage import Location
 
 PROBE_ASSET = "collapse_probe"
 PROBE_KEY = "all"  # the one lake file of the unpartitioned table
