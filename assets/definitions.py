@@ -15,6 +15,7 @@ from tledit_pipeline.settings import Settings
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 
+
 def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     return [
         raw.build(settings),
@@ -37,7 +38,9 @@ def generation_assets(settings: Settings) -> list[dg.AssetsDefinition]:
     out = []
     for name in later_assets(settings.generations):
         g = generation_of(name)
-        out.append(scores.build(settings, generation=g) if name.startswith("token_scores") else edited.build(settings, generation=g))
+        out.append(
+            scores.build(settings, generation=g) if name.startswith("token_scores") else edited.build(settings, generation=g)
+        )
     return out
 
 

@@ -172,9 +172,11 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
         views += ["collapse_probe"] if probe_view(con, s.home) else []  # the probe's lake table, once it has run
         health = build_health_table_from_shards(con)
         zipf = rank_frequency(con, n=1)
-        ppl = pl.from_arrow(con.execute("SELECT variant, shard, ppl FROM document_perplexity ORDER BY variant, shard, ppl").to_arrow_table())
+        ppl = pl.from_arrow(
+            con.execute("SELECT variant, shard, ppl FROM document_perplexity ORDER BY variant, shard, ppl").to_arrow_table()
+        )
     versions = {}
-    for asset, field in ([(text_asset(g), "edit") for g in range(1, s.generations + 1)] + [("synthetic_corpus", "synthetic")]):
+    for asset, field in [(text_asset(g), "edit") for g in range(1, s.generations + 1)] + [("synthetic_corpus", "synthetic")]:
         versions[asset] = sorted(
             {partition_meta(s.home, asset, k).get(field, "?") for k in valid if partition_file(s.home, asset, k).exists()}
         )
@@ -186,10 +188,16 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
     )
     ppl_chart = line_chart_svg(
         perplexity_polygons(ppl),
-        "Per-document perplexity under the prior", "perplexity (log scale)", "share of documents", log_x=True,
+        "Per-document perplexity under the prior",
+        "perplexity (log scale)",
+        "share of documents",
+        log_x=True,
     )
     ppl_rows = health.filter(pl.col("metric").str.starts_with("ppl_"))
-    overall = {f"{r['variant']}/{r['metric']}": round(r["value"], 5) for r in _key_rows(health.filter(pl.col("shard") == "__all__")).iter_rows(named=True)}
+    overall = {
+        f"{r['variant']}/{r['metric']}": round(r["value"], 5)
+        for r in _key_rows(health.filter(pl.col("shard") == "__all__")).iter_rows(named=True)
+    }
     return dg.MaterializeResult(
         metadata={
             "duckdb": dg.MetadataValue.path(str(s.duckdb_path)),
@@ -234,11 +242,15 @@ def _per_shard_table(health: pl.DataFrame) -> str:
     if len(shards_seen) > SHOWN_SHARDS:
         worst = (
             rows.filter((pl.col("variant") == "edited") & (pl.col("metric") == "tail_coverage"))
-            .sort(["value", "shard"]).get_column("shard").head(SHOWN_SHARDS)
+            .sort(["value", "shard"])
+            .get_column("shard")
+            .head(SHOWN_SHARDS)
         )
         rows = rows.filter(pl.col("shard").is_in(worst.implode()))
-        note = (f"\n\nThe {SHOWN_SHARDS} of {len(shards_seen)} shards whose edit kept the least of raw's tail; every shard is in "
-                "table distribution_health (`SELECT * FROM distribution_health WHERE shard = '...'`).")
+        note = (
+            f"\n\nThe {SHOWN_SHARDS} of {len(shards_seen)} shards whose edit kept the least of raw's tail; every shard is in "
+            "table distribution_health (`SELECT * FROM distribution_health WHERE shard = '...'`)."
+        )
     return per_shard_markdown(rows, tuple(m for ms in KEY_METRICS.values() for m in ms)) + note
 
 
@@ -283,5 +295,8 @@ def _generations_metadata(health: pl.DataFrame, generations: int) -> dict:
 
 
 health_automation = dg.AutomationConditionSensorDefinition(
-    "health_automation", target=["distribution_health"], default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=60
+    "health_automation",
+    target=["distribution_health"],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
 )

@@ -29,9 +29,9 @@ def build(settings: Settings, generation: int = 1) -> dg.AssetsDefinition:
         deps=[text_asset(generation - 1), scores_asset(generation - 1)],
         # The edit settings are part of the code version: changing p, k, beta, seed or strategy marks it stale.
         code_version=f"edited-{ENGINE_VERSION}|{settings.edit.version()}",
-        description=None if generation == 1 else (
-            f"Generation {generation}: {text_asset(generation - 1)} edited again with {scores_asset(generation - 1)}."
-        ),
+        description=None
+        if generation == 1
+        else (f"Generation {generation}: {text_asset(generation - 1)} edited again with {scores_asset(generation - 1)}."),
     )
     def edited_corpus(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
         """Semi-synthetic text: over-confident tokens resampled, everything else byte-identical."""

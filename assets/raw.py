@@ -6,9 +6,9 @@ import dagster as dg
 
 from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import TleditResource
+from tledit_pipeline import storage
 from tledit_pipeline.lake import partition_file, write_partition
 from tledit_pipeline.settings import Settings
-from tledit_pipeline import storage
 from tledit_pipeline.source import SourceError, discover_shards, read_shard
 
 ENGINE_VERSION = "2"  # 2: the source schema is recorded for `tledit export`
@@ -40,8 +40,15 @@ def build(settings: Settings) -> dg.AssetsDefinition:
             size, change_hint = storage.stamp(shard.path)  # before reading: a later change is seen next time
             read = read_shard(shard, s.text_field)
             write_partition(
-                s.home, "raw_corpus", shard.key, read.accepted,
-                meta={"source_file": shard.path.name, "text_field": s.text_field, "source_columns": list(read.columns.items())},  # pairs: the footer JSON sorts keys
+                s.home,
+                "raw_corpus",
+                shard.key,
+                read.accepted,
+                meta={
+                    "source_file": shard.path.name,
+                    "text_field": s.text_field,
+                    "source_columns": list(read.columns.items()),
+                },  # pairs: the footer JSON sorts keys
             )
             write_partition(s.home, "rejected_documents", shard.key, read.rejected)
             return {

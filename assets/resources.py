@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import dagster as dg
 from pydantic import create_model
@@ -26,7 +27,7 @@ class _TleditConfig(dg.ConfigurableResource):
 
 def _config_field(spec: Spec) -> tuple[Any, Any]:
     kind = str if spec.type is Path else spec.type
-    return (Optional[kind] if spec.optional else kind), spec.plain(spec.default)
+    return (kind | None if spec.optional else kind), spec.plain(spec.default)
 
 
 # One config field per declared setting, so the UI's launchpad shows each (pydantic builds the class).

@@ -47,7 +47,9 @@ def build(settings: Settings, generation: int = 0) -> dg.AssetsDefinition:
             vocab = write_vocab(s.home, model)
             info = describe(model) | {"vocab": vocab.name, "scoring": s.scoring.version()}  # + which text: score_partition
             # Streamed: documents are read, scored and written chunk by chunk.
-            stats = score_partition(model, s.home, key, s.scoring, meta=info, report=reporter(context, key), generation=generation)
+            stats = score_partition(
+                model, s.home, key, s.scoring, meta=info, report=reporter(context, key), generation=generation
+            )
             hist = stats.shares
             return {
                 "documents": stats.documents,

@@ -29,7 +29,8 @@ def shard_sensor(context: dg.SensorEvaluationContext, tledit: TleditResource) ->
     # New shards are appended to the partitions in this order: contiguous ranges, one run per range.
     ranges = [new[i : i + SHARDS_PER_RUN] for i in range(0, len(new), SHARDS_PER_RUN)]
     requests = [
-        dg.RunRequest(partition_key=r[0], run_key=f"new-shard:{r[0]}") if len(r) == 1
+        dg.RunRequest(partition_key=r[0], run_key=f"new-shard:{r[0]}")
+        if len(r) == 1
         else dg.RunRequest(run_key=f"new-shards:{r[0]}:{r[-1]}", tags=range_tags(r))
         for r in ranges
     ]

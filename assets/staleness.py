@@ -21,9 +21,9 @@ import dagster as dg
 from assets.dagster_internals import EventLogRecord
 from assets.partitions import PER_SHARD, chain
 from assets.raw import SOURCE_MTIME, SOURCE_SHA, SOURCE_SIZE
+from tledit_pipeline import storage
 from tledit_pipeline.lake import DUCKDB_FILE, partition_file
 from tledit_pipeline.settings import Settings
-from tledit_pipeline import storage
 from tledit_pipeline.source import Shard, file_fingerprint
 
 HEALTH = dg.AssetKey("distribution_health")
@@ -42,7 +42,9 @@ class ShardWork:
     reason: str = ""
 
 
-def latest_materializations(instance: dg.DagsterInstance, asset: str, keys: Iterable[str] | None = None) -> dict[str, EventLogRecord]:
+def latest_materializations(
+    instance: dg.DagsterInstance, asset: str, keys: Iterable[str] | None = None
+) -> dict[str, EventLogRecord]:
     """The latest materialization record of each partition of `asset` (of `keys` only, if given)."""
     ak = dg.AssetKey(asset)
     ids = instance.event_log_storage.get_latest_storage_id_by_partition(ak, dg.DagsterEventType.ASSET_MATERIALIZATION)
@@ -53,7 +55,9 @@ def latest_materializations(instance: dg.DagsterInstance, asset: str, keys: Iter
     values = sorted(ids.values())
     for i in range(0, len(values), _CHUNK):
         chunk = values[i : i + _CHUNK]
-        for r in instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=ak, storage_ids=chunk), limit=len(chunk)).records:
+        for r in instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=ak, storage_ids=chunk), limit=len(chunk)
+        ).records:
             out[r.partition_key] = r
     return out
 
@@ -148,7 +152,11 @@ def batches(work: dict[str, tuple[tuple[str, ...], str]], order: Sequence[str], 
         groups.setdefault(work[key][0], []).append(key)
     out = []
     for assets, keys in groups.items():
-        limits = [p.max_partitions_per_run for a in assets if (p := asset_graph.get(dg.AssetKey(a)).backfill_policy) and p.max_partitions_per_run]
+        limits = [
+            p.max_partitions_per_run
+            for a in assets
+            if (p := asset_graph.get(dg.AssetKey(a)).backfill_policy) and p.max_partitions_per_run
+        ]
         size = min(limits, default=len(keys))
         run: list[str] = []
         for key in keys:
@@ -185,8 +193,10 @@ def health_out_of_date(instance: dg.DagsterInstance, asset_graph, keys: Sequence
     current = asset_graph.get(HEALTH).code_version
     if current and (mat.tags or {}).get(CODE_VERSION_TAG) != current:
         return "distribution_health has a new code version"
-    newest = max((e.last_materialization_record.storage_id for k in per_shard
-                  if (e := records.get(k)) and e.last_materialization_record), default=0)
+    newest = max(
+        (e.last_materialization_record.storage_id for k in per_shard if (e := records.get(k)) and e.last_materialization_record),
+        default=0,
+    )
     if newest > built.storage_id:
         return "shards were materialized after it"
     shown = mat.metadata.get(REGISTERED)

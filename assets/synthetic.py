@@ -34,10 +34,16 @@ def build(settings: Settings) -> dg.AssetsDefinition:
             model = prior.load()  # cached: loaded once per process
             table, stats = synthesize(model, key, raw, s.synthetic, report=reporter(context, key))
             write_partition(
-                s.home, "synthetic_corpus", key, table,
-                meta=describe(model) | {"synthetic": s.synthetic.version(), "raw_digest": partition_digest(s.home, "raw_corpus", key)},
+                s.home,
+                "synthetic_corpus",
+                key,
+                table,
+                meta=describe(model)
+                | {"synthetic": s.synthetic.version(), "raw_digest": partition_digest(s.home, "raw_corpus", key)},
             )
-            lp = np.concatenate([np.asarray(x, dtype=np.float32) for x in table.column("logprobs").to_pylist()] or [np.zeros(0, np.float32)])
+            lp = np.concatenate(
+                [np.asarray(x, dtype=np.float32) for x in table.column("logprobs").to_pylist()] or [np.zeros(0, np.float32)]
+            )
             ppl = [float(np.exp(-np.mean(x))) for x in table.column("logprobs").to_pylist() if len(x)]
             return {
                 "raw_documents": stats.documents,

@@ -242,7 +242,11 @@ def memory_probe(settings: Settings, tokens_wanted: int, repeat: int = 1) -> dic
     from tledit_pipeline.source import discover_shards, read_shard
 
     prior = cached_prior(settings.model, str(settings.models_dir), settings.scoring.device, settings.scoring.dtype)
-    docs = [t for s in discover_shards(settings.source, settings.home) for t in read_shard(s, settings.text_field).accepted.column("text").to_pylist()]
+    docs = [
+        t
+        for s in discover_shards(settings.source, settings.home)
+        for t in read_shard(s, settings.text_field).accepted.column("text").to_pylist()
+    ]
     docs.sort(key=lambda t: hashlib.sha256(t.encode()).digest())
     lengths = [len(x) for x in tokenize(prior, docs)]
     picked, total = [], 0
@@ -264,7 +268,10 @@ def memory_probe(settings: Settings, tokens_wanted: int, repeat: int = 1) -> dic
 def _probe_in_subprocess(tokens: int, repeat: int, env: dict[str, str]) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.bench", "--memory-probe", str(tokens), "--memory-repeat", str(repeat)],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     if out.returncode != 0:
         raise TleditError(f"memory probe of {tokens} tokens failed:\n{out.stderr[-2000:]}")
@@ -280,8 +287,8 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool,
     from tledit_pipeline import storage
     from tledit_pipeline.lake import read_partition
     from tledit_pipeline.prior import cached_prior, describe, native_bf16
-    from tledit_pipeline.synthetic import synthesize
     from tledit_pipeline.scoring import Scorer, score_partition, tokenize, use_all_cores
+    from tledit_pipeline.synthetic import synthesize
     from tledit_pipeline.vocab import write_vocab
 
     say = lambda msg: print(f"bench: {msg}", file=sys.stderr, flush=True)  # noqa: E731
@@ -316,8 +323,11 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool,
             if store is not None and i % 2:  # the store's pass first on every other shard: no order favours either
                 _timed_pipeline(prior, settings, store, key, store_totals)
             t = time.perf_counter()
-            stats.append(score_partition(prior, home, key, settings.scoring,
-                                         meta={"fingerprint": prior.fingerprint, "raw_digest": _digest(home, key)}))
+            stats.append(
+                score_partition(
+                    prior, home, key, settings.scoring, meta={"fingerprint": prior.fingerprint, "raw_digest": _digest(home, key)}
+                )
+            )
             pipe_s += time.perf_counter() - t
             if store is not None and not i % 2:
                 _timed_pipeline(prior, settings, store, key, store_totals)
@@ -391,13 +401,23 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool,
     if store is not None:
         store_tokens, store_s, store_wait = store_totals
         assert store_tokens == tokens, (store_tokens, tokens)
-        out |= {"store_pipeline_tokens_per_s": round(tokens / store_s, 1), "store_vs_local": round(pipe_s / store_s, 3),
-                "store_io_share": round(store_wait / store_s, 4), "store": storage.location(lake).protocol}
+        out |= {
+            "store_pipeline_tokens_per_s": round(tokens / store_s, 1),
+            "store_vs_local": round(pipe_s / store_s, 3),
+            "store_io_share": round(store_wait / store_s, 4),
+            "store": storage.location(lake).protocol,
+        }
     if memory_tokens:
         say(f"memory: documents of about {memory_tokens:,} tokens, scored 4x and 16x over in fresh processes")
-        env = dict(os.environ, TLEDIT_SOURCE=settings.source, TLEDIT_MODEL=settings.model,
-                   TLEDIT_MODEL_CACHE=str(settings.models_dir), TLEDIT_HOME=str(settings.home),
-                   TLEDIT_DEVICE=settings.scoring.device, TLEDIT_DTYPE=settings.scoring.dtype)
+        env = dict(
+            os.environ,
+            TLEDIT_SOURCE=settings.source,
+            TLEDIT_MODEL=settings.model,
+            TLEDIT_MODEL_CACHE=str(settings.models_dir),
+            TLEDIT_HOME=str(settings.home),
+            TLEDIT_DEVICE=settings.scoring.device,
+            TLEDIT_DTYPE=settings.scoring.dtype,
+        )
         # Each document already 4 times in the small shard: its batches are as full as the large one's,
         # so the two differ only in the shard's size.
         small = _probe_in_subprocess(memory_tokens, 4, env)
@@ -429,6 +449,7 @@ def _timed_pipeline(prior, settings: Settings, home, key: str, totals: list[floa
                 return fn(*args, **kwargs)
             finally:
                 waited[0] += time.perf_counter() - t
+
         return run
 
     originals = {name: getattr(storage, name) for name in ("fetch", "put_file", "sha256")}
@@ -436,8 +457,9 @@ def _timed_pipeline(prior, settings: Settings, home, key: str, totals: list[floa
         setattr(storage, name, clocked(fn))
     try:
         t = time.perf_counter()
-        stats = score_partition(prior, home, key, settings.scoring,
-                                meta={"fingerprint": prior.fingerprint, "raw_digest": _digest(home, key)})
+        stats = score_partition(
+            prior, home, key, settings.scoring, meta={"fingerprint": prior.fingerprint, "raw_digest": _digest(home, key)}
+        )
         seconds = time.perf_counter() - t
     finally:
         for name, fn in originals.items():
@@ -480,34 +502,61 @@ def report(fig: dict[str, Any]) -> str:
         ("pipeline tokens/s", f"{fig['pipeline_tokens_per_s']:,.1f}"),
         ("forward tokens/s", f"{fig['forward_tokens_per_s']:,.1f}"),
         ("naive tokens/s", f"{fig['naive_tokens_per_s']:,.1f}  ({fig['naive_tokens']:,} tokens)"),
-        ("matmul GFLOP/s", f"{fig['matmul_flops_per_s'] / 1e9:,.1f} {fig['dtype']}, "
-                           f"{fig['bf16_matmul_flops_per_s'] / 1e9:,.1f} bfloat16 "
-                           f"({'native' if fig['bf16_native'] else 'emulated: no bf16 instructions'})"),
-        ("FLOPs per token", f"{fig['flops_per_token'] / 1e6:,.1f} M ({fig['param_flops_per_token'] / 1e6:,.1f} M from 2 x params)"),
+        (
+            "matmul GFLOP/s",
+            f"{fig['matmul_flops_per_s'] / 1e9:,.1f} {fig['dtype']}, "
+            f"{fig['bf16_matmul_flops_per_s'] / 1e9:,.1f} bfloat16 "
+            f"({'native' if fig['bf16_native'] else 'emulated: no bf16 instructions'})",
+        ),
+        (
+            "FLOPs per token",
+            f"{fig['flops_per_token'] / 1e6:,.1f} M ({fig['param_flops_per_token'] / 1e6:,.1f} M from 2 x params)",
+        ),
         ("padding / re-read share", f"{fig['padding_share']:.1%} / {fig['reread_share']:.1%}"),
         ("re-edit tokens/s", f"{fig['reedit_tokens_per_s']:,.0f}"),
-        ("synthetic tokens/s", f"{fig['synthetic_tokens_per_s']:,.1f}  ({fig['synthetic_tokens']:,} tokens generated in "
-                               f"{fig['synthetic_pieces']:,} pieces, {fig['synthetic_steps']:,} decode steps; {fig['synthetic_settings']})"),
+        (
+            "synthetic tokens/s",
+            f"{fig['synthetic_tokens_per_s']:,.1f}  ({fig['synthetic_tokens']:,} tokens generated in "
+            f"{fig['synthetic_pieces']:,} pieces, {fig['synthetic_steps']:,} decode steps; {fig['synthetic_settings']})",
+        ),
         ("peak RSS", f"{fig['peak_rss_mb']:,.0f} MB"),
     ]
     for name, (minimum, what) in TARGETS.items():
         value = fig[name]
         rows.append((name, f"{value:g}  {'ok' if value >= minimum else 'MISSED'} (target >= {minimum:g}: {what})"))
         if name == "pipeline_vs_naive":
-            rows.append(("  ceiling in this dtype", (
-                f"{fig['pipeline_vs_naive_ceiling']:g}  (every scored token at the matmul peak: "
-                f"matmul FLOP/s / FLOPs per token / naive tokens/s)")))
+            rows.append(
+                (
+                    "  ceiling in this dtype",
+                    (
+                        f"{fig['pipeline_vs_naive_ceiling']:g}  (every scored token at the matmul peak: "
+                        f"matmul FLOP/s / FLOPs per token / naive tokens/s)"
+                    ),
+                )
+            )
     if "memory_growth" in fig:
         g = fig["memory_growth"]
-        rows.append(("memory growth 4x shard", (
-            f"{g:+.1%}  {'ok' if g < MAX_MEMORY_GROWTH else 'MISSED'} (peak {fig['memory_small_peak_rss_mb']:,.0f} MB "
-            f"at {fig['memory_small_tokens']:,} tokens -> {fig['memory_large_peak_rss_mb']:,.0f} MB at "
-            f"{fig['memory_large_tokens']:,}; target < {MAX_MEMORY_GROWTH:.0%})")))
+        rows.append(
+            (
+                "memory growth 4x shard",
+                (
+                    f"{g:+.1%}  {'ok' if g < MAX_MEMORY_GROWTH else 'MISSED'} (peak {fig['memory_small_peak_rss_mb']:,.0f} MB "
+                    f"at {fig['memory_small_tokens']:,} tokens -> {fig['memory_large_peak_rss_mb']:,.0f} MB at "
+                    f"{fig['memory_large_tokens']:,}; target < {MAX_MEMORY_GROWTH:.0%})"
+                ),
+            )
+        )
     if "store_vs_local" in fig:
         r = fig["store_vs_local"]
-        rows.append((f"lake on {fig['store']}:// vs local", (
-            f"{r:g}  {'ok' if r >= 1 - MAX_STORE_SLOWDOWN else 'MISSED'} ({fig['store_pipeline_tokens_per_s']:,.1f} "
-            f"tokens/s against {fig['pipeline_tokens_per_s']:,.1f}; target >= {1 - MAX_STORE_SLOWDOWN:g})")))
+        rows.append(
+            (
+                f"lake on {fig['store']}:// vs local",
+                (
+                    f"{r:g}  {'ok' if r >= 1 - MAX_STORE_SLOWDOWN else 'MISSED'} ({fig['store_pipeline_tokens_per_s']:,.1f} "
+                    f"tokens/s against {fig['pipeline_tokens_per_s']:,.1f}; target >= {1 - MAX_STORE_SLOWDOWN:g})"
+                ),
+            )
+        )
         rows.append(("  waiting on the store", f"{fig['store_io_share']:.2%} of the store's pass (fetches, PUTs, hashes)"))
     w = max(len(r[0]) for r in rows)
     return "\n".join(f"  {name:<{w}}  {value}" for name, value in rows)
@@ -521,11 +570,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", help="auto | float32 | bfloat16")
     parser.add_argument("--batch-tokens", type=int, help="padded tokens per forward batch")
     parser.add_argument("--naive-every", type=int, default=4, help="the naive loop runs on every Nth document (default 4)")
-    parser.add_argument("--memory-tokens", type=int, default=2048,
-                        help="documents of the memory test: the small shard holds them 4x, the large 16x; 0 skips it")
+    parser.add_argument(
+        "--memory-tokens",
+        type=int,
+        default=2048,
+        help="documents of the memory test: the small shard holds them 4x, the large 16x; 0 skips it",
+    )
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of one shard")
-    parser.add_argument("--lake", help="also time the pipeline with its lake on this object store (e.g. s3://bucket/scratch; "
-                                       "a scratch prefix under it is removed after)")
+    parser.add_argument(
+        "--lake",
+        help="also time the pipeline with its lake on this object store (e.g. s3://bucket/scratch; "
+        "a scratch prefix under it is removed after)",
+    )
     parser.add_argument("--json", type=Path, help="also write the JSON figures to this file")
     parser.add_argument("--memory-probe", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--memory-repeat", type=int, default=1, help=argparse.SUPPRESS)
@@ -538,8 +594,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("transformers", "datasets", "huggingface_hub"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
-        settings = Settings.from_env(source=args.source, model=args.model, device=args.device, dtype=args.dtype,
-                                     batch_tokens=args.batch_tokens)
+        settings = Settings.from_env(
+            source=args.source, model=args.model, device=args.device, dtype=args.dtype, batch_tokens=args.batch_tokens
+        )
         if args.memory_probe:
             print(json.dumps(memory_probe(settings, args.memory_probe, args.memory_repeat)))
             return 0

@@ -76,10 +76,17 @@ def build_small_prior(folder: Path, models_dir: Path, layers: int = 2, hidden: i
     tok = AutoTokenizer.from_pretrained(str(convert_bundled(models_dir)))
     torch.manual_seed(seed)
     cfg = LlamaConfig(
-        vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=layers,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=2 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
         pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
-        eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=False,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+        tie_word_embeddings=False,
     )
     model = LlamaForCausalLM(cfg)
     with torch.no_grad():  # a sharper output distribution, so some tokens are eligible at p
@@ -182,7 +189,8 @@ def _free_port() -> int:
 
 def _graphql(port: int, query: str, variables: dict) -> dict:
     req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", json.dumps({"query": query, "variables": variables}).encode(),
+        f"http://127.0.0.1:{port}/graphql",
+        json.dumps({"query": query, "variables": variables}).encode(),
         {"Content-Type": "application/json"},
     )
     with urllib.request.urlopen(req, timeout=600) as resp:
@@ -197,8 +205,13 @@ def time_ui(env: dict[str, str], log: Path, asset: str = "ngram_profile", repeat
     port = _free_port()
     web = Path(sys.executable).parent / "dagster-webserver"
     with open(log, "w") as out:
-        proc = subprocess.Popen([str(web), "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-                                cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [str(web), "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.time() + 300
         while True:
@@ -258,9 +271,12 @@ def measure(n: int, work: Path, prior: Path, docs: list[str], base_env: dict[str
         r = run_phase(argvs[phase], env, work / f"n{n}" / f"{phase}.log")
         r["overhead_per_shard_s"] = (r["wall_s"] - r["engine_s"]) / n
         result["phases"][phase] = r
-        print(f"  N={n:>5} {phase:<12} {r['wall_s']:8.1f} s wall {r['engine_s']:7.1f} s engine "
-              f"{r['overhead_per_shard_s'] * 1000:8.1f} ms/shard overhead {r['peak_rss_mb']:7.0f} MB"
-              + ("" if r["code"] == 0 else f"  exit {r['code']} (see {work / f'n{n}' / f'{phase}.log'})"), flush=True)
+        print(
+            f"  N={n:>5} {phase:<12} {r['wall_s']:8.1f} s wall {r['engine_s']:7.1f} s engine "
+            f"{r['overhead_per_shard_s'] * 1000:8.1f} ms/shard overhead {r['peak_rss_mb']:7.0f} MB"
+            + ("" if r["code"] == 0 else f"  exit {r['code']} (see {work / f'n{n}' / f'{phase}.log'})"),
+            flush=True,
+        )
     result["dagster_home_mb"] = tree_mb(home / "dagster_home")
     result["lake_mb"] = tree_mb(home / "lake")
     result["runs"] = len(list((home / "dagster_home" / "history" / "runs").glob("*.db"))) - 1  # less index.db
@@ -329,10 +345,14 @@ def table(results: list[dict]) -> str:
     for r in results:
         for p in PHASES:
             x = r["phases"][p]
-            lines.append(f"{r['shards']:>6} {p:<12} {x['wall_s']:9.1f} {x['engine_s']:9.1f} "
-                         f"{x['overhead_per_shard_s'] * 1000:12.1f} ms {x['peak_rss_mb']:12.0f}")
-        lines.append(f"{r['shards']:>6} {'dagster home':<12} {r['dagster_home_mb']:9.1f} MB in {r['runs']} run databases; "
-                     f"lake {r['lake_mb']:.1f} MB")
+            lines.append(
+                f"{r['shards']:>6} {p:<12} {x['wall_s']:9.1f} {x['engine_s']:9.1f} "
+                f"{x['overhead_per_shard_s'] * 1000:12.1f} ms {x['peak_rss_mb']:12.0f}"
+            )
+        lines.append(
+            f"{r['shards']:>6} {'dagster home':<12} {r['dagster_home_mb']:9.1f} MB in {r['runs']} run databases; "
+            f"lake {r['lake_mb']:.1f} MB"
+        )
     return "\n".join(lines)
 
 
@@ -359,8 +379,11 @@ def main(argv: list[str] | None = None) -> int:
     env.pop("DAGSTER_HOME", None)
     docs = sample_documents()
     cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    print(f"make scale: N = {args.shards}, {DOCS_PER_SHARD} documents per shard, small prior ({args.layers} layers) "
-          f"on {os.cpu_count()} CPU(s) ({cpu}); work folder {work}", flush=True)
+    print(
+        f"make scale: N = {args.shards}, {DOCS_PER_SHARD} documents per shard, small prior ({args.layers} layers) "
+        f"on {os.cpu_count()} CPU(s) ({cpu}); work folder {work}",
+        flush=True,
+    )
     results = [measure(n, work, prior, docs, env, ui=not args.no_ui and n == max(args.shards)) for n in sorted(args.shards)]
     print()
     print(table(results))

@@ -20,7 +20,7 @@ TRAIN_TEXT = [
     "Fair is foul, and foul is fair: hover through the fog and filthy air. " * 8,
     "When shall we three meet again? In thunder, lightning, or in rain? " * 8,
     "The quick brown fox jumps over the lazy dog. 0123456789 " * 4,
-    "Caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u65e5\u672c\u8a9e \u4e2d\u6587 \U0001F600 \U0001F680 e\u0301 \r\n\t",
+    "Caf\u00e9 na\u00efve r\u00e9sum\u00e9 \u65e5\u672c\u8a9e \u4e2d\u6587 \U0001f600 \U0001f680 e\u0301 \r\n\t",
 ]
 
 
@@ -99,7 +99,7 @@ def small_source(tmp_path) -> Path:
         [
             {"text": "When shall we three meet again? In thunder, lightning, or in rain?", "lang": "en", "n": 1},
             {"text": "Fair is foul, and foul is fair. Hover through the fog and filthy air.", "lang": "en", "n": 2},
-            {"text": "Caf\u00e9 \u65e5\u672c\u8a9e \U0001F600 e\u0301 done.\r\nNext line.", "lang": "mixed", "n": 3},
+            {"text": "Caf\u00e9 \u65e5\u672c\u8a9e \U0001f600 e\u0301 done.\r\nNext line.", "lang": "mixed", "n": 3},
         ],
     )
     write_jsonl(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import math
-from typing import Sequence
+from collections.abc import Sequence
 from xml.sax.saxutils import escape
 
 # One color and dash per corpus variant, the same in every chart.
@@ -64,8 +64,7 @@ def line_chart_svg(
     tx = (lambda v: math.log10(v)) if log_x else (lambda v: v)
     ty = (lambda v: math.log10(v)) if log_y else (lambda v: v)
     pts = {
-        name: [(tx(x), ty(y)) for x, y in data if (x > 0 or not log_x) and (y > 0 or not log_y)]
-        for name, data in series.items()
+        name: [(tx(x), ty(y)) for x, y in data if (x > 0 or not log_x) and (y > 0 or not log_y)] for name, data in series.items()
     }
     allx = [x for p in pts.values() for x, _ in p] or [0.0, 1.0]
     ally = [y for p in pts.values() for _, y in p] or [0.0, 1.0]
@@ -115,7 +114,9 @@ def line_chart_svg(
             path = " ".join(f"{sx(x):.1f},{sy(y):.1f}" for x, y in p)
             out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"{dash_attr}/>')
         ly = _T + 12 + 18 * i
-        out.append(f'<line x1="{_L + pw + 12}" y1="{ly}" x2="{_L + pw + 36}" y2="{ly}" stroke="{color}" stroke-width="2"{dash_attr}/>')
+        out.append(
+            f'<line x1="{_L + pw + 12}" y1="{ly}" x2="{_L + pw + 36}" y2="{ly}" stroke="{color}" stroke-width="2"{dash_attr}/>'
+        )
         out.append(f'<text x="{_L + pw + 42}" y="{ly + 4}">{escape(name)}</text>')
     out.append("</svg>")
     return "".join(out)
@@ -156,7 +157,9 @@ def bar_chart_svg(bars: dict[str, tuple[float, float]], title: str, ylabel: str)
         out.append(f'<rect x="{x:.1f}" y="{sy(value):.1f}" width="{w:.1f}" height="{sy(0) - sy(value):.1f}" fill="{color}"/>')
         if sd > 0:
             cx = x + w / 2
-            out.append(f'<line x1="{cx:.1f}" y1="{sy(value + sd):.1f}" x2="{cx:.1f}" y2="{sy(max(value - sd, 0)):.1f}" stroke="#000"/>')
+            out.append(
+                f'<line x1="{cx:.1f}" y1="{sy(value + sd):.1f}" x2="{cx:.1f}" y2="{sy(max(value - sd, 0)):.1f}" stroke="#000"/>'
+            )
             for yy in (value + sd, max(value - sd, 0)):
                 out.append(f'<line x1="{cx - 5:.1f}" y1="{sy(yy):.1f}" x2="{cx + 5:.1f}" y2="{sy(yy):.1f}" stroke="#000"/>')
         out.append(f'<text x="{x + w / 2:.1f}" y="{sy(value) - 4:.1f}" text-anchor="middle">{value:.4g}</text>')

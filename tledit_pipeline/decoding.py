@@ -114,9 +114,17 @@ class CachedDecoder:
         lin = lambda m: _linear(m, prepack, rows_hint)  # noqa: E731
         self.layers = [
             (
-                layer.input_layernorm, lin(layer.self_attn.q_proj), lin(layer.self_attn.k_proj), lin(layer.self_attn.v_proj),
-                lin(layer.self_attn.o_proj), layer.self_attn.scaling, layer.post_attention_layernorm,
-                lin(layer.mlp.gate_proj), lin(layer.mlp.up_proj), lin(layer.mlp.down_proj), layer.mlp.act_fn,
+                layer.input_layernorm,
+                lin(layer.self_attn.q_proj),
+                lin(layer.self_attn.k_proj),
+                lin(layer.self_attn.v_proj),
+                lin(layer.self_attn.o_proj),
+                layer.self_attn.scaling,
+                layer.post_attention_layernorm,
+                lin(layer.mlp.gate_proj),
+                lin(layer.mlp.up_proj),
+                lin(layer.mlp.down_proj),
+                layer.mlp.act_fn,
             )
             for layer in model.model.layers
         ]
@@ -211,7 +219,11 @@ class ModelDecoder:
     def step(self, ids: "torch.Tensor", pos: "torch.Tensor", valid: "torch.Tensor") -> "torch.Tensor":
         self.mask = self.torch.cat([self.mask, valid.long()], dim=1)
         out = self.model(
-            input_ids=ids, attention_mask=self.mask, position_ids=pos, use_cache=True, logits_to_keep=1,
+            input_ids=ids,
+            attention_mask=self.mask,
+            position_ids=pos,
+            use_cache=True,
+            logits_to_keep=1,
             **{self.cache_arg: self.cache},
         )
         return out.logits[:, -1].float()

@@ -93,9 +93,7 @@ def edit_shard(
     # Documents are stored contiguously, each starting at pos 0.
     starts = np.flatnonzero(pos == 0)
     ends = np.append(starts[1:], n)
-    keys = np.repeat(
-        np.array([doc_key(doc_ids[s]) for s in starts], dtype=np.uint64), ends - starts
-    )
+    keys = np.repeat(np.array([doc_key(doc_ids[s]) for s in starts], dtype=np.uint64), ends - starts)
     decision = apply_edit_rule(
         token_ids=token_ids,
         pos=pos,
@@ -164,9 +162,7 @@ def edit_partition(home: Path, shard: str, settings: EditSettings, generation: i
     source, scores_of = text_asset(generation - 1), scores_asset(generation - 1)
     scored_from = partition_meta(home, scores_of, shard)
     if scored_from.get("text_digest") != partition_digest(home, source, shard):
-        raise ScoresMismatch(
-            f"shard {shard!r}: {scores_of} were computed from other {source} bytes; re-materialize {scores_of}"
-        )
+        raise ScoresMismatch(f"shard {shard!r}: {scores_of} were computed from other {source} bytes; re-materialize {scores_of}")
     text = read_partition(home, source, shard, columns=["doc_id", "text"])
     scores = read_partition(home, scores_of, shard)
     vocab = read_vocab(home, scored_from["fingerprint"])

@@ -69,9 +69,9 @@ def write_export(table: pa.Table, out_dir: Location | str, shard: str, fmt: str)
     target = storage.location(out_dir) / f"{shard}.{fmt}"
     if fmt == "parquet":
         return write_file_atomically(target, lambda p: pq.write_table(table, p, compression="zstd"))
-    lines = "".join(
-        json.dumps(row, ensure_ascii=False, default=_json_default) + "\n" for row in table.to_pylist()
-    ).encode("utf-8")
+    lines = "".join(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n" for row in table.to_pylist()).encode(
+        "utf-8"
+    )
     return write_file_atomically(target, lambda p: p.write_bytes(gzip.compress(lines, mtime=0)))
 
 

@@ -145,8 +145,11 @@ _NGRAM_UNION = (
 )
 
 NGRAM_SQL = (
-    "WITH" + _NGRAM_CTES + "SELECT variant, shard, metric, value::DOUBLE AS value FROM ("
-    + _NGRAM_UNION + ") ORDER BY variant, shard, metric"
+    "WITH"
+    + _NGRAM_CTES
+    + "SELECT variant, shard, metric, value::DOUBLE AS value FROM ("
+    + _NGRAM_UNION
+    + ") ORDER BY variant, shard, metric"
 )
 
 # Per-document perplexity under the prior. raw: teacher-forced scores of every scored token; edited
@@ -175,7 +178,8 @@ ppl AS (
 """
 PPL_SQL = "WITH" + _PPL_CTES + "SELECT variant, shard, ppl FROM ppl ORDER BY variant, shard, ppl"
 
-_OTHER_CTES = """
+_OTHER_CTES = (
+    """
 lp AS (
     SELECT 'raw' AS variant, shard, logprob AS lp FROM token_scores WHERE logprob IS NOT NULL
     UNION ALL
@@ -199,7 +203,9 @@ prob_metrics AS (
     FROM pgrid g LEFT JOIN pb_all b ON b.variant = g.variant AND b.shard = g.shard AND b.bin = g.bin
     UNION ALL
     SELECT variant, shard, 'prob_bin_099', sum(top) / sum(k) FROM pb_all GROUP BY variant, shard
-),""" + _PPL_CTES + """,
+),"""
+    + _PPL_CTES
+    + """,
 ppl_all AS (SELECT variant, shard, ppl FROM ppl UNION ALL SELECT variant, '__all__', ppl FROM ppl),
 ppl_metrics AS (
     SELECT variant, shard, unnest(['ppl_p10', 'ppl_p50', 'ppl_p90']) AS metric,
@@ -217,10 +223,15 @@ edit_metrics AS (
     SELECT variant, shard, 'deleted_share', sum(n_deleted) / greatest(sum(n_scored), 1) FROM e_all GROUP BY variant, shard
 )
 """
+)
 
 # Long-format metrics over the lake's DuckDB views, per (variant, shard) and for shard '__all__'.
 HEALTH_SQL = (
-    "WITH" + _NGRAM_CTES + "," + _OTHER_CTES + "SELECT variant, shard, metric, value::DOUBLE AS value FROM ("
+    "WITH"
+    + _NGRAM_CTES
+    + ","
+    + _OTHER_CTES
+    + "SELECT variant, shard, metric, value::DOUBLE AS value FROM ("
     + _NGRAM_UNION
     + " UNION ALL SELECT * FROM prob_metrics UNION ALL SELECT * FROM ppl_metrics UNION ALL SELECT * FROM edit_metrics"
     + ") ORDER BY variant, shard, metric"
@@ -247,8 +258,13 @@ scored AS (
 )
 """
 SHARD_HEALTH_SQL = (
-    "WITH" + f"\nc AS ({_C_SHARDS}),{_NGRAM_REST}" + "," + _OTHER_CTES + _SCORED_CTE
-    + "SELECT variant, shard, metric, value::DOUBLE AS value FROM (" + _NGRAM_UNION
+    "WITH"
+    + f"\nc AS ({_C_SHARDS}),{_NGRAM_REST}"
+    + ","
+    + _OTHER_CTES
+    + _SCORED_CTE
+    + "SELECT variant, shard, metric, value::DOUBLE AS value FROM ("
+    + _NGRAM_UNION
     + " UNION ALL SELECT * FROM prob_metrics UNION ALL SELECT * FROM ppl_metrics UNION ALL SELECT * FROM edit_metrics"
     + " UNION ALL SELECT * FROM scored) WHERE shard <> '__all__' ORDER BY variant, shard, metric"
 )
@@ -277,7 +293,9 @@ _CORPUS_WITH = "WITH" + f"\nc AS ({_C_CORPUS}),{_NGRAM_REST}" + _CORPUS_CTES
 _CORPUS_UNION = _NGRAM_UNION + " UNION ALL SELECT * FROM share_metrics UNION ALL SELECT * FROM corpus_ppl"
 CORPUS_HEALTH_SQL = _CORPUS_WITH + "SELECT variant, shard, metric, value::DOUBLE AS value FROM (" + _CORPUS_UNION + ")"
 HEALTH_FROM_SHARDS_SQL = (
-    _CORPUS_WITH + "SELECT variant, shard, metric, value::DOUBLE AS value FROM (" + _CORPUS_UNION
+    _CORPUS_WITH
+    + "SELECT variant, shard, metric, value::DOUBLE AS value FROM ("
+    + _CORPUS_UNION
     + " UNION ALL SELECT variant, shard, metric, value FROM shard_health) ORDER BY variant, shard, metric"
 )
 SHARD_TABLES = ("shard_health", "document_perplexity")  # lake tables the diagnostics step writes per shard
@@ -303,8 +321,17 @@ ORDER BY variant, rank
 """
 
 
+def _one(con: "duckdb.DuckDBPyConnection", sql: str) -> Any:
+    """The single value a query returns."""
+    row = con.execute(sql).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def _frame(result: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
-    return pl.from_arrow(result.to_arrow_table())
+    frame = pl.from_arrow(result.to_arrow_table())
+    assert isinstance(frame, pl.DataFrame)  # a table, never a single column
+    return frame
 
 
 def ngram_health(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
@@ -328,7 +355,7 @@ def build_health_table(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
     _default_generation_views(con)
     # One thread: float sums in a fixed order, so the same lake gives the same table to the last bit
     # (parallel aggregation adds in whatever order the threads finish). The inputs are small aggregates.
-    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    threads = _one(con, "SELECT current_setting('threads')")
     con.execute("SET threads = 1")
     try:
         con.execute("CREATE OR REPLACE TABLE distribution_health AS " + HEALTH_SQL)
@@ -349,7 +376,7 @@ def create_views(con: "duckdb.DuckDBPyConnection", files: Mapping[str, Sequence[
 @contextmanager
 def _one_thread(con: "duckdb.DuckDBPyConnection") -> Iterator[None]:
     """Float sums in a fixed order: the same lake gives the same table to the last bit."""
-    threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+    threads = _one(con, "SELECT current_setting('threads')")
     con.execute("SET threads = 1")
     try:
         yield
@@ -400,11 +427,7 @@ def document_perplexities(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
 
 def overview_markdown(health: pl.DataFrame, shard: str = "__all__") -> str:
     """Variants side by side for one shard: the table a person scans first."""
-    wide = (
-        health.filter(pl.col("shard") == shard)
-        .pivot(on="variant", index="metric", values="value")
-        .sort("metric")
-    )
+    wide = health.filter(pl.col("shard") == shard).pivot(on="variant", index="metric", values="value").sort("metric")
     cols = ordered_variants(wide.columns)
     lines = ["| metric | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for row in wide.iter_rows(named=True):
@@ -415,9 +438,11 @@ def overview_markdown(health: pl.DataFrame, shard: str = "__all__") -> str:
 
 def per_shard_markdown(health: pl.DataFrame, metrics: tuple[str, ...]) -> str:
     rows = health.filter(pl.col("metric").is_in(list(metrics)))
-    wide = rows.with_columns((pl.col("variant") + ":" + pl.col("metric")).alias("col")).pivot(
-        on="col", index="shard", values="value"
-    ).sort("shard")
+    wide = (
+        rows.with_columns((pl.col("variant") + ":" + pl.col("metric")).alias("col"))
+        .pivot(on="col", index="shard", values="value")
+        .sort("shard")
+    )
     cols = [c for c in wide.columns if c != "shard"]
     lines = ["| shard | " + " | ".join(cols) + " |", "|---|" + "---:|" * len(cols)]
     for row in wide.iter_rows(named=True):
@@ -450,7 +475,7 @@ def perplexity_polygons(ppl: pl.DataFrame, bins: int = 24) -> dict[str, list[tup
     vals = ppl.filter(pl.col("ppl").is_finite() & (pl.col("ppl") > 0))
     if not vals.height:
         return {}
-    lo, hi = math.log10(vals["ppl"].min()), math.log10(vals["ppl"].max())
+    lo, hi = math.log10(float(vals["ppl"].min())), math.log10(float(vals["ppl"].max()))  # type: ignore[arg-type]
     hi = hi if hi > lo else lo + 1
     edges = np.linspace(lo, hi, bins + 1)
     centres = 10 ** ((edges[:-1] + edges[1:]) / 2)
@@ -465,8 +490,15 @@ def perplexity_polygons(ppl: pl.DataFrame, bins: int = 24) -> dict[str, list[tup
 
 # What the UI and `tledit health` show per generation (the issue's list, Table 9's share among them).
 GENERATION_METRICS = (
-    "eligible_share", "changed_share", "deleted_share", "prob_bin_099", "tail_coverage", "js_divergence_vs_raw",
-    "ppl_p10", "ppl_p50", "ppl_p90",
+    "eligible_share",
+    "changed_share",
+    "deleted_share",
+    "prob_bin_099",
+    "tail_coverage",
+    "js_divergence_vs_raw",
+    "ppl_p10",
+    "ppl_p50",
+    "ppl_p90",
 )
 
 

@@ -18,9 +18,10 @@ import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -323,7 +324,8 @@ def duckdb_connection(database: str, home: Location, read_only: bool = False) ->
     if not isinstance(home, RemotePath):
         return duckdb.connect(database, read_only=read_only)
     con = duckdb.connect(
-        database, read_only=read_only,
+        database,
+        read_only=read_only,
         config={"autoinstall_known_extensions": False, "autoload_known_extensions": False},
     )
     con.register_filesystem(home.fs)

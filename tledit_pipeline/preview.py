@@ -120,8 +120,10 @@ def render(result: Preview, threshold: float, colour: bool = False) -> str:
         f"tokens {len(result.tokens)}, eligible {result.n_eligible} (P >= {threshold}), changed {result.n_changed}"
         + (f", deleted {result.n_deleted}" if result.n_deleted else ""),
         "",
-        "original, with P(token | original prefix)" + (
-            ": yellow = eligible, orange >= 0.9, green >= 0.5, cyan >= 0.1, grey < 0.1" if colour
+        "original, with P(token | original prefix)"
+        + (
+            ": yellow = eligible, orange >= 0.9, green >= 0.5, cyan >= 0.1, grey < 0.1"
+            if colour
             else "; * = eligible" + (", x = deleted" if result.n_deleted else "")
         ),
         "".join(parts),

@@ -66,7 +66,7 @@ def convert_bundled(models_dir: Path) -> Path:
         tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
         # The weights are already de-quantized floats; only the gguf marker blocks saving them.
-        model.hf_quantizer = None
+        setattr(model, "hf_quantizer", None)  # noqa: B010 (transformers types it as a quantizer)
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         model.save_pretrained(tmp, safe_serialization=True)
@@ -211,8 +211,8 @@ class Prior:
 
     name: str  # what the user asked for (bundled:..., an id or a folder)
     fingerprint: str  # changes when the weights or tokenizer change
-    model: object
-    tokenizer: object
+    model: Any  # any causal LM transformers loads (the architecture is the model's own)
+    tokenizer: Any  # a fast tokenizer (checked at load)
     device: str
     dtype: str
     token_bytes: list
@@ -250,7 +250,9 @@ def _fingerprint(path: str) -> str:
     h = hashlib.sha256(path.encode())
     p = Path(path)
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts))
+        files = sorted(
+            f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+        )
         for f in files:
             h.update(f"{f.relative_to(p).as_posix()}:{_file_hash(f)}\n".encode())
     return h.hexdigest()[:12]
@@ -341,14 +343,14 @@ def load_prior(
     _check_weights(model, path, allow_pickle)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, local_files_only=local_only)
-        net = AutoModelForCausalLM.from_pretrained(
+        net: Any = AutoModelForCausalLM.from_pretrained(
             path,
             dtype=getattr(torch, dt),
             trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True,  # never unpickle a checkpoint unless opted in
             local_files_only=local_only,
         )
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         if not trust_remote_code and "trust_remote_code" in str(exc):
             raise PriorError(
                 f"prior {model!r} needs its own Python code to load; it is not run unless you opt in with "
@@ -398,4 +400,3 @@ def describe(prior: Prior) -> dict:
         "context_length": prior.context_length,
         "replaceable_tokens": int(prior.replaceable.sum()),
     }
-

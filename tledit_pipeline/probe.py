@@ -48,6 +48,7 @@ from tledit_pipeline.errors import TleditError
 from tledit_pipeline.lake import partition_file, partition_meta, read_partition, sql_literal, write_partition
 from tledit_pipeline.progress import Report
 from tledit_pipeline.settings import ProbeSettings
+from tledit_pipeline.storage import Location
 
 PROBE_ASSET = "collapse_probe"
 PROBE_KEY = "all"  # the one lake file of the unpartitioned table
@@ -478,12 +479,12 @@ def read_variants(
 # --- the lake table and its DuckDB view -------------------------------------------------------------------
 
 
-def write_probe(home: Path, table: pa.Table, meta: Mapping) -> Path:
+def write_probe(home: Location, table: pa.Table, meta: Mapping) -> Location:
     """The table into the lake (one file, replaced atomically); `meta` goes to its parquet footer."""
     return write_partition(home, PROBE_ASSET, PROBE_KEY, table, meta=meta)
 
 
-def probe_file(home: Path) -> Path:
+def probe_file(home: Location) -> Location:
     return partition_file(home, PROBE_ASSET, PROBE_KEY)
 
 

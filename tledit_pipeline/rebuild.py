@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 
 def rebuild_text(text: str, char_start: Sequence[int], char_end: Sequence[int], replacements: Sequence[str]) -> str:

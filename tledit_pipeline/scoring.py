@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -103,9 +104,9 @@ def tokenize(prior: Prior, texts: Sequence[str]) -> list[np.ndarray]:
     if not len(texts):
         return []
     # split_special_tokens: a literal "<|endoftext|>" in a human document is text, not a control token.
-    enc = prior.tokenizer(
-        list(texts), add_special_tokens=False, split_special_tokens=True, return_attention_mask=False
-    )["input_ids"]
+    enc = prior.tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True, return_attention_mask=False)[
+        "input_ids"
+    ]
     return [np.asarray(ids, dtype=np.int64) for ids in enc]
 
 
@@ -200,6 +201,7 @@ class Scorer:
         x = picked[s : s + LOGIT_ROWS].float()
         if self._logits is None:
             self._logits = torch.empty((LOGIT_ROWS, self.head_weight.shape[0]), dtype=torch.float32, device=x.device)
+        assert self._logits is not None
         out = self._logits[: x.shape[0]]
         torch.matmul(x, self.head_weight.t(), out=out)
         if self.head_bias is not None:
@@ -259,7 +261,7 @@ class Scorer:
         """Scores of every document token; `contexts` (token ids per document) are read before, never scored."""
         t0 = time.perf_counter()
         out: list[DocScores] = []
-        for i, (doc_id, text, tok) in enumerate(zip(doc_ids, texts, ids)):
+        for doc_id, text, tok in zip(doc_ids, texts, ids):
             sp = token_spans(text, tok, self.prior.token_bytes, self.byte_len, self.prior.replaceable)
             n = len(tok)
             out.append(
@@ -450,9 +452,7 @@ def _context_texts(shard: str, field: str, doc_ids: list, values: list) -> pa.Ar
     return pa.array(values, pa.string())
 
 
-def _with_context(
-    home: Path, shard: str, texts: Iterable[pa.RecordBatch], field: str, column: str
-) -> Iterator[pa.Table]:
+def _with_context(home: Path, shard: str, texts: Iterable[pa.RecordBatch], field: str, column: str) -> Iterator[pa.Table]:
     """Each batch of (doc_id, text) with its documents' context from raw_corpus, matched row by row."""
     from tledit_pipeline.source import passthrough_values  # JSON columns (mixed types) decoded
 
@@ -488,7 +488,9 @@ def score_partition(
     digest = partition_digest(home, source, shard)
     text = open_partition(home, source, shard)
     stats = ScoreStats()
-    progress = Progress("scoring" if generation == 0 else f"scoring generation {generation}", text.metadata.num_rows, None, report)
+    progress = Progress(
+        "scoring" if generation == 0 else f"scoring generation {generation}", text.metadata.num_rows, None, report
+    )
     pieces: Iterable = text.iter_batches(batch_size=64, columns=["doc_id", "text"])
     if settings.context_field:
         pieces = _with_context(home, shard, pieces, settings.context_field, context_column(home, shard, settings.context_field))

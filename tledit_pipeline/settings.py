@@ -12,9 +12,10 @@ import dataclasses
 import json
 import os
 import typing
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from tledit_pipeline.errors import TleditError
 
@@ -76,7 +77,9 @@ class EditSettings:
         commands=PRIOR,
         choices=STRATEGIES,
     )
-    top_p: float = setting(0.9, "nucleus mass of `top_p` (the reference code's value), after the temperature beta", commands=PRIOR)
+    top_p: float = setting(
+        0.9, "nucleus mass of `top_p` (the reference code's value), after the temperature beta", commands=PRIOR
+    )
     exclude_original: bool = setting(
         False, "never draw the original token again: every eligible token with another candidate changes", commands=PRIOR
     )
@@ -183,9 +186,12 @@ class SyntheticSettings:
     synthetic_temperature: float = setting(1.0, "synthetic baseline: sampling temperature (1 = the prior's own distribution)")
     synthetic_top_p: float = setting(1.0, "synthetic baseline: nucleus mass of the sampling; 1 = no truncation (plain sampling)")
     synthetic_segment: int = setting(
-        512, "synthetic baseline: longer documents are written in pieces of at most this many tokens, each from its own m human tokens; 0 = one piece (up to the prior's context)"
+        512,
+        "synthetic baseline: longer documents are written in pieces of at most this many tokens, each from its own m human tokens; 0 = one piece (up to the prior's context)",
     )
-    synthetic_batch: int = setting(32, "synthetic baseline: pieces sampled together (does not change the samples beyond float noise)")
+    synthetic_batch: int = setting(
+        32, "synthetic baseline: pieces sampled together (does not change the samples beyond float noise)"
+    )
 
     def __post_init__(self) -> None:
         if self.prefix_tokens < 1:
@@ -238,9 +244,13 @@ class ProbeSettings:
     `tledit run` trains it, so it stays out of the code version.
     """
 
-    probe: bool = setting(False, "collapse probe: train a small LM on raw, edited, synthetic and mixed text after the run (opt-in; docs/probe.md)")
+    probe: bool = setting(
+        False, "collapse probe: train a small LM on raw, edited, synthetic and mixed text after the run (opt-in; docs/probe.md)"
+    )
     probe_seeds: int = setting(1, "collapse probe: seeds each training is repeated with (mean and sd over them)")
-    probe_heldout: float = setting(0.1, "collapse probe: share of raw documents held out for perplexity (a hash of doc_id), in (0, 0.5]")
+    probe_heldout: float = setting(
+        0.1, "collapse probe: share of raw documents held out for perplexity (a hash of doc_id), in (0, 0.5]"
+    )
     probe_steps: int = setting(100, "collapse probe: optimizer steps of every training")
     probe_batch: int = setting(8, "collapse probe: windows per step")
     probe_context: int = setting(128, "collapse probe: tokens per window (training and held-out evaluation)")
@@ -295,7 +305,9 @@ class Settings:
         "`hf:NAME[:CONFIG[:SPLIT]]` from the local Hugging Face cache (one file = one shard = one partition; docs/storage.md)",
         commands=CORPUS,
     )
-    model: str = setting(BUNDLED_MODEL, "the prior: the bundled SmolLM2-135M, a Hugging Face id or a local folder", commands=PRIOR)
+    model: str = setting(
+        BUNDLED_MODEL, "the prior: the bundled SmolLM2-135M, a Hugging Face id or a local folder", commands=PRIOR
+    )
     text_field: str = setting(
         "text",
         "the field holding the text to edit; other fields pass through (`.txt`: one document per blank-line separated paragraph)",
@@ -313,7 +325,9 @@ class Settings:
     )
     refresh_cron: str = setting("@daily", "cron of the refresh schedule (docs/operating.md)")
     trust_remote_code: bool = setting(False, "run a model repository's own Python code (opt-in)", commands=PRIOR)
-    allow_pickle: bool = setting(False, "load pickle checkpoints such as pytorch_model.bin, which can run code (opt-in)", commands=PRIOR)
+    allow_pickle: bool = setting(
+        False, "load pickle checkpoints such as pytorch_model.bin, which can run code (opt-in)", commands=PRIOR
+    )
     edit: EditSettings = field(default_factory=EditSettings)
     scoring: ScoringSettings = field(default_factory=ScoringSettings)
     synthetic: SyntheticSettings = field(default_factory=SyntheticSettings)

@@ -23,9 +23,10 @@ import json
 import math
 import re
 import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -153,7 +154,7 @@ def _hf_cache_files(source: str) -> list[tuple[str, Location]]:
     """
     from unittest import mock
 
-    parts = source[len(HF_PREFIX):].split(":")
+    parts = source[len(HF_PREFIX) :].split(":")
     if not parts[0] or len(parts) > 3:
         raise SourceError(f"source {source!r}: expected hf:NAME, hf:NAME:CONFIG or hf:NAME:CONFIG:SPLIT")
     name, config, split = (parts + [None, None])[:3]
@@ -161,8 +162,10 @@ def _hf_cache_files(source: str) -> list[tuple[str, Location]]:
     import huggingface_hub.constants
 
     try:
-        with mock.patch.object(datasets.config, "HF_HUB_OFFLINE", True), \
-                mock.patch.object(huggingface_hub.constants, "HF_HUB_OFFLINE", True):
+        with (
+            mock.patch.object(datasets.config, "HF_HUB_OFFLINE", True),
+            mock.patch.object(huggingface_hub.constants, "HF_HUB_OFFLINE", True),
+        ):
             loaded = datasets.load_dataset(name, config or None, split=split or None)
     except Exception as exc:  # noqa: BLE001 (the library raises many kinds for "not cached"; all end here)
         detail = str(exc).splitlines()[0] if str(exc) else "not found"
@@ -233,7 +236,7 @@ def _lines(shard: Shard, path: Path) -> Iterator[tuple[int, bytes]]:
     gz = shard.path.name.lower().endswith(".gz")
     number = 0
     rest = b""
-    with (gzip.open(path, "rb") if gz else open(path, "rb")) as fh:
+    with gzip.open(path, "rb") if gz else open(path, "rb") as fh:
         while True:
             try:
                 block = fh.read(1 << 20)
@@ -266,7 +269,7 @@ def _json_rows(shard: Shard, text_field: str, path: Path) -> _Rows:
     locators, unparsed, records = [], [], []
     for number, line in _lines(shard, path):
         if number == 1 and line.startswith(BOM):
-            line = line[len(BOM):]
+            line = line[len(BOM) :]
         if not line.strip():
             continue  # a blank line holds no document
         locators.append(f"line {number}")
@@ -290,9 +293,10 @@ def _json_rows(shard: Shard, text_field: str, path: Path) -> _Rows:
 
     def columns(keep: list[int]) -> list[tuple[str, pa.Array]]:
         names: dict[str, None] = {}
-        for i in keep:
-            names.update(dict.fromkeys(k for k in records[i] if k != text_field))
-        return [(name, passthrough_array([records[i].get(name, MISSING) for i in keep])) for name in names]
+        kept = [r for i in keep if (r := records[i]) is not None]  # `keep` holds parsed rows only
+        for r in kept:
+            names.update(dict.fromkeys(k for k in r if k != text_field))
+        return [(name, passthrough_array([r.get(name, MISSING) for r in kept])) for name in names]
 
     order = list(dict.fromkeys(k for r in records if r is not None for k in r))
     return _Rows(locators, unparsed, texts, ids, columns, order)
@@ -309,8 +313,10 @@ def _text_rows(shard: Shard, text_field: str, path: Path) -> _Rows:
     except OSError as exc:
         raise _cannot_read(shard, f"{type(exc).__name__}: {exc.strerror or exc}") from None
     if data.startswith(BOM):
-        data = data[len(BOM):]
-    locators, unparsed, texts = [], [], []
+        data = data[len(BOM) :]
+    locators: list[str] = []
+    unparsed: list[str | None] = []
+    texts: list = []
     para: list[bytes] = []
     first = 0
     for number, line in enumerate(data.splitlines(keepends=True) + [b""], 1):
@@ -428,12 +434,12 @@ class ShardRead:
     columns: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
-def doc_ids(texts: list[str], given: list | None) -> list[str]:
+def doc_ids(texts: list[str], given: list | None) -> list[str | None]:
     """Stable ids: the source's own `id` field if it has one, else a content hash (so ids survive re-sharding)."""
     if given is not None:
         return [None if g is None else str(g) for g in given]
     seen: dict[str, int] = {}
-    out = []
+    out: list[str | None] = []  # None: a missing source id, rejected by the caller
     for t in texts:
         h = hashlib.sha256(t.encode("utf-8", "surrogatepass")).hexdigest()[:16]
         n = seen.get(h, 0)

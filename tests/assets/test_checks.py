@@ -12,8 +12,12 @@ from tledit_pipeline.settings import CheckSettings
 
 
 def _health(kept: int, rare: int, js: float = 0.0, shard: str = "s") -> pl.DataFrame:
-    rows = [("raw", shard, "tail_coverage", 1.0), ("raw", shard, "rare_bigrams", float(rare)),
-            ("edited", shard, "tail_coverage", kept / rare), ("edited", shard, "js_divergence_vs_raw", js)]
+    rows = [
+        ("raw", shard, "tail_coverage", 1.0),
+        ("raw", shard, "rare_bigrams", float(rare)),
+        ("edited", shard, "tail_coverage", kept / rare),
+        ("edited", shard, "js_divergence_vs_raw", js),
+    ]
     return pl.DataFrame(rows, schema=["variant", "shard", "metric", "value"], orient="row")
 
 
@@ -23,14 +27,17 @@ def test_the_bound_narrows_with_the_count():
     assert widths == sorted(widths, reverse=True) and widths[-1] < 0.003
 
 
-@pytest.mark.parametrize(("kept", "rare", "passed"), [
-    (49, 50, True),           # one changed word in a two-document shard: noise
-    (47, 50, True),           # three of 50: still within the noise of 50
-    (40, 50, False),          # a fifth of the tail gone: a real loss even at 50
-    (5, 20, False),           # collapse of a tiny shard
-    (97_500, 100_000, False), # a large shard is held to the threshold itself
-    (98_500, 100_000, True),
-])
+@pytest.mark.parametrize(
+    ("kept", "rare", "passed"),
+    [
+        (49, 50, True),  # one changed word in a two-document shard: noise
+        (47, 50, True),  # three of 50: still within the noise of 50
+        (40, 50, False),  # a fifth of the tail gone: a real loss even at 50
+        (5, 20, False),  # collapse of a tiny shard
+        (97_500, 100_000, False),  # a large shard is held to the threshold itself
+        (98_500, 100_000, True),
+    ],
+)
 def test_tail_verdict_accounts_for_the_shard_size(kept, rare, passed):
     ok, meta = health_verdict(_health(kept, rare), "edited", "s", CheckSettings())
     assert ok is passed
@@ -47,8 +54,24 @@ def test_a_failure_is_one_line_with_measured_and_allowed_values():
 @pytest.mark.slow
 def test_a_heavy_edit_at_default_thresholds_fails_with_one_line_per_shard(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
-    code = main(["run", "--home", str(tmp_path / "home"), "--source", str(small_source), "--model", str(tiny_model_dir),
-                 "--threshold", "0.002", "--exclude-original", "--synthetic-sample", "0.5", "--max-new-tokens", "8"])
+    code = main(
+        [
+            "run",
+            "--home",
+            str(tmp_path / "home"),
+            "--source",
+            str(small_source),
+            "--model",
+            str(tiny_model_dir),
+            "--threshold",
+            "0.002",
+            "--exclude-original",
+            "--synthetic-sample",
+            "0.5",
+            "--max-new-tokens",
+            "8",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     failed = [line for line in err.splitlines() if "FAILED" in line]

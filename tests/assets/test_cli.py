@@ -63,7 +63,10 @@ def test_a_bad_shard_does_not_stop_the_others(tmp_path, small_source, tiny_model
 def test_flags_are_remembered_for_the_ui_and_the_next_run(tmp_path, small_source, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
-    assert main(["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir), "--threshold", "0.5"]) == 0
+    assert (
+        main(["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir), "--threshold", "0.5"])
+        == 0
+    )
     from assets.definitions import build_defs
 
     monkeypatch.setenv("TLEDIT_HOME", str(home))
@@ -75,8 +78,21 @@ def test_flags_are_remembered_for_the_ui_and_the_next_run(tmp_path, small_source
 def test_health_prints_the_whole_corpus_table(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
-    run = ["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir),
-           "--synthetic-sample", "1.0", "--max-new-tokens", "12", "--prefix-tokens", "4"]
+    run = [
+        "run",
+        "--home",
+        str(home),
+        "--source",
+        str(small_source),
+        "--model",
+        str(tiny_model_dir),
+        "--synthetic-sample",
+        "1.0",
+        "--max-new-tokens",
+        "12",
+        "--prefix-tokens",
+        "4",
+    ]
     assert main(run) == 0
     capsys.readouterr()
     assert main(["health", "--home", str(home)]) == 0
@@ -113,16 +129,39 @@ def test_field_edits_only_the_response_and_export_keeps_the_source_schema(tmp_pa
     src = tmp_path / "instructions"
     src.mkdir()
     rows = [
-        {"id": f"q{i}", "prompt": f"Question {i}: what is fair?", "response": "Fair is foul, and foul is fair. " * 3, "text": "a clash", "n": i}
+        {
+            "id": f"q{i}",
+            "prompt": f"Question {i}: what is fair?",
+            "response": "Fair is foul, and foul is fair. " * 3,
+            "text": "a clash",
+            "n": i,
+        }
         for i in range(3)
     ] + [{"id": "bad", "prompt": "no answer", "response": "", "text": "x", "n": 9}]
     write_jsonl(src / "chat.jsonl", rows)
     home = tmp_path / "home"
     # The random tiny prior's most confident token after the document-start token has P = 0.0025.
-    code = main(["run", "--home", str(home), "--source", str(src), "--model", str(tiny_model_dir), "--field", "response",
-                 "--threshold", "0.002", "--exclude-original",
-                 # A deliberately heavy edit: loosen the health checks that would (rightly) block it.
-                 "--min-tail-coverage", "0", "--max-js-divergence", "1"])
+    code = main(
+        [
+            "run",
+            "--home",
+            str(home),
+            "--source",
+            str(src),
+            "--model",
+            str(tiny_model_dir),
+            "--field",
+            "response",
+            "--threshold",
+            "0.002",
+            "--exclude-original",
+            # A deliberately heavy edit: loosen the health checks that would (rightly) block it.
+            "--min-tail-coverage",
+            "0",
+            "--max-js-divergence",
+            "1",
+        ]
+    )
     assert code == 0
     capsys.readouterr()
     con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
@@ -152,7 +191,9 @@ def test_field_edits_only_the_response_and_export_keeps_the_source_schema(tmp_pa
 def test_export_refuses_text_edited_with_other_settings(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
-    assert main(["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir), "--shard", "alpha"]) == 0
+    assert (
+        main(["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir), "--shard", "alpha"]) == 0
+    )
     capsys.readouterr()
     assert main(["export", "--home", str(home), "--out", str(tmp_path / "o"), "--shard", "beta"]) == 2
     assert "shard 'beta' has no raw_corpus; run `tledit run` first" in capsys.readouterr().err
@@ -166,8 +207,10 @@ def test_preview_shows_probabilities_eligible_tokens_and_the_edit(tmp_path, tiny
     home = tmp_path / "home"
     text = "Fair is foul, and foul is fair: hover through the fog and filthy air."
     # The random tiny prior's most confident token after the document-start token has P = 0.0025.
-    assert main(["preview", text, "--home", str(home), "--model", str(tiny_model_dir), "--threshold", "0.002",
-                 "--exclude-original"]) == 0
+    assert (
+        main(["preview", text, "--home", str(home), "--model", str(tiny_model_dir), "--threshold", "0.002", "--exclude-original"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "\x1b[" not in out  # not a terminal: plain markers, no colour
     assert "strategy=top_k,exclude_original" in out
@@ -229,12 +272,29 @@ def test_context_field_conditions_the_scores_and_only_the_response_changes(tmp_p
     src = tmp_path / "sft"
     src.mkdir()
     rows = [
-        {"id": f"q{i}", "prompt": f"Question {i}: when shall we three meet again?", "response": "In thunder, lightning, or in rain. " * 2}
+        {
+            "id": f"q{i}",
+            "prompt": f"Question {i}: when shall we three meet again?",
+            "response": "In thunder, lightning, or in rain. " * 2,
+        }
         for i in range(3)
     ] + [{"id": "q3", "prompt": None, "response": "Fair is foul, and foul is fair."}]
     write_jsonl(src / "chat.jsonl", rows)
-    common = ["--source", str(src), "--model", str(tiny_model_dir), "--field", "response", "--threshold", "0.0003",
-              "--exclude-original", "--min-tail-coverage", "0", "--max-js-divergence", "1"]
+    common = [
+        "--source",
+        str(src),
+        "--model",
+        str(tiny_model_dir),
+        "--field",
+        "response",
+        "--threshold",
+        "0.0003",
+        "--exclude-original",
+        "--min-tail-coverage",
+        "0",
+        "--max-js-divergence",
+        "1",
+    ]
     with_ctx, alone = tmp_path / "with", tmp_path / "alone"
     assert main(["run", "--home", str(with_ctx), "--context-field", "prompt", *common]) == 0
     assert main(["run", "--home", str(alone), *common]) == 0
@@ -242,7 +302,9 @@ def test_context_field_conditions_the_scores_and_only_the_response_changes(tmp_p
 
     def scores(home):
         con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
-        out = con.execute("SELECT doc_id, pos, token_id, char_start, char_end, logprob FROM token_scores ORDER BY doc_id, pos").fetchall()
+        out = con.execute(
+            "SELECT doc_id, pos, token_id, char_start, char_end, logprob FROM token_scores ORDER BY doc_id, pos"
+        ).fetchall()
         con.close()
         return out
 

@@ -1,11 +1,11 @@
 """The code location loads the way `dagster dev` and the webserver load it."""
 
-import pytest
 import subprocess
 import sys
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -13,7 +13,9 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_workspace_validates():
     dagster = Path(sys.executable).parent / "dagster"
-    out = subprocess.run([str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [str(dagster), "definitions", "validate", "-w", "workspace.yaml"], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Validation successful" in out.stdout + out.stderr
 
@@ -23,7 +25,15 @@ def test_graph_shape():
 
     graph = defs.resolve_asset_graph()
     keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
-    assert keys == {"raw_corpus", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile", "distribution_health", "collapse_probe"}
+    assert keys == {
+        "raw_corpus",
+        "token_scores",
+        "edited_corpus",
+        "synthetic_corpus",
+        "ngram_profile",
+        "distribution_health",
+        "collapse_probe",
+    }
     assert graph.get(dg.AssetKey("synthetic_corpus")).parent_keys == {dg.AssetKey("raw_corpus")}
     assert graph.get(dg.AssetKey("edited_corpus")).parent_keys == {dg.AssetKey("raw_corpus"), dg.AssetKey("token_scores")}
     assert graph.get(dg.AssetKey("distribution_health")).partitions_def is None

@@ -52,11 +52,30 @@ def _health_table(out: str) -> dict[str, dict[str, str]]:
 def test_three_generations_end_to_end(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
-    run = ["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir), "--generations", "3",
-           # The random tiny prior is unsure of everything (after the start token its best is P = 0.0025): a low p
-           # and exclude-original give every generation work to do.
-           "--threshold", "0.002", "--exclude-original", "--min-tail-coverage", "0", "--max-js-divergence", "1",
-           "--synthetic-sample", "1.0", "--max-new-tokens", "8"]
+    run = [
+        "run",
+        "--home",
+        str(home),
+        "--source",
+        str(small_source),
+        "--model",
+        str(tiny_model_dir),
+        "--generations",
+        "3",
+        # The random tiny prior is unsure of everything (after the start token its best is P = 0.0025): a low p
+        # and exclude-original give every generation work to do.
+        "--threshold",
+        "0.002",
+        "--exclude-original",
+        "--min-tail-coverage",
+        "0",
+        "--max-js-divergence",
+        "1",
+        "--synthetic-sample",
+        "1.0",
+        "--max-new-tokens",
+        "8",
+    ]
     assert main(run) == 0
     out = capsys.readouterr().out
     assert "generations     3" in out
@@ -80,13 +99,15 @@ def test_three_generations_end_to_end(tmp_path, small_source, tiny_model_dir, ca
     }
     assert all(set(t) == set(texts["raw_corpus"]) for t in texts.values())
     assert texts["edited_corpus_g2"] != texts["edited_corpus"] != texts["raw_corpus"]
-    changed = dict(con.execute(
-        "SELECT variant, value FROM distribution_health WHERE shard = '__all__' AND metric = 'changed_share'").fetchall())
+    changed = dict(
+        con.execute(
+            "SELECT variant, value FROM distribution_health WHERE shard = '__all__' AND metric = 'changed_share'"
+        ).fetchall()
+    )
     assert all(changed[v] > 0 for v in ("edited", "edited_g2", "edited_g3"))
     # Generation g is scored on generation g-1's text: its eligible tokens are token_scores_g{g-1}'s.
     g2_eligible = con.execute("SELECT sum(n_eligible) FROM edited_corpus_g2").fetchone()[0]
-    assert g2_eligible == con.execute(
-        "SELECT count(*) FROM token_scores_g1 WHERE whole AND logprob >= ln(0.002)").fetchone()[0]
+    assert g2_eligible == con.execute("SELECT count(*) FROM token_scores_g1 WHERE whole AND logprob >= ln(0.002)").fetchone()[0]
     con.close()
 
     assert main(["health", "--home", str(home)]) == 0

@@ -4,8 +4,8 @@ import dagster as dg
 import duckdb
 import pytest
 
-from assets.definitions import PER_SHARD, build_assets, build_defs, build_resources
 from assets.checks import CHECKS
+from assets.definitions import PER_SHARD, build_assets, build_defs, build_resources
 from assets.partitions import SHARDS
 from tledit_pipeline.prior import pick_dtype
 from tledit_pipeline.settings import Settings
@@ -36,7 +36,11 @@ def test_whole_graph_for_one_partition(settings):
         assert result.success
         checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
         assert set(checks) == {
-            "every_raw_document_edited", "edit_shares", "every_token_scored", "edited_keeps_the_tail", "synthetic_collapse_signal",
+            "every_raw_document_edited",
+            "edit_shares",
+            "every_token_scored",
+            "edited_keeps_the_tail",
+            "synthetic_collapse_signal",
         }
         assert all(c.passed for name, c in checks.items() if name != "synthetic_collapse_signal")
         # The baseline's check only warns: its verdict never fails the run, and it shows the numbers.
@@ -70,31 +74,49 @@ def test_whole_graph_for_one_partition(settings):
     raw = con.execute("SELECT count(*) FROM raw_corpus").fetchone()[0]
     edited = con.execute("SELECT count(*) FROM edited_corpus").fetchone()[0]
     assert raw == edited == 2
-    assert con.execute(
-        "SELECT count(*) FROM edited_corpus e JOIN raw_corpus r USING (shard, doc_id) WHERE e.n_changed = 0 AND e.text <> r.text"
-    ).fetchone()[0] == 0
+    assert (
+        con.execute(
+            "SELECT count(*) FROM edited_corpus e JOIN raw_corpus r USING (shard, doc_id) WHERE e.n_changed = 0 AND e.text <> r.text"
+        ).fetchone()[0]
+        == 0
+    )
     # Every token is scored, the first too: the prior reads each document after its document-start token.
     assert con.execute("SELECT count(*) FROM token_scores WHERE logprob IS NULL").fetchone()[0] == 0
     cols = [r[0] for r in con.execute("DESCRIBE raw_corpus").fetchall()]
     assert cols[:3] == ["shard", "doc_id", "text"] and {"lang", "n"} <= set(cols)
     have = {
-        v: {m for (m,) in con.execute("SELECT metric FROM distribution_health WHERE shard = '__all__' AND variant = ?", [v]).fetchall()}
+        v: {
+            m
+            for (m,) in con.execute(
+                "SELECT metric FROM distribution_health WHERE shard = '__all__' AND variant = ?", [v]
+            ).fetchall()
+        }
         for v in ("raw", "edited", "synthetic", "raw_matched")
     }
-    ngram = {"tail_coverage", "tail_mass", "distinct_1", "distinct_2", "distinct_3", "top64_share", "hashed_entropy",
-             "hashed_effective_buckets", "js_divergence_vs_raw"}
+    ngram = {
+        "tail_coverage",
+        "tail_mass",
+        "distinct_1",
+        "distinct_2",
+        "distinct_3",
+        "top64_share",
+        "hashed_entropy",
+        "hashed_effective_buckets",
+        "js_divergence_vs_raw",
+    }
     probs = {f"prob_bin_{i:02d}" for i in range(10)} | {"prob_bin_099"}
     ppl = {"ppl_p10", "ppl_p50", "ppl_p90"}
     assert ngram | probs | ppl <= have["raw"]
     assert ngram | {"eligible_share", "changed_share"} <= have["edited"]
     assert ngram | probs | ppl <= have["synthetic"]
     assert ngram | ppl <= have["raw_matched"]
-    value = dict(((v, m), x) for v, m, x in con.execute(
-        "SELECT variant, metric, value FROM distribution_health WHERE shard = '__all__'").fetchall())
+    value = dict(
+        ((v, m), x)
+        for v, m, x in con.execute("SELECT variant, metric, value FROM distribution_health WHERE shard = '__all__'").fetchall()
+    )
     assert value[("raw", "tail_coverage")] == 1.0 and value[("raw", "js_divergence_vs_raw")] == 0.0
     # The baseline covers every document of the shard (default sample 1.0); its rows match raw's ids.
-    assert con.execute(
-        "SELECT count(*) FROM synthetic_corpus s JOIN raw_corpus r USING (shard, doc_id)").fetchone()[0] == raw
+    assert con.execute("SELECT count(*) FROM synthetic_corpus s JOIN raw_corpus r USING (shard, doc_id)").fetchone()[0] == raw
 
 
 def test_edit_settings_are_in_the_code_version(settings):
@@ -127,8 +149,12 @@ def test_bad_shard_fails_with_a_clear_message(settings, small_source):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(SHARDS, ["broken"])
         result = dg.materialize(
-            build_assets(settings), selection=["raw_corpus"], partition_key="broken", instance=instance,
-            resources=build_resources(settings), raise_on_error=False,
+            build_assets(settings),
+            selection=["raw_corpus"],
+            partition_key="broken",
+            instance=instance,
+            resources=build_resources(settings),
+            raise_on_error=False,
         )
         assert not result.success
         failure = next(e for e in result.all_events if e.is_step_failure)
@@ -146,8 +172,12 @@ def test_edit_refuses_scores_of_other_raw_bytes(settings, small_source):
         (small_source / "alpha.jsonl").write_text('{"text": "Entirely different words now."}\n')
         assert run(settings, instance, ["raw_corpus"], "alpha").success
         result = dg.materialize(
-            [*build_assets(settings), *CHECKS], selection=["edited_corpus"], partition_key="alpha",
-            instance=instance, resources=build_resources(settings), raise_on_error=False,
+            [*build_assets(settings), *CHECKS],
+            selection=["edited_corpus"],
+            partition_key="alpha",
+            instance=instance,
+            resources=build_resources(settings),
+            raise_on_error=False,
         )
         assert not result.success
         error = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error
@@ -162,8 +192,12 @@ def test_a_bad_edit_is_stopped_by_the_blocking_health_check(settings):
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions(SHARDS, ["beta"])
         result = dg.materialize(
-            [*build_assets(bad), *CHECKS], selection=PER_SHARD, partition_key="beta", instance=instance,
-            resources=build_resources(bad), raise_on_error=False,
+            [*build_assets(bad), *CHECKS],
+            selection=PER_SHARD,
+            partition_key="beta",
+            instance=instance,
+            resources=build_resources(bad),
+            raise_on_error=False,
         )
         checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
         verdict = checks["edited_keeps_the_tail"]

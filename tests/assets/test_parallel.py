@@ -4,7 +4,6 @@ Partition assets write parquet only; distribution_health rebuilds the DuckDB fil
 renames it into place, so concurrent runs (and readers) never contend for DuckDB's lock.
 """
 
-import pytest
 import os
 import subprocess
 import sys
@@ -12,6 +11,7 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -21,8 +21,20 @@ def test_two_concurrent_runs_on_different_shards(tmp_path, small_source, tiny_mo
     home = tmp_path / "home"
     env = os.environ | {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     env.pop("DAGSTER_HOME", None)
-    base = [sys.executable, "-m", "assets.cli", "run", "--home", str(home), "--source", str(small_source),
-            "--model", str(tiny_model_dir), "--threshold", "0.5"]
+    base = [
+        sys.executable,
+        "-m",
+        "assets.cli",
+        "run",
+        "--home",
+        str(home),
+        "--source",
+        str(small_source),
+        "--model",
+        str(tiny_model_dir),
+        "--threshold",
+        "0.5",
+    ]
     procs = [
         subprocess.Popen(base + ["--shard", key], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for key in ("alpha", "beta")
@@ -61,7 +73,12 @@ def test_partition_assets_never_open_the_duckdb_file(tmp_path, small_source, tin
     settings = Settings(home=tmp_path / "home", source=str(small_source), model=str(tiny_model_dir))
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("shards", ["alpha"])
-        result = dg.materialize([*build_assets(settings), *CHECKS], selection=PER_SHARD, partition_key="alpha",
-                                instance=instance, resources=build_resources(settings))
+        result = dg.materialize(
+            [*build_assets(settings), *CHECKS],
+            selection=PER_SHARD,
+            partition_key="alpha",
+            instance=instance,
+            resources=build_resources(settings),
+        )
         assert result.success
     assert not (settings.home / "tledit.duckdb").exists()

@@ -6,9 +6,9 @@ import duckdb
 import pytest
 
 from assets.cli import main
-from assets.staleness import Batch, batches
 from assets.definitions import build_defs
 from assets.partitions import PER_SHARD, SHARDS_PER_RUN
+from assets.staleness import Batch, batches
 from tests.conftest import write_jsonl
 from tledit_pipeline.settings import Settings
 
@@ -19,9 +19,11 @@ SHARDS = ["s0", "s1", "s2"]
 def three_shards(tmp_path):
     src = tmp_path / "source"
     src.mkdir()
-    texts = ["When shall we three meet again? In thunder, lightning, or in rain?",
-             "Fair is foul, and foul is fair. Hover through the fog and filthy air.",
-             "Is this a dagger which I see before me, the handle toward my hand?"]
+    texts = [
+        "When shall we three meet again? In thunder, lightning, or in rain?",
+        "Fair is foul, and foul is fair. Hover through the fog and filthy air.",
+        "Is this a dagger which I see before me, the handle toward my hand?",
+    ]
     for i, key in enumerate(SHARDS):
         write_jsonl(src / f"{key}.jsonl", [{"text": texts[i]}, {"text": texts[(i + 1) % 3] + " " + key}])
     return src
@@ -39,8 +41,24 @@ def _runs_with(instance, asset):
 def test_one_run_per_range_with_lineage_per_shard(tmp_path, three_shards, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
-    assert main(["run", "--home", str(home), "--source", str(three_shards), "--model", str(tiny_model_dir),
-                 "--synthetic-sample", "1.0", "--max-new-tokens", "8"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--home",
+                str(home),
+                "--source",
+                str(three_shards),
+                "--model",
+                str(tiny_model_dir),
+                "--synthetic-sample",
+                "1.0",
+                "--max-new-tokens",
+                "8",
+            ]
+        )
+        == 0
+    )
     assert "[run 1/1] 3 shards s0 .. s2: materializing raw_corpus, token_scores" in capsys.readouterr().out
     instance = _instance(home)
     graph = build_defs(Settings.load(env={}, home=str(home))).resolve_asset_graph()
@@ -52,7 +70,10 @@ def test_one_run_per_range_with_lineage_per_shard(tmp_path, three_shards, tiny_m
         assert {r.run_id for r in records} == {run.run_id}
         code = graph.get(dg.AssetKey(asset)).code_version
         assert all(r.asset_materialization.tags["dagster/code_version"] == code for r in records)
-    raw = {r.partition_key: r.asset_materialization.metadata for r in instance.fetch_materializations(dg.AssetKey("raw_corpus"), limit=10).records}
+    raw = {
+        r.partition_key: r.asset_materialization.metadata
+        for r in instance.fetch_materializations(dg.AssetKey("raw_corpus"), limit=10).records
+    }
     assert {k: m["source_file"].value.rsplit("/", 1)[1] for k, m in raw.items()} == {k: f"{k}.jsonl" for k in SHARDS}
     assert all(m["documents"].value == 2 for m in raw.values())
     # Each shard's check verdicts are recorded per shard, in the same run.
@@ -61,13 +82,23 @@ def test_one_run_per_range_with_lineage_per_shard(tmp_path, three_shards, tiny_m
     for e in evaluations:
         data = e.get_dagster_event().event_specific_data
         by_check.setdefault(data.check_name, set()).add(data.partition)
-    assert by_check == {name: set(SHARDS) for name in (
-        "every_token_scored", "every_raw_document_edited", "edit_shares", "edited_keeps_the_tail", "synthetic_collapse_signal")}
+    assert by_check == {
+        name: set(SHARDS)
+        for name in (
+            "every_token_scored",
+            "every_raw_document_edited",
+            "edit_shares",
+            "edited_keeps_the_tail",
+            "synthetic_collapse_signal",
+        )
+    }
 
     # A threshold backfill: one run for edited_corpus and ngram_profile of every shard, lineage per shard.
     assert main(["run", "--home", str(home), "--threshold", "0.5"]) == 0
     out = capsys.readouterr().out
-    assert "[run 1/1] 3 shards s0 .. s2: materializing edited_corpus, ngram_profile  (edited_corpus has a new code version)" in out
+    assert (
+        "[run 1/1] 3 shards s0 .. s2: materializing edited_corpus, ngram_profile  (edited_corpus has a new code version)" in out
+    )
     (backfill,) = _runs_with(instance, "edited_corpus")[:1]
     edited = instance.fetch_materializations(dg.AssetKey("edited_corpus"), limit=3).records
     assert {r.run_id for r in edited} == {backfill.run_id} and sorted(r.partition_key for r in edited) == SHARDS
@@ -84,8 +115,24 @@ def test_one_changed_shard_redoes_its_own_health_rows_only(tmp_path, three_shard
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
-    assert main(["run", "--home", str(home), "--source", str(three_shards), "--model", str(tiny_model_dir),
-                 "--synthetic-sample", "1.0", "--max-new-tokens", "8"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--home",
+                str(home),
+                "--source",
+                str(three_shards),
+                "--model",
+                str(tiny_model_dir),
+                "--synthetic-sample",
+                "1.0",
+                "--max-new-tokens",
+                "8",
+            ]
+        )
+        == 0
+    )
     stamps = {k: partition_file(home, "shard_health", k).stat().st_mtime_ns for k in SHARDS}
     write_jsonl(three_shards / "s1.jsonl", [{"text": "Out, damned spot! Out, I say! One, two: why, then, 'tis time to do't."}])
     capsys.readouterr()

@@ -13,7 +13,10 @@ def test_sensor_adds_new_shards_once(tmp_path, small_source, tiny_model_dir):
         ctx = dg.build_sensor_context(instance=instance, resources={"tledit": TleditResource.from_settings(settings)})
         first = shard_sensor(ctx)
         (request,) = first.run_requests  # both new shards in one run: a range
-        assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == ("alpha", "beta")
+        assert (request.tags["dagster/asset_partition_range_start"], request.tags["dagster/asset_partition_range_end"]) == (
+            "alpha",
+            "beta",
+        )
         assert first.dynamic_partitions_requests[0].partition_keys == ["alpha", "beta"]
         instance.add_dynamic_partitions("shards", ["alpha", "beta"])
         (small_source / "gamma.jsonl").write_text('{"text": "A new shard arrives."}\n')
@@ -35,7 +38,9 @@ def test_sensor_reruns_only_the_shard_whose_file_changed(tmp_path, small_source,
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("shards", ["alpha", "beta"])
         _materialize_raw(defs, instance, ["alpha", "beta"])
-        ctx = dg.build_sensor_context(instance=instance, definitions=defs, resources={"tledit": TleditResource.from_settings(settings)})
+        ctx = dg.build_sensor_context(
+            instance=instance, definitions=defs, resources={"tledit": TleditResource.from_settings(settings)}
+        )
         first = shard_sensor(ctx)
         assert first.run_requests == []  # files as recorded: nothing to do
         ctx.update_cursor(first.cursor)
@@ -61,9 +66,12 @@ def test_refresh_schedule_requests_the_stale_part_of_each_chain(tmp_path, small_
         (small_source / "gamma.jsonl").write_text('{"text": "A new shard arrives."}\n')
         import datetime
 
-        ctx = dg.build_schedule_context(instance=instance, repository_def=defs.get_repository_def(),
-                                        scheduled_execution_time=datetime.datetime(2026, 1, 2, 4, tzinfo=datetime.timezone.utc),
-                                        resources={"tledit": TleditResource.from_settings(settings)})
+        ctx = dg.build_schedule_context(
+            instance=instance,
+            repository_def=defs.get_repository_def(),
+            scheduled_execution_time=datetime.datetime(2026, 1, 2, 4, tzinfo=datetime.UTC),
+            resources={"tledit": TleditResource.from_settings(settings)},
+        )
         # One request per range of shards that need the same assets (beta and gamma: the whole chain).
         requests = {
             r.partition_key or (r.tags["dagster/asset_partition_range_start"], r.tags["dagster/asset_partition_range_end"]): r
@@ -71,8 +79,19 @@ def test_refresh_schedule_requests_the_stale_part_of_each_chain(tmp_path, small_
         }
         assert sorted(instance.get_dynamic_partitions("shards")) == ["alpha", "beta", "gamma"]
         assert set(requests) == {"alpha", ("beta", "gamma")}
-        assert [k.path[0] for k in requests["alpha"].asset_selection] == ["token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile"]
-        assert [k.path[0] for k in requests["beta", "gamma"].asset_selection] == ["raw_corpus", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile"]
+        assert [k.path[0] for k in requests["alpha"].asset_selection] == [
+            "token_scores",
+            "edited_corpus",
+            "synthetic_corpus",
+            "ngram_profile",
+        ]
+        assert [k.path[0] for k in requests["beta", "gamma"].asset_selection] == [
+            "raw_corpus",
+            "token_scores",
+            "edited_corpus",
+            "synthetic_corpus",
+            "ngram_profile",
+        ]
 
 
 def test_bad_refresh_cron_is_a_clear_error(tmp_path):

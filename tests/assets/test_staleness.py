@@ -8,9 +8,9 @@ import pytest
 from assets.cli import main, prepare_instance
 from assets.definitions import build_defs
 from assets.staleness import plan
+from tests.conftest import write_jsonl
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.source import discover_shards
-from tests.conftest import write_jsonl
 
 
 def _forbid_the_model(monkeypatch):
@@ -36,8 +36,7 @@ def _plan(home, **overrides):
 def _materialized(home, asset):
     instance = dg.DagsterInstance.from_config(str(home / "dagster_home"))
     return [
-        r.event_log_entry.dagster_event.partition
-        for r in instance.fetch_materializations(dg.AssetKey(asset), limit=100).records
+        r.event_log_entry.dagster_event.partition for r in instance.fetch_materializations(dg.AssetKey(asset), limit=100).records
     ]
 
 
@@ -59,7 +58,8 @@ def test_threshold_backfill_rerun_and_changed_file(tmp_path, small_source, tiny_
     # A new edit setting: edited_corpus is stale in every shard, token_scores is not.
     work = _plan(home, threshold=0.2)
     assert {k: w.assets for k, w in work.items()} == {
-        "alpha": ("edited_corpus", "ngram_profile"), "beta": ("edited_corpus", "ngram_profile")
+        "alpha": ("edited_corpus", "ngram_profile"),
+        "beta": ("edited_corpus", "ngram_profile"),
     }
     assert "code version" in work["alpha"].reason
     _forbid_the_model(monkeypatch)
@@ -90,7 +90,9 @@ def test_threshold_backfill_rerun_and_changed_file(tmp_path, small_source, tiny_
 def test_deleted_lake_file_counts_as_missing(tmp_path, small_source, tiny_model_dir, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
-    assert main(["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir), "--shard", "alpha"]) == 0
+    assert (
+        main(["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir), "--shard", "alpha"]) == 0
+    )
     (home / "lake" / "ngram_profile" / "shard=alpha" / "data.parquet").unlink()
     work = _plan(home)
     assert work["alpha"].assets == ("ngram_profile",) and "file missing" in work["alpha"].reason
@@ -104,41 +106,80 @@ def test_each_edit_setting_marks_only_edited_stale(tmp_path, small_source, tiny_
     instance = prepare_instance(s)
     instance.add_dynamic_partitions("shards", ["alpha"])
     defs = build_defs(s)
-    assert defs.resolve_implicit_global_asset_job_def().execute_in_process(
-        instance=instance, partition_key="alpha",
-        asset_selection=[dg.AssetKey(k) for k in ("raw_corpus", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile")],
-    ).success
+    assert (
+        defs.resolve_implicit_global_asset_job_def()
+        .execute_in_process(
+            instance=instance,
+            partition_key="alpha",
+            asset_selection=[
+                dg.AssetKey(k) for k in ("raw_corpus", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile")
+            ],
+        )
+        .success
+    )
     shard = [sh for sh in discover_shards(s.source, home) if sh.key == "alpha"]
     assert plan(instance, defs.resolve_asset_graph(), s, shard)[0].assets == ()
-    for change in ({"threshold": 0.9}, {"top_k": 4}, {"beta": 1.0}, {"seed": 3}, {"strategy": "top_p"},
-                   {"exclude_original": True}, {"drop_below": 0.001}):
+    for change in (
+        {"threshold": 0.9},
+        {"top_k": 4},
+        {"beta": 1.0},
+        {"seed": 3},
+        {"strategy": "top_p"},
+        {"exclude_original": True},
+        {"drop_below": 0.001},
+    ):
         changed = s.with_overrides(**change)
         work = plan(instance, build_defs(changed).resolve_asset_graph(), changed, shard)[0]
         assert work.assets == ("edited_corpus", "ngram_profile"), change
     # A setting of the synthetic baseline redoes it and the profile: no rescoring, no re-edit.
     for change in ({"prefix_tokens": 8}, {"max_new_tokens": 16}, {"synthetic_sample": 0.5}, {"synthetic_seed": 2}):
         changed = s.with_overrides(**change)
-        assert plan(instance, build_defs(changed).resolve_asset_graph(), changed, shard)[0].assets == ("synthetic_corpus", "ngram_profile"), change
+        assert plan(instance, build_defs(changed).resolve_asset_graph(), changed, shard)[0].assets == (
+            "synthetic_corpus",
+            "ngram_profile",
+        ), change
     # A scoring setting makes token_scores stale instead.
     rescored = s.with_overrides(window=128, overlap=32)
     assert plan(instance, build_defs(rescored).resolve_asset_graph(), rescored, shard)[0].assets[0] == "token_scores"
     for change in ({"document_start": False}, {"context_field": "lang"}):  # what the prior reads rescores too
         changed = s.with_overrides(**change)
         assert plan(instance, build_defs(changed).resolve_asset_graph(), changed, shard)[0].assets[:3] == (
-            "token_scores", "edited_corpus", "ngram_profile"), change
+            "token_scores",
+            "edited_corpus",
+            "ngram_profile",
+        ), change
     # More generations: only the new generations' assets and what reads them; nothing rescored before them.
     more = s.with_overrides(generations=2)
     assert plan(instance, build_defs(more).resolve_asset_graph(), more, shard)[0].assets == (
-        "token_scores_g1", "edited_corpus_g2", "token_scores_g2", "ngram_profile")
+        "token_scores_g1",
+        "edited_corpus_g2",
+        "token_scores_g2",
+        "ngram_profile",
+    )
 
 
 @pytest.mark.slow
-def test_drop_below_deletes_tokens_and_a_threshold_backfill_needs_no_model(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
+def test_drop_below_deletes_tokens_and_a_threshold_backfill_needs_no_model(
+    tmp_path, small_source, tiny_model_dir, capsys, monkeypatch
+):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
-    base = ["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir),
-            # The tiny random prior's probabilities sit near 1 / vocabulary: q = 0.003 deletes a good share.
-            "--drop-below", "0.003", "--min-tail-coverage", "0", "--max-js-divergence", "1"]
+    base = [
+        "run",
+        "--home",
+        str(home),
+        "--source",
+        str(small_source),
+        "--model",
+        str(tiny_model_dir),
+        # The tiny random prior's probabilities sit near 1 / vocabulary: q = 0.003 deletes a good share.
+        "--drop-below",
+        "0.003",
+        "--min-tail-coverage",
+        "0",
+        "--max-js-divergence",
+        "1",
+    ]
     assert main(base) == 0
     assert "deleted share" in capsys.readouterr().out
     con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
@@ -161,8 +202,11 @@ def test_drop_below_deletes_tokens_and_a_threshold_backfill_needs_no_model(tmp_p
     assert "materialized    edited_corpus x2, ngram_profile x2, distribution_health" in out
     assert sorted(_materialized(home, "token_scores")) == ["alpha", "beta"]  # nothing rescored
     con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
-    assert con.execute("SELECT sum(n_deleted) FROM edited_corpus").fetchone()[0] == con.execute(
-        "SELECT count(*) FROM token_scores WHERE whole AND logprob < ln(0.001)").fetchone()[0] < deleted
+    assert (
+        con.execute("SELECT sum(n_deleted) FROM edited_corpus").fetchone()[0]
+        == con.execute("SELECT count(*) FROM token_scores WHERE whole AND logprob < ln(0.001)").fetchone()[0]
+        < deleted
+    )
     con.close()
     instance = dg.DagsterInstance.from_config(str(home / "dagster_home"))
     md = instance.get_latest_materialization_event(dg.AssetKey("edited_corpus")).asset_materialization.metadata

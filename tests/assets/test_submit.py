@@ -15,16 +15,38 @@ from assets.cli import main
 from assets.dagster_internals import BulkActionStatus
 
 REPO = Path(__file__).resolve().parents[2]
-DONE = {BulkActionStatus.COMPLETED_SUCCESS, BulkActionStatus.COMPLETED_FAILED, BulkActionStatus.FAILED,
-        BulkActionStatus.CANCELED, BulkActionStatus.COMPLETED}
+DONE = {
+    BulkActionStatus.COMPLETED_SUCCESS,
+    BulkActionStatus.COMPLETED_FAILED,
+    BulkActionStatus.FAILED,
+    BulkActionStatus.CANCELED,
+    BulkActionStatus.COMPLETED,
+}
 
 
 @pytest.mark.slow
 def test_submit_hands_the_plan_to_a_real_daemon(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
-    assert main(["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir),
-                 "--synthetic-sample", "1.0", "--max-new-tokens", "8", "--submit"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--home",
+                str(home),
+                "--source",
+                str(small_source),
+                "--model",
+                str(tiny_model_dir),
+                "--synthetic-sample",
+                "1.0",
+                "--max-new-tokens",
+                "8",
+                "--submit",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "plan: 2 of 2 shard(s) missing or stale" in out and "submitted backfill " in out
     instance = dg.DagsterInstance.from_config(str(home / "dagster_home"))
@@ -34,8 +56,14 @@ def test_submit_hands_the_plan_to_a_real_daemon(tmp_path, small_source, tiny_mod
     env = dict(os.environ) | {"DAGSTER_HOME": str(home / "dagster_home"), "TLEDIT_HOME": str(home)}
     log = tmp_path / "daemon.log"
     with open(log, "w") as fh:
-        daemon = subprocess.Popen([str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
-                                  cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
+        daemon = subprocess.Popen(
+            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+            cwd=REPO,
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.time() + 300
         while instance.get_backfill(backfill.backfill_id).status not in DONE:

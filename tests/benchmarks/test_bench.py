@@ -13,20 +13,35 @@ from tledit_pipeline.settings import ScoringSettings, Settings
 
 @pytest.fixture
 def tiny_settings(tmp_path, tiny_model_dir, small_source):
-    return Settings(home=tmp_path / "home", source=str(small_source), model=str(tiny_model_dir),
-                    model_cache=tmp_path / "models").with_overrides(window=64, overlap=16, batch_tokens=256, device="cpu", dtype="float32")
+    return Settings(
+        home=tmp_path / "home", source=str(small_source), model=str(tiny_model_dir), model_cache=tmp_path / "models"
+    ).with_overrides(window=64, overlap=16, batch_tokens=256, device="cpu", dtype="float32")
 
 
 def test_run_reports_every_figure(tiny_settings):
     fig = bench.run(tiny_settings, naive_every=1, memory_tokens=0, profile=False)
-    for key in ("tokens", "pipeline_tokens_per_s", "forward_tokens_per_s", "naive_tokens_per_s", "matmul_flops_per_s",
-                "flops_per_token", "roofline_fraction", "peak_rss_mb", "device", "dtype",
-                "reedit_tokens_per_s", "reedit_speedup_vs_scoring", "synthetic_tokens_per_s", "synthetic_vs_pipeline"):
+    for key in (
+        "tokens",
+        "pipeline_tokens_per_s",
+        "forward_tokens_per_s",
+        "naive_tokens_per_s",
+        "matmul_flops_per_s",
+        "flops_per_token",
+        "roofline_fraction",
+        "peak_rss_mb",
+        "device",
+        "dtype",
+        "reedit_tokens_per_s",
+        "reedit_speedup_vs_scoring",
+        "synthetic_tokens_per_s",
+        "synthetic_vs_pipeline",
+    ):
         assert key in fig, key
     assert fig["documents"] == 5 and fig["shards"] == 2
     assert fig["device"] == "cpu" and fig["dtype"] == "float32"
     assert fig["roofline_fraction"] == pytest.approx(
-        fig["pipeline_tokens_per_s"] * fig["flops_per_token"] / fig["matmul_flops_per_s"], abs=1e-3)
+        fig["pipeline_tokens_per_s"] * fig["flops_per_token"] / fig["matmul_flops_per_s"], abs=1e-3
+    )
     assert fig["pipeline_vs_forward"] == pytest.approx(fig["pipeline_tokens_per_s"] / fig["forward_tokens_per_s"], abs=1e-3)
     # The naive loop truncates nothing here (context 256 > every document), so it sees every token.
     assert fig["naive_tokens"] == fig["tokens"]
@@ -34,7 +49,8 @@ def test_run_reports_every_figure(tiny_settings):
     assert fig["pipeline_vs_naive"] == pytest.approx(fig["pipeline_tokens_per_s"] / fig["naive_tokens_per_s"], abs=0.01)
     # The ceiling is what pipeline_vs_naive would be with every scored token at the matmul peak.
     assert fig["pipeline_vs_naive_ceiling"] == pytest.approx(
-        fig["matmul_flops_per_s"] / fig["flops_per_token"] / fig["naive_tokens_per_s"], rel=1e-2, abs=0.01)
+        fig["matmul_flops_per_s"] / fig["flops_per_token"] / fig["naive_tokens_per_s"], rel=1e-2, abs=0.01
+    )
     assert fig["bf16_matmul_flops_per_s"] > 0 and fig["bf16_native"] == cpu_has_bf16()
     # The full-size baseline: every document to its full length, so it generates more than half the tokens.
     assert fig["synthetic_tokens"] > fig["tokens"] / 2 and "sample=1.0" in fig["synthetic_settings"]
@@ -50,8 +66,10 @@ def test_main_prints_json_last(tiny_settings, monkeypatch, capsys):
     for var, value in (("TLEDIT_WINDOW", "64"), ("TLEDIT_OVERLAP", "16"), ("TLEDIT_BATCH_TOKENS", "256")):
         monkeypatch.setenv(var, value)
     out = tiny_settings.home.parent / "fig.json"
-    assert bench.main(["--source", tiny_settings.source, "--model", tiny_settings.model, "--memory-tokens", "0",
-                       "--json", str(out)]) == 0
+    assert (
+        bench.main(["--source", tiny_settings.source, "--model", tiny_settings.model, "--memory-tokens", "0", "--json", str(out)])
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     fig = json.loads(lines[-1])
     assert fig == json.loads(out.read_text())
@@ -85,8 +103,9 @@ def test_matmul_peak_is_positive():
 def test_pipeline_with_its_lake_on_an_object_store(tiny_settings, s3, small_source):
     """--source and --lake on the S3 server: the store's pass is timed beside the local one, then removed."""
     source = s3.upload_folder(small_source, "corpus")
-    fig = bench.run(tiny_settings.with_overrides(source=source), naive_every=4, memory_tokens=0, profile=False,
-                    lake=s3.url("scratch"))
+    fig = bench.run(
+        tiny_settings.with_overrides(source=source), naive_every=4, memory_tokens=0, profile=False, lake=s3.url("scratch")
+    )
     assert fig["store"] == "s3" and fig["documents"] == 5 and fig["store_pipeline_tokens_per_s"] > 0
     assert fig["store_vs_local"] == pytest.approx(fig["store_pipeline_tokens_per_s"] / fig["pipeline_tokens_per_s"], rel=0.02)
     assert 0 < fig["store_io_share"] < 1 and s3.keys("scratch") == []

@@ -61,12 +61,21 @@ def test_the_context_changes_the_scores_not_the_rows(tiny_prior):
 
 
 def _lake(tmp_path, prompts) -> None:
-    raw = pa.table({
-        "shard": ["s"] * len(RESPONSES), "doc_id": [f"q{i}" for i in range(len(RESPONSES))], "text": RESPONSES,
-        "source_prompt": prompts,
-    })
-    write_partition(tmp_path, "raw_corpus", "s", raw,
-                    meta={"source_columns": [["id", "doc_id"], ["prompt", "source_prompt"], ["response", "text"]]})
+    raw = pa.table(
+        {
+            "shard": ["s"] * len(RESPONSES),
+            "doc_id": [f"q{i}" for i in range(len(RESPONSES))],
+            "text": RESPONSES,
+            "source_prompt": prompts,
+        }
+    )
+    write_partition(
+        tmp_path,
+        "raw_corpus",
+        "s",
+        raw,
+        meta={"source_columns": [["id", "doc_id"], ["prompt", "source_prompt"], ["response", "text"]]},
+    )
 
 
 def test_score_partition_reads_the_prompt_from_raw_corpus_and_edits_only_the_response(tiny_prior, tmp_path):
@@ -75,8 +84,9 @@ def test_score_partition_reads_the_prompt_from_raw_corpus_and_edits_only_the_res
     score_partition(tiny_prior, tmp_path, "s", SCORING, meta={"fingerprint": tiny_prior.fingerprint})
     stored = read_partition(tmp_path, "token_scores", "s")
     in_memory, _ = score_table(tiny_prior, "s", _table(True), SCORING)
-    np.testing.assert_allclose(stored["logprob"].to_numpy(zero_copy_only=False),
-                               in_memory["logprob"].to_numpy(zero_copy_only=False), atol=1e-5)
+    np.testing.assert_allclose(
+        stored["logprob"].to_numpy(zero_copy_only=False), in_memory["logprob"].to_numpy(zero_copy_only=False), atol=1e-5
+    )
     stats = edit_partition(tmp_path, "s", EditSettings(threshold=0.003, exclude_original=True))
     assert stats.changed > 0
     edited = read_partition(tmp_path, "edited_corpus", "s")
@@ -99,7 +109,9 @@ def test_a_missing_or_non_text_context_field_is_a_clear_error(tiny_prior, tmp_pa
     with pytest.raises(ContextError, match=r"shard 's', document 'q0': context field 'prompt' holds a dict, not text"):
         score_partition(tiny_prior, tmp_path, "s", SCORING)
     with pytest.raises(ContextError, match=r"shard 's' has no field 'title' to use as context"):
-        score_partition(tiny_prior, tmp_path, "s", ScoringSettings(window=48, overlap=16, batch_tokens=256, context_field="title"))
+        score_partition(
+            tiny_prior, tmp_path, "s", ScoringSettings(window=48, overlap=16, batch_tokens=256, context_field="title")
+        )
 
 
 def test_the_context_field_is_in_the_scoring_version():

@@ -27,8 +27,9 @@ def synthetic(n_docs: int = 6, n_tok: int = 60, seed: int = 0):
     # Candidates: distinct ids, log-probs sorted best first.
     topk_ids = np.stack([rng.permutation(50)[:K] for _ in range(n)]).astype(np.int32)
     topk_lp = np.sort(np.log(rng.dirichlet(np.ones(K), n)), axis=1)[:, ::-1].astype(np.float32)
-    return dict(token_ids=token_ids, pos=pos, logprob=logprob, whole=whole, topk_ids=topk_ids, topk_logprobs=topk_lp,
-                doc_keys=keys)
+    return dict(
+        token_ids=token_ids, pos=pos, logprob=logprob, whole=whole, topk_ids=topk_ids, topk_logprobs=topk_lp, doc_keys=keys
+    )
 
 
 def test_unscored_positions_never_eligible_and_a_scored_first_token_is():
@@ -169,7 +170,7 @@ def test_keyed_uniform_pure_function_property(seed, doc_ids, n_pos):
 def test_doc_key_is_stable_64_bit():
     assert doc_key("abc") == doc_key("abc")
     assert doc_key("abc") != doc_key("abd")
-    assert 0 <= doc_key("\u65e5\U0001F600") < 2**64
+    assert 0 <= doc_key("\u65e5\U0001f600") < 2**64
 
 
 # ---------------------------------------------------------------- resample

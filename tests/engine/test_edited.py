@@ -15,7 +15,7 @@ from tledit_pipeline.settings import EditSettings, ScoringSettings
 
 HUMAN = [
     "When shall we three meet again? In thunder, lightning, or in rain?",
-    "Caf\u00e9 \u65e5\u672c\u8a9e \U0001F600 e\u0301 done.\r\nNext line.",
+    "Caf\u00e9 \u65e5\u672c\u8a9e \U0001f600 e\u0301 done.\r\nNext line.",
     "x",
     "Fair is foul, and foul is fair: hover through the fog and filthy air. " * 3,
 ]
@@ -121,9 +121,7 @@ def test_edit_is_deterministic(raw, scores, vocab):
 def test_edit_does_not_depend_on_batching_or_doc_order(tiny_prior, raw, scores, vocab):
     order = list(range(raw.num_rows))[::-1]
     reordered = raw.take(pa.array(order))
-    other, _ = score_table(
-        tiny_prior, "s", reordered, ScoringSettings(window=48, overlap=16, batch_tokens=48), docs_per_chunk=2
-    )
+    other, _ = score_table(tiny_prior, "s", reordered, ScoringSettings(window=48, overlap=16, batch_tokens=48), docs_per_chunk=2)
     assert other["doc_id"].to_pylist() != scores["doc_id"].to_pylist()  # the rows really are in another order
     for threshold in (0.3, 0.99):
         a, _ = _edit(raw, scores, vocab, threshold=threshold, seed=11)

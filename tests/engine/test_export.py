@@ -13,8 +13,16 @@ SOURCE_COLUMNS = [["title", "title"], ["text", "source_text"], ["body", "text"],
 
 
 def _lake(home, edit="p=0.99"):
-    raw = pa.table({"shard": ["s", "s"], "doc_id": ["b", "a"], "text": ["raw two", "raw one"],
-                    "title": ["T2", "T1"], "source_text": ["keep", "me"], "when": [1, 2]})
+    raw = pa.table(
+        {
+            "shard": ["s", "s"],
+            "doc_id": ["b", "a"],
+            "text": ["raw two", "raw one"],
+            "title": ["T2", "T1"],
+            "source_text": ["keep", "me"],
+            "when": [1, 2],
+        }
+    )
     write_partition(home, "raw_corpus", "s", raw, meta={"source_columns": SOURCE_COLUMNS, "text_field": "body"})
     edited = pa.table({"shard": ["s", "s"], "doc_id": ["b", "a"], "text": ["edited two", "raw one"]})
     write_partition(home, "edited_corpus", "s", edited, meta={"edit": edit})

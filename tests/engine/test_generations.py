@@ -18,9 +18,9 @@ from tledit_pipeline.generations import (
     variant,
 )
 from tledit_pipeline.health import GENERATION_METRICS, build_health_table, generation_table, ordered_variants
-from tledit_pipeline.synthetic import SYNTHETIC_SCHEMA
 from tledit_pipeline.lake import refresh_views, write_partition
 from tledit_pipeline.ngrams import profile
+from tledit_pipeline.synthetic import SYNTHETIC_SCHEMA
 
 
 def test_names_of_each_generation():
@@ -34,23 +34,39 @@ def test_names_of_each_generation():
         assert generation_of(text_asset(g)) == (g if g else None) and generation_of(scores_asset(g)) == g
     assert generation_of("ngram_profile") is None
     assert ordered_variants({"raw_matched", "edited_g10", "edited_g2", "synthetic", "raw", "edited"}) == [
-        "raw", "edited", "edited_g2", "edited_g10", "synthetic", "raw_matched"
+        "raw",
+        "edited",
+        "edited_g2",
+        "edited_g10",
+        "synthetic",
+        "raw_matched",
     ]
 
 
 def _edited(shard, n_scored, n_eligible, n_changed, n_deleted):
-    return pa.table({
-        "shard": [shard], "doc_id": ["x"], "text": ["a b c"], "n_tokens": pa.array([n_scored], pa.int32()),
-        "n_scored": pa.array([n_scored], pa.int32()), "n_eligible": pa.array([n_eligible], pa.int32()),
-        "n_changed": pa.array([n_changed], pa.int32()), "n_deleted": pa.array([n_deleted], pa.int32()),
-    })
+    return pa.table(
+        {
+            "shard": [shard],
+            "doc_id": ["x"],
+            "text": ["a b c"],
+            "n_tokens": pa.array([n_scored], pa.int32()),
+            "n_scored": pa.array([n_scored], pa.int32()),
+            "n_eligible": pa.array([n_eligible], pa.int32()),
+            "n_changed": pa.array([n_changed], pa.int32()),
+            "n_deleted": pa.array([n_deleted], pa.int32()),
+        }
+    )
 
 
 def _scores(shard, probs):
-    return pa.table({
-        "shard": [shard] * len(probs), "doc_id": ["x"] * len(probs), "pos": pa.array(range(len(probs)), pa.int32()),
-        "logprob": pa.array([math.log(p) for p in probs], pa.float32()),
-    })
+    return pa.table(
+        {
+            "shard": [shard] * len(probs),
+            "doc_id": ["x"] * len(probs),
+            "pos": pa.array(range(len(probs)), pa.int32()),
+            "logprob": pa.array([math.log(p) for p in probs], pa.float32()),
+        }
+    )
 
 
 @pytest.fixture
@@ -59,11 +75,23 @@ def lake(tmp_path):
     home = tmp_path / "home it's"  # a path that needs quoting
     write_partition(home, "raw_corpus", "s1", pa.table({"shard": ["s1"], "doc_id": ["x"], "text": ["a b c"]}))
     write_partition(home, "token_scores", "s1", _scores("s1", [0.5, 0.995, 0.995, 0.05]))
-    write_partition(home, "synthetic_corpus", "s1", pa.table({
-        "shard": ["s1"], "doc_id": ["x"], "prefix_tokens": pa.array([1], pa.int32()), "new_tokens": pa.array([1], pa.int32()),
-        "pieces": pa.array([[{"start": 0, "prefix": 1, "target": 1, "new": 1}]], SYNTHETIC_SCHEMA.field("pieces").type),
-        "logprobs": pa.array([[math.log(0.9)]], pa.list_(pa.float32())), "text": ["a z"], "reference_text": ["a b"],
-    }))
+    write_partition(
+        home,
+        "synthetic_corpus",
+        "s1",
+        pa.table(
+            {
+                "shard": ["s1"],
+                "doc_id": ["x"],
+                "prefix_tokens": pa.array([1], pa.int32()),
+                "new_tokens": pa.array([1], pa.int32()),
+                "pieces": pa.array([[{"start": 0, "prefix": 1, "target": 1, "new": 1}]], SYNTHETIC_SCHEMA.field("pieces").type),
+                "logprobs": pa.array([[math.log(0.9)]], pa.list_(pa.float32())),
+                "text": ["a z"],
+                "reference_text": ["a b"],
+            }
+        ),
+    )
     write_partition(home, "edited_corpus", "s1", _edited("s1", 4, 2, 1, 0))
     write_partition(home, "token_scores_g1", "s1", _scores("s1", [0.5, 0.995, 0.25, 0.05]))
     write_partition(home, "edited_corpus_g2", "s1", _edited("s1", 4, 1, 1, 1))
@@ -77,9 +105,12 @@ def _health(home, generations):
     con = duckdb.connect()
     refresh_views(con, home, ["s1"])
     made = refresh_generation_views(con, home, ["s1"], generations)
-    con.register("ngram_profile", profile("s1", {
-        "raw": ["a b c"], "edited": ["a b d"], "edited_g2": ["a x d"], "synthetic": ["a z"], "raw_matched": ["a b"]
-    }).to_arrow())
+    con.register(
+        "ngram_profile",
+        profile(
+            "s1", {"raw": ["a b c"], "edited": ["a b d"], "edited_g2": ["a x d"], "synthetic": ["a z"], "raw_matched": ["a b"]}
+        ).to_arrow(),
+    )
     health = build_health_table(con)
     return con, made, {(r["variant"], r["shard"], r["metric"]): r["value"] for r in health.iter_rows(named=True)}, health
 

@@ -61,7 +61,12 @@ def test_top64_share_and_tail_mass():
 
 
 def test_raw_is_its_own_reference():
-    m = _metrics({"raw": ["the cat sat on a mat", "a dog ran past the barn"], "edited": ["the cat sat on a mat", "a dog ran past the barn"]})
+    m = _metrics(
+        {
+            "raw": ["the cat sat on a mat", "a dog ran past the barn"],
+            "edited": ["the cat sat on a mat", "a dog ran past the barn"],
+        }
+    )
     for v in ("raw", "edited"):
         assert m[(v, "tail_coverage")] == 1.0
         assert m[(v, "js_divergence_vs_raw")] == pytest.approx(0.0, abs=1e-12)
@@ -106,7 +111,12 @@ def test_a_corpus_repeated_twice():
 
 
 def test_more_repetition_means_more_concentration():
-    m = _metrics({"raw": ["the cat sat on a mat while a dog ran past the old red barn"], "synthetic": ["the cat the cat the cat the cat the cat the cat the cat"]})
+    m = _metrics(
+        {
+            "raw": ["the cat sat on a mat while a dog ran past the old red barn"],
+            "synthetic": ["the cat the cat the cat the cat the cat the cat the cat"],
+        }
+    )
     assert m[("synthetic", "distinct_2")] < m[("raw", "distinct_2")]
     assert m[("synthetic", "hashed_effective_buckets")] < m[("raw", "hashed_effective_buckets")]
     assert m[("synthetic", "tail_coverage")] < 1.0
@@ -115,20 +125,49 @@ def test_more_repetition_means_more_concentration():
 def test_health_table_over_every_view():
     """The full table: n-gram metrics, the probability histogram, perplexity quantiles and edit shares."""
     con = duckdb.connect()
-    con.register("ngram_profile", profile("s1", {"raw": ["a b c"], "edited": ["a b c"], "synthetic": ["a b d"], "raw_matched": ["a b"]}).to_arrow())
+    con.register(
+        "ngram_profile",
+        profile("s1", {"raw": ["a b c"], "edited": ["a b c"], "synthetic": ["a b d"], "raw_matched": ["a b"]}).to_arrow(),
+    )
     # raw: two documents; teacher-forced log-probs (position 0 has none).
-    con.register("token_scores", pa.table({
-        "shard": ["s1"] * 6, "doc_id": ["x", "x", "x", "y", "y", "y"], "pos": [0, 1, 2, 0, 1, 2],
-        "logprob": pa.array([None, math.log(0.5), math.log(0.995), None, math.log(0.05), math.log(0.25)], pa.float32()),
-    }))
-    con.register("edited_corpus", pa.table({"shard": ["s1", "s1"], "n_tokens": [3, 3], "n_scored": [2, 2], "n_eligible": [1, 0],
-                                            "n_changed": [1, 0], "n_deleted": [0, 1]}))
+    con.register(
+        "token_scores",
+        pa.table(
+            {
+                "shard": ["s1"] * 6,
+                "doc_id": ["x", "x", "x", "y", "y", "y"],
+                "pos": [0, 1, 2, 0, 1, 2],
+                "logprob": pa.array([None, math.log(0.5), math.log(0.995), None, math.log(0.05), math.log(0.25)], pa.float32()),
+            }
+        ),
+    )
+    con.register(
+        "edited_corpus",
+        pa.table(
+            {
+                "shard": ["s1", "s1"],
+                "n_tokens": [3, 3],
+                "n_scored": [2, 2],
+                "n_eligible": [1, 0],
+                "n_changed": [1, 0],
+                "n_deleted": [0, 1],
+            }
+        ),
+    )
     # The baseline wrote one token after a one-token prefix of x, with P = 0.9.
-    con.register("synthetic_corpus", pa.table({
-        "shard": ["s1"], "doc_id": ["x"], "prefix_tokens": pa.array([1], pa.int32()), "new_tokens": pa.array([1], pa.int32()),
-        "pieces": pa.array([[{"start": 0, "prefix": 1, "target": 2, "new": 1}]], SYNTHETIC_SCHEMA.field("pieces").type),
-        "logprobs": pa.array([[math.log(0.9)]], pa.list_(pa.float32())),
-    }))
+    con.register(
+        "synthetic_corpus",
+        pa.table(
+            {
+                "shard": ["s1"],
+                "doc_id": ["x"],
+                "prefix_tokens": pa.array([1], pa.int32()),
+                "new_tokens": pa.array([1], pa.int32()),
+                "pieces": pa.array([[{"start": 0, "prefix": 1, "target": 2, "new": 1}]], SYNTHETIC_SCHEMA.field("pieces").type),
+                "logprobs": pa.array([[math.log(0.9)]], pa.list_(pa.float32())),
+            }
+        ),
+    )
     health = build_health_table(con)
     v = {(r["variant"], r["shard"], r["metric"]): r["value"] for r in health.iter_rows(named=True)}
     for shard in ("s1", "__all__"):
@@ -151,15 +190,30 @@ def test_raw_matched_reads_every_piece_of_the_baseline():
     """A document written in two pieces: raw_matched takes raw's scores at both pieces' generated positions."""
     con = duckdb.connect()
     lp = [None, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
-    con.register("token_scores", pa.table({
-        "shard": ["s1"] * 8, "doc_id": ["x"] * 8, "pos": list(range(8)), "logprob": pa.array([None if v is None else -v for v in lp], pa.float32()),
-    }))
+    con.register(
+        "token_scores",
+        pa.table(
+            {
+                "shard": ["s1"] * 8,
+                "doc_id": ["x"] * 8,
+                "pos": list(range(8)),
+                "logprob": pa.array([None if v is None else -v for v in lp], pa.float32()),
+            }
+        ),
+    )
     pieces = [{"start": 0, "prefix": 1, "target": 3, "new": 2}, {"start": 4, "prefix": 2, "target": 2, "new": 1}]
-    con.register("synthetic_corpus", pa.table({
-        "shard": ["s1"], "doc_id": ["x"], "new_tokens": pa.array([3], pa.int32()),
-        "pieces": pa.array([pieces], SYNTHETIC_SCHEMA.field("pieces").type),
-        "logprobs": pa.array([[-1.0, -1.0, -1.0]], pa.list_(pa.float32())),
-    }))
+    con.register(
+        "synthetic_corpus",
+        pa.table(
+            {
+                "shard": ["s1"],
+                "doc_id": ["x"],
+                "new_tokens": pa.array([3], pa.int32()),
+                "pieces": pa.array([pieces], SYNTHETIC_SCHEMA.field("pieces").type),
+                "logprobs": pa.array([[-1.0, -1.0, -1.0]], pa.list_(pa.float32())),
+            }
+        ),
+    )
     ppl = document_perplexities(con).filter(pl.col("variant") == "raw_matched")["ppl"].to_list()
     assert ppl == [pytest.approx(math.exp((0.1 + 0.2 + 0.6) / 3), rel=1e-5)]  # positions 1, 2 and 6
 
@@ -172,7 +226,9 @@ def test_health_table_names_missing_views():
 
 
 def test_perplexity_polygons_share_sums_to_one():
-    ppl = pl.DataFrame({"variant": ["raw"] * 4 + ["synthetic"] * 2, "shard": ["s"] * 6, "ppl": [2.0, 10.0, 50.0, 400.0, 3.0, 4.0]})
+    ppl = pl.DataFrame(
+        {"variant": ["raw"] * 4 + ["synthetic"] * 2, "shard": ["s"] * 6, "ppl": [2.0, 10.0, 50.0, 400.0, 3.0, 4.0]}
+    )
     poly = perplexity_polygons(ppl, bins=8)
     assert set(poly) == {"raw", "synthetic"}
     for pts in poly.values():

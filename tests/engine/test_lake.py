@@ -29,7 +29,7 @@ def _table(shard: str = "a", n: int = 3) -> pa.Table:
         {
             "shard": [shard] * n,
             "doc_id": [f"{shard}-{i}" for i in range(n)],
-            "text": [f"text {i} \u00e9\U0001F600" for i in range(n)],
+            "text": [f"text {i} \u00e9\U0001f600" for i in range(n)],
             "n": pa.array(range(n), pa.int32()),
         }
     )
@@ -141,7 +141,7 @@ def test_refresh_views_only_for_folders_with_data(tmp_path, home_name):
     assert set(made) <= set(VIEWS)
     assert con.execute("SELECT count(*) FROM raw_corpus").fetchone()[0] == 5
     assert sorted(r[0] for r in con.execute("SELECT DISTINCT shard FROM raw_corpus").fetchall()) == ["a", "b"]
-    assert con.execute("SELECT text FROM raw_corpus WHERE doc_id = 'b-1'").fetchone()[0] == "text 1 \u00e9\U0001F600"
+    assert con.execute("SELECT text FROM raw_corpus WHERE doc_id = 'b-1'").fetchone()[0] == "text 1 \u00e9\U0001f600"
     assert con.execute("SELECT extra FROM edited_corpus").fetchone()[0] == 1.5
     views = {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
     assert views == {"raw_corpus", "edited_corpus"}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import polars as pl
-
 import hashlib
+
+import polars as pl
 
 from tledit_pipeline.ngrams import BUCKETS, hashed_bucket, ngram_counts, profile, word_tokens
 

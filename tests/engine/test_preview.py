@@ -7,7 +7,7 @@ from tledit_pipeline.preview import PREVIEW_ID, preview, render
 from tledit_pipeline.scoring import score_table
 from tledit_pipeline.settings import Settings
 
-TEXT = "When shall we three meet again? In thunder, lightning, or in rain? Caf\u00e9 \U0001F600 done."
+TEXT = "When shall we three meet again? In thunder, lightning, or in rain? Caf\u00e9 \U0001f600 done."
 
 
 def test_preview_matches_the_shard_edit(tiny_prior, tmp_path):

@@ -41,7 +41,7 @@ def test_bundled_prior_facts(bundled):
 
 
 def test_bundled_spans_are_exact_on_hard_text(bundled):
-    text = "Caf\u00e9 \u65e5\u672c\u8a9e \U0001F600 e\u0301 \u2014 \"quotes\"\r\n\ttabs  and  spaces"
+    text = 'Caf\u00e9 \u65e5\u672c\u8a9e \U0001f600 e\u0301 \u2014 "quotes"\r\n\ttabs  and  spaces'
     table, stats = score_table(bundled, "t", pa.table({"doc_id": ["a"], "text": [text]}), ScoringSettings())
     assert stats.inexact_documents == 0
     whole = table["whole"].to_numpy(zero_copy_only=False)

@@ -15,7 +15,7 @@ TEXTS = [
     "When shall we three meet again? In thunder, lightning, or in rain?",
     "Fair is foul, and foul is fair. " * 12,  # longer than one window below
     "ok",
-    "Caf\u00e9 \u65e5\u672c\u8a9e \U0001F600 e\u0301 done.\r\nNext line.",
+    "Caf\u00e9 \u65e5\u672c\u8a9e \U0001f600 e\u0301 done.\r\nNext line.",
     "x",
 ]
 
@@ -80,7 +80,9 @@ def test_without_the_start_token_every_token_after_the_first_is_scored(tiny_prio
 
 def test_the_start_token_changes_the_scores_and_is_in_the_scoring_version(tiny_prior):
     on, _ = score_table(tiny_prior, "s", docs_table(TEXTS), ScoringSettings(window=48, overlap=16, batch_tokens=256))
-    off, _ = score_table(tiny_prior, "s", docs_table(TEXTS), ScoringSettings(window=48, overlap=16, batch_tokens=256, document_start=False))
+    off, _ = score_table(
+        tiny_prior, "s", docs_table(TEXTS), ScoringSettings(window=48, overlap=16, batch_tokens=256, document_start=False)
+    )
     assert on["token_id"].equals(off["token_id"]) and on["char_start"].equals(off["char_start"])  # same rows, same spans
     a, b = on["logprob"].to_numpy(zero_copy_only=False), off["logprob"].to_numpy(zero_copy_only=False)
     assert np.nanmax(np.abs(a - b)) > 1e-3  # every position's context changed
@@ -88,7 +90,9 @@ def test_the_start_token_changes_the_scores_and_is_in_the_scoring_version(tiny_p
 
 
 def test_candidates_are_replaceable_and_sorted(tiny_prior):
-    table, _ = score_table(tiny_prior, "s", docs_table(TEXTS), ScoringSettings(window=64, overlap=16, batch_tokens=512, candidates=6))
+    table, _ = score_table(
+        tiny_prior, "s", docs_table(TEXTS), ScoringSettings(window=64, overlap=16, batch_tokens=512, candidates=6)
+    )
     rows = table.filter(pa.compute.greater(table["pos"], 0))
     ids = np.array(rows["topk_ids"].to_pylist())
     lps = np.array(rows["topk_logprobs"].to_pylist(), dtype=np.float64)
@@ -101,7 +105,9 @@ def test_candidates_are_replaceable_and_sorted(tiny_prior):
 
 def test_scores_do_not_depend_on_batching_or_chunking(tiny_prior):
     a, _ = score_table(tiny_prior, "s", docs_table(TEXTS), ScoringSettings(window=48, overlap=16, batch_tokens=48))
-    b, _ = score_table(tiny_prior, "s", docs_table(TEXTS), ScoringSettings(window=48, overlap=16, batch_tokens=4096), docs_per_chunk=2)
+    b, _ = score_table(
+        tiny_prior, "s", docs_table(TEXTS), ScoringSettings(window=48, overlap=16, batch_tokens=4096), docs_per_chunk=2
+    )
     assert a["token_id"].equals(b["token_id"])
     np.testing.assert_allclose(
         a["logprob"].to_numpy(zero_copy_only=False), b["logprob"].to_numpy(zero_copy_only=False), atol=1e-4, equal_nan=True
@@ -137,11 +143,15 @@ def test_partition_is_streamed_in_chunks_and_equals_the_in_memory_table(tiny_pri
     assert pq.ParquetFile(partition_file(tmp_path, "token_scores", "s")).num_row_groups > 1
     assert got.column_names == whole.column_names
     assert got["doc_id"].equals(whole["doc_id"]) and got["token_id"].equals(whole["token_id"])
-    np.testing.assert_allclose(got["logprob"].to_numpy(zero_copy_only=False), whole["logprob"].to_numpy(zero_copy_only=False),
-                               atol=1e-4, equal_nan=True)
+    np.testing.assert_allclose(
+        got["logprob"].to_numpy(zero_copy_only=False), whole["logprob"].to_numpy(zero_copy_only=False), atol=1e-4, equal_nan=True
+    )
     digest = partition_digest(tmp_path, "raw_corpus", "s")
     assert partition_meta(tmp_path, "token_scores", "s") == {
-        "raw_digest": "x", "text_asset": "raw_corpus", "text_digest": digest, "first_scored": 0,
+        "raw_digest": "x",
+        "text_asset": "raw_corpus",
+        "text_digest": digest,
+        "first_scored": 0,
     }
     assert stats.documents == len(TEXTS) and stats.tokens == got.num_rows
     assert sum(stats.shares[f"prob_bin_{i:02d}"] for i in range(10)) == pytest.approx(1.0)
@@ -176,5 +186,9 @@ def test_candidates_are_the_same_when_blocked_tokens_crowd_the_wide_topk(tiny_pr
     assert tied.sum() <= len(TEXTS)
     keep = pa.array(~tied)
     assert wide["topk_ids"].filter(keep).equals(narrow["topk_ids"].filter(keep))
-    np.testing.assert_allclose(wide["logprob"].to_numpy(zero_copy_only=False), narrow["logprob"].to_numpy(zero_copy_only=False),
-                               atol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(
+        wide["logprob"].to_numpy(zero_copy_only=False),
+        narrow["logprob"].to_numpy(zero_copy_only=False),
+        atol=1e-6,
+        equal_nan=True,
+    )

@@ -79,8 +79,13 @@ def test_relative_home_is_made_absolute():
 
 
 def test_overrides_win_over_env():
-    env = {"TLEDIT_THRESHOLD": "0.5", "TLEDIT_SEED": "3", "TLEDIT_SOURCE": "from-env", "TLEDIT_WINDOW": "512",
-           "TLEDIT_OVERLAP": "64"}
+    env = {
+        "TLEDIT_THRESHOLD": "0.5",
+        "TLEDIT_SEED": "3",
+        "TLEDIT_SOURCE": "from-env",
+        "TLEDIT_WINDOW": "512",
+        "TLEDIT_OVERLAP": "64",
+    }
     s = Settings.from_env(env=env, threshold=0.7, seed=9, source="from-flag", window=256)
     assert s.edit.threshold == 0.7
     assert s.edit.seed == 9
@@ -266,12 +271,18 @@ def test_synthetic_and_check_settings_from_env_and_overrides(tmp_path):
     assert Settings.from_env(env={}).synthetic == SyntheticSettings(prefix_tokens=32, max_new_tokens=0, synthetic_sample=1.0)
     assert Settings.from_env(env={}).checks == CheckSettings(min_tail_coverage=0.98, max_js_divergence=0.01)
     env = {
-        "TLEDIT_PREFIX_TOKENS": "16", "TLEDIT_MAX_NEW_TOKENS": "64", "TLEDIT_SYNTHETIC_SAMPLE": "0.5",
-        "TLEDIT_SYNTHETIC_SEED": "9", "TLEDIT_SYNTHETIC_BATCH": "4",
-        "TLEDIT_MIN_TAIL_COVERAGE": "0.9", "TLEDIT_MAX_JS_DIVERGENCE": "0.05",
+        "TLEDIT_PREFIX_TOKENS": "16",
+        "TLEDIT_MAX_NEW_TOKENS": "64",
+        "TLEDIT_SYNTHETIC_SAMPLE": "0.5",
+        "TLEDIT_SYNTHETIC_SEED": "9",
+        "TLEDIT_SYNTHETIC_BATCH": "4",
+        "TLEDIT_MIN_TAIL_COVERAGE": "0.9",
+        "TLEDIT_MAX_JS_DIVERGENCE": "0.05",
     }
     s = Settings.from_env(env=env, prefix_tokens=8)  # a flag beats the variable
-    assert s.synthetic == SyntheticSettings(prefix_tokens=8, max_new_tokens=64, synthetic_sample=0.5, synthetic_seed=9, synthetic_batch=4)
+    assert s.synthetic == SyntheticSettings(
+        prefix_tokens=8, max_new_tokens=64, synthetic_sample=0.5, synthetic_seed=9, synthetic_batch=4
+    )
     assert s.checks == CheckSettings(min_tail_coverage=0.9, max_js_divergence=0.05)
     # Remembered with the rest, and the version string follows every setting but the batch size.
     s = s.with_overrides(home=tmp_path)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import write_jsonl
 from tledit_pipeline.source import (
     REJECT_SCHEMA,
     Shard,
@@ -49,7 +49,7 @@ def _check_accounting(r):
         ("beta.jsonl.gz", "beta"),
         ("Beta.JSONL.GZ", "beta"),
         ("My Shard.parquet", "my-shard"),
-        ("it's \"quoted\".txt", "it-s-quoted"),
+        ('it\'s "quoted".txt', "it-s-quoted"),
         ("../../etc/passwd.jsonl", "etc-passwd"),
         ("a/b\\c.jsonl", "a-b-c"),
         ("..jsonl", "shard"),
@@ -150,7 +150,7 @@ def test_read_jsonl(small_source):
     assert r.rows_in == 3 and r.rejected.num_rows == 0
     assert r.accepted.column("shard").to_pylist() == ["alpha"] * 3
     assert r.accepted.column("n").to_pylist() == [1, 2, 3]
-    assert r.accepted.column("text").to_pylist()[2] == "Caf\u00e9 \u65e5\u672c\u8a9e \U0001F600 e\u0301 done.\r\nNext line."
+    assert r.accepted.column("text").to_pylist()[2] == "Caf\u00e9 \u65e5\u672c\u8a9e \U0001f600 e\u0301 done.\r\nNext line."
 
 
 def test_read_jsonl_gz(small_source):
@@ -300,10 +300,22 @@ def test_integer_source_ids_become_strings(tmp_path):
 
 def test_passthrough_fields_survive(tmp_path):
     rows = [
-        {"text": "alpha text", "lang": "en", "n": 1, "score": 0.25, "flag": True,
-         "meta": {"url": "http://a", "tags": ["x", "y"], "depth": {"k": 1}}},
-        {"text": "beta text", "lang": "fr", "n": 2, "score": 1.5, "flag": False,
-         "meta": {"url": "http://b", "tags": [], "depth": {"k": 2}}},
+        {
+            "text": "alpha text",
+            "lang": "en",
+            "n": 1,
+            "score": 0.25,
+            "flag": True,
+            "meta": {"url": "http://a", "tags": ["x", "y"], "depth": {"k": 1}},
+        },
+        {
+            "text": "beta text",
+            "lang": "fr",
+            "n": 2,
+            "score": 1.5,
+            "flag": False,
+            "meta": {"url": "http://b", "tags": [], "depth": {"k": 2}},
+        },
     ]
     path = write_jsonl(tmp_path / "pass.jsonl", rows)
     r = _read(path)

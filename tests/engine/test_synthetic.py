@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from tledit_pipeline.decoding import ModelDecoder
 from tledit_pipeline.scoring import tokenize
 from tledit_pipeline.settings import SyntheticSettings
-from tledit_pipeline.decoding import ModelDecoder
 from tledit_pipeline.synthetic import SYNTHETIC_SCHEMA, in_sample, plan_pieces, synthesize
 
 DOCS = pa.table(
@@ -19,7 +19,7 @@ DOCS = pa.table(
             "Fair is foul, and foul is fair: hover through the fog and filthy air.",
             "The quick brown fox jumps over the lazy dog.",
             "x",
-            "Caf\u00e9 na\u00efve \u65e5\u672c\u8a9e \U0001F600 r\u00e9sum\u00e9 and more words after it.",
+            "Caf\u00e9 na\u00efve \u65e5\u672c\u8a9e \U0001f600 r\u00e9sum\u00e9 and more words after it.",
         ],
     }
 )
@@ -172,8 +172,14 @@ def test_settings_validation():
     from tledit_pipeline.settings import SettingsError
 
     for bad in (
-        {"prefix_tokens": 0}, {"max_new_tokens": -1}, {"synthetic_sample": 0.0}, {"synthetic_sample": 1.5},
-        {"synthetic_batch": 0}, {"synthetic_temperature": 0.0}, {"synthetic_top_p": 0.0}, {"synthetic_top_p": 1.5},
+        {"prefix_tokens": 0},
+        {"max_new_tokens": -1},
+        {"synthetic_sample": 0.0},
+        {"synthetic_sample": 1.5},
+        {"synthetic_batch": 0},
+        {"synthetic_temperature": 0.0},
+        {"synthetic_top_p": 0.0},
+        {"synthetic_top_p": 1.5},
         {"synthetic_segment": 63},
     ):
         with pytest.raises(SettingsError):

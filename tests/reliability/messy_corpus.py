@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-CJK_EMOJI = "\u65e5\u672c\u8a9e\u306e\u6587\u7ae0 \u4e2d\u6587 \U0001F600\U0001F680 \U0001F468\u200d\U0001F469\u200d\U0001F467"
+CJK_EMOJI = "\u65e5\u672c\u8a9e\u306e\u6587\u7ae0 \u4e2d\u6587 \U0001f600\U0001f680 \U0001f468\u200d\U0001f469\u200d\U0001f467"
 COMBINING = "e\u0301 a\u0308 o\u0302\u0323 \u1100\u1161\u11a8"
 CRLF_TEXT = "Fair is foul,\r\nand foul is fair.\r\n\r\nHover through the fog.\r\n"
 
@@ -58,8 +58,15 @@ def build(folder: Path) -> list[Case]:
         {"text": CRLF_TEXT, "n": 4, "meta": {"other": True}, "mixed": {"k": None}, "big": 2**70},
     ]
     _lines(folder / "unicode.jsonl", [_j(r) for r in good])
-    cases.append(Case("unicode.jsonl", "CJK, emoji, ZWJ sequences, combining marks, CRLF; mixed-type passthrough",
-                      4, 4, texts=[r["text"] for r in good]))
+    cases.append(
+        Case(
+            "unicode.jsonl",
+            "CJK, emoji, ZWJ sequences, combining marks, CRLF; mixed-type passthrough",
+            4,
+            4,
+            texts=[r["text"] for r in good],
+        )
+    )
 
     _lines(
         folder / "malformed.jsonl",
@@ -74,9 +81,16 @@ def build(folder: Path) -> list[Case]:
             _j({"text": "last good line"}),
         ],
     )
-    cases.append(Case("malformed.jsonl", "malformed JSON lines, non-object JSON, blank lines", 6, 2,
-                      reasons=["malformed JSON", "JSON array, not an object", "JSON string, not an object", "malformed JSON"],
-                      texts=["first good line", "last good line"]))
+    cases.append(
+        Case(
+            "malformed.jsonl",
+            "malformed JSON lines, non-object JSON, blank lines",
+            6,
+            2,
+            reasons=["malformed JSON", "JSON array, not an object", "JSON string, not an object", "malformed JSON"],
+            texts=["first good line", "last good line"],
+        )
+    )
 
     _lines(
         folder / "fields.jsonl",
@@ -95,35 +109,84 @@ def build(folder: Path) -> list[Case]:
             _j({"text": "the only good one"}),
         ],
     )
-    cases.append(Case("fields.jsonl", "missing, NULL, non-string, empty, whitespace-only, NUL, invalid Unicode text", 12, 1,
-                      reasons=["no field 'text'", "is null", "is int", "is list", "is dict", "is bool", "empty or whitespace",
-                               "empty or whitespace", "empty or whitespace", "NUL", "lone surrogate"],
-                      texts=["the only good one"]))
+    cases.append(
+        Case(
+            "fields.jsonl",
+            "missing, NULL, non-string, empty, whitespace-only, NUL, invalid Unicode text",
+            12,
+            1,
+            reasons=[
+                "no field 'text'",
+                "is null",
+                "is int",
+                "is list",
+                "is dict",
+                "is bool",
+                "empty or whitespace",
+                "empty or whitespace",
+                "empty or whitespace",
+                "NUL",
+                "lone surrogate",
+            ],
+            texts=["the only good one"],
+        )
+    )
 
     (folder / "bytes.jsonl").write_bytes(
-        b"\xef\xbb\xbf" + _j({"text": "after a byte order mark"}) + b"\n"
+        b"\xef\xbb\xbf"
+        + _j({"text": "after a byte order mark"})
+        + b"\n"
         + b'{"text": "caf\xe9 in latin-1"}\n'
         + b'{"text": "\xff\xfe garbage"}\r\n'
-        + _j({"text": "good, CRLF line end"}) + b"\r\n"
+        + _j({"text": "good, CRLF line end"})
+        + b"\r\n"
     )
-    cases.append(Case("bytes.jsonl", "non-UTF-8 bytes, BOM, CRLF JSON line ends", 4, 2,
-                      reasons=["not valid UTF-8", "not valid UTF-8"], texts=["after a byte order mark", "good, CRLF line end"]))
+    cases.append(
+        Case(
+            "bytes.jsonl",
+            "non-UTF-8 bytes, BOM, CRLF JSON line ends",
+            4,
+            2,
+            reasons=["not valid UTF-8", "not valid UTF-8"],
+            texts=["after a byte order mark", "good, CRLF line end"],
+        )
+    )
 
     _lines(
         folder / "dup-ids.jsonl",
-        [_j({"id": "a", "text": "one"}), _j({"id": "b", "text": "two"}), _j({"id": "a", "text": "three"}),
-         _j({"id": None, "text": "four"}), _j({"text": "five, no id"})],
+        [
+            _j({"id": "a", "text": "one"}),
+            _j({"id": "b", "text": "two"}),
+            _j({"id": "a", "text": "three"}),
+            _j({"id": None, "text": "four"}),
+            _j({"text": "five, no id"}),
+        ],
     )
-    cases.append(Case("dup-ids.jsonl", "duplicate and missing doc ids within a shard", 5, 2,
-                      reasons=["duplicate doc id 'a'", "'id' is missing or null", "'id' is missing or null"], texts=["one", "two"]))
+    cases.append(
+        Case(
+            "dup-ids.jsonl",
+            "duplicate and missing doc ids within a shard",
+            5,
+            2,
+            reasons=["duplicate doc id 'a'", "'id' is missing or null", "'id' is missing or null"],
+            texts=["one", "two"],
+        )
+    )
 
     _lines(folder / "dup-texts.jsonl", [_j({"text": "same words"})] * 3 + [_j({"text": "other words"})])
-    cases.append(Case("dup-texts.jsonl", "identical texts without ids stay distinct documents", 4, 4,
-                      texts=["same words"] * 3 + ["other words"]))
+    cases.append(
+        Case(
+            "dup-texts.jsonl",
+            "identical texts without ids stay distinct documents",
+            4,
+            4,
+            texts=["same words"] * 3 + ["other words"],
+        )
+    )
 
     nested = pa.table(
         {
-            "text": ["parquet row one", None, "parquet row three \U0001F600"],
+            "text": ["parquet row one", None, "parquet row three \U0001f600"],
             "meta": [{"u": "x", "tags": ["p", "q"], "deep": {"k": [1, 2]}}, None, {"u": None, "tags": [], "deep": {"k": []}}],
             "attrs": pa.array([[("a", 1)], [], [("b", 2), ("c", 3)]], pa.map_(pa.string(), pa.int64())),
             "when": pa.array([datetime.datetime(2020, 1, 1), None, datetime.datetime(2021, 6, 1)], pa.timestamp("us", tz="UTC")),
@@ -132,8 +195,16 @@ def build(folder: Path) -> list[Case]:
         }
     )
     pq.write_table(nested, folder / "nested.parquet")
-    cases.append(Case("nested.parquet", "parquet with extra nested, map, decimal, timestamp columns", 3, 2,
-                      reasons=["is null"], texts=["parquet row one", "parquet row three \U0001F600"]))
+    cases.append(
+        Case(
+            "nested.parquet",
+            "parquet with extra nested, map, decimal, timestamp columns",
+            3,
+            2,
+            reasons=["is null"],
+            texts=["parquet row one", "parquet row three \U0001f600"],
+        )
+    )
 
     (folder / "empty.jsonl").write_bytes(b"")
     cases.append(Case("empty.jsonl", "an empty shard file (0 bytes)", 0, 0))
@@ -146,10 +217,21 @@ def build(folder: Path) -> list[Case]:
         b"bad \xff byte paragraph\r\n\r\n\r\n"
         b"old Mac line ends\rstill the same paragraph\r\rlast paragraph, no final line end"
     )
-    cases.append(Case("paragraphs.txt", ".txt with CRLF and CR line ends, a non-UTF-8 paragraph", 5, 4,
-                      reasons=["not valid UTF-8"],
-                      texts=["First line\r\nsecond line of the first paragraph", "Caf\u00e9 \u65e5\u672c \U0001F600",
-                             "old Mac line ends\rstill the same paragraph", "last paragraph, no final line end"]))
+    cases.append(
+        Case(
+            "paragraphs.txt",
+            ".txt with CRLF and CR line ends, a non-UTF-8 paragraph",
+            5,
+            4,
+            reasons=["not valid UTF-8"],
+            texts=[
+                "First line\r\nsecond line of the first paragraph",
+                "Caf\u00e9 \u65e5\u672c \U0001f600",
+                "old Mac line ends\rstill the same paragraph",
+                "last paragraph, no final line end",
+            ],
+        )
+    )
 
     whole = gzip.compress(b"".join(_j({"text": f"document number {i} " * 20}) + b"\n" for i in range(200)), mtime=0)
     (folder / "truncated.jsonl.gz").write_bytes(whole[: len(whole) // 2])
@@ -159,7 +241,7 @@ def build(folder: Path) -> list[Case]:
     cases.append(Case("corrupt.parquet", "a file that is not what its name says", fails=r"corrupt\.parquet"))
 
     hostile = [
-        "it's \"quoted\" name.jsonl",
+        'it\'s "quoted" name.jsonl',
         "a'); DROP TABLE raw_corpus;--.jsonl",
         "x..y spaced ..name.jsonl",
         "semi;colon $(echo) `tick`.jsonl",
@@ -167,6 +249,9 @@ def build(folder: Path) -> list[Case]:
     ]
     for i, name in enumerate(hostile):
         _lines(folder / name, [_j({"text": f"hostile file name {i}: {name}"})])
-        cases.append(Case(name, "a file name with quotes, spaces, '..', SQL or shell syntax", 1, 1,
-                          texts=[f"hostile file name {i}: {name}"]))
+        cases.append(
+            Case(
+                name, "a file name with quotes, spaces, '..', SQL or shell syntax", 1, 1, texts=[f"hostile file name {i}: {name}"]
+            )
+        )
     return cases

@@ -15,8 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from messy_corpus import Case, build
+
 from tledit_pipeline.lake import read_partition, write_partition
 from tledit_pipeline.source import (
     REJECT_SCHEMA,
@@ -42,8 +42,8 @@ def _shard(folder, case: Case) -> Shard:
 
 
 def _case_ids():
-    from pathlib import Path
     import tempfile
+    from pathlib import Path
 
     with tempfile.TemporaryDirectory() as d:
         return [c.name for c in build(Path(d))]
@@ -114,7 +114,7 @@ def test_a_five_megabyte_document(tmp_path, tiny_prior):
     """5 MB through read_shard, the lake and the window plan; scoring a long document is checked on 20 kB
     (the tiny prior scores about 5k tokens/s on a busy CI core, too slow for 5 MB in a unit test)."""
     rng = np.random.default_rng(0)
-    words = np.array(["Fair", "is", "foul", "\u65e5\u672c\u8a9e", "\U0001F600", "e\u0301", "rain.\r\n", "and"])
+    words = np.array(["Fair", "is", "foul", "\u65e5\u672c\u8a9e", "\U0001f600", "e\u0301", "rain.\r\n", "and"])
     text = " ".join(rng.choice(words, 1_100_000))
     text = text[: len(text) - (len(text.encode("utf-8")) - 5_000_000) // 4]
     assert len(text.encode("utf-8")) >= 5_000_000
@@ -195,8 +195,10 @@ def test_run_processes_valid_documents_and_accounts_for_every_one(run):
         assert edited.get(key, 0) == a, c.name  # every accepted document was scored and edited
         docs_in, accepted, rejected_total = docs_in + c.documents, accepted + a, rejected_total + r
     lost = docs_in - accepted - rejected_total
-    print(f"\nbad input: {len(cases)} cases, {docs_in} documents in, {accepted} accepted, {rejected_total} rejected, "
-          f"{lost} lost; {len(failing)} unreadable files failed their partitions")
+    print(
+        f"\nbad input: {len(cases)} cases, {docs_in} documents in, {accepted} accepted, {rejected_total} rejected, "
+        f"{lost} lost; {len(failing)} unreadable files failed their partitions"
+    )
     assert lost == 0
     assert f"{accepted} accepted, {rejected_total} rejected" in out
 
@@ -247,5 +249,7 @@ def test_a_field_typed_differently_in_two_shards_reads_as_json(tmp_path):
     refresh_views(con, tmp_path, keys)
     rows = con.execute("SELECT text, extra, same, other FROM raw_corpus ORDER BY text").fetchall()
     assert rows == [("first", "5", 1, None), ("second", '{"a":[1,"x"]}', 2, None), ("third", None, None, "only here")]
-    assert [json.loads(x) for (x,) in con.execute("SELECT extra FROM raw_corpus WHERE extra IS NOT NULL ORDER BY text").fetchall()] == [5, {"a": [1, "x"]}]
+    assert [
+        json.loads(x) for (x,) in con.execute("SELECT extra FROM raw_corpus WHERE extra IS NOT NULL ORDER BY text").fetchall()
+    ] == [5, {"a": [1, "x"]}]
     assert con.execute("SELECT count(*) FROM (SELECT * FROM raw_corpus)").fetchone()[0] == 3

@@ -37,8 +37,20 @@ def test_sigkill_mid_write_leaves_no_partial_partition(tmp_path, small_source, t
     crashed = tmp_path / "crashed"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TLEDIT_")}
     env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    cmd = [sys.executable, str(REPO / "tests" / "reliability" / "hold_writer.py"), HELD, "run", "--home", str(crashed), "--source", str(small_source),
-           "--model", str(tiny_model_dir), "--threshold", "0.2"]
+    cmd = [
+        sys.executable,
+        str(REPO / "tests" / "reliability" / "hold_writer.py"),
+        HELD,
+        "run",
+        "--home",
+        str(crashed),
+        "--source",
+        str(small_source),
+        "--model",
+        str(tiny_model_dir),
+        "--threshold",
+        "0.2",
+    ]
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     asset, shard = HELD.split(":")
     folder = lake_root(crashed) / asset / f"shard={shard}"

@@ -18,9 +18,18 @@ from tledit_pipeline.spans import token_spans
 
 K = 4
 # Characters that byte-level BPE splits into pieces, plus line ends and combining marks.
-HARD = list("\u65e5\u672c\u8a9e\u4e2d\u6587\u9f8d\u00e9\u00fc\u0301\u0308\u200d\r\n\t ") + ["\U0001F600", "\U0001F680", "\U0001F9EA", "\U0001F468"]
+HARD = list("\u65e5\u672c\u8a9e\u4e2d\u6587\u9f8d\u00e9\u00fc\u0301\u0308\u200d\r\n\t ") + [
+    "\U0001f600",
+    "\U0001f680",
+    "\U0001f9ea",
+    "\U0001f468",
+]
 # Any valid Unicode (lone surrogates are rejected when a shard is read, so they never reach the tokenizer).
-TEXT = st.text(alphabet=st.one_of(st.characters(codec="utf-8"), st.sampled_from(HARD), st.sampled_from(list("abc def."))), min_size=1, max_size=80)
+TEXT = st.text(
+    alphabet=st.one_of(st.characters(codec="utf-8"), st.sampled_from(HARD), st.sampled_from(list("abc def."))),
+    min_size=1,
+    max_size=80,
+)
 
 
 def _score_rows(
@@ -98,8 +107,9 @@ def test_deletion_cuts_only_whole_unlikely_tokens(tiny_prior, text, data):
     lp = np.where([i in chosen for i in range(n)], -30.0, np.log(0.7)).astype(np.float32)  # P ~ 1e-13 or 0.7
     scores = scores.set_column(scores.schema.get_field_index("logprob"), "logprob", pa.array(lp))
     vocab = tiny_prior.vocab_table().column("text").to_pylist()
-    out, stats = edit_shard("s", pa.table({"doc_id": ["d"], "text": [text]}), scores, vocab,
-                            EditSettings(threshold=0.99, top_k=1, drop_below=0.001))
+    out, stats = edit_shard(
+        "s", pa.table({"doc_id": ["d"], "text": [text]}), scores, vocab, EditSettings(threshold=0.99, top_k=1, drop_below=0.001)
+    )
     whole = scores["whole"].to_numpy(zero_copy_only=False)
     cut = [i in chosen and whole[i] for i in range(n)]
     assert stats.deleted == sum(cut) == out["n_deleted"][0].as_py() and stats.changed == 0
@@ -130,7 +140,7 @@ def test_pieces_of_a_character_are_never_whole(tiny_prior, text):
 
 
 def test_no_change_means_identical_output(tiny_prior):
-    texts = ["Caf\u00e9 \u65e5\u672c\u8a9e \U0001F600 e\u0301\r\nline two\r\n", "plain text", "\U0001F468\u200d\U0001F469 \u9f8d"]
+    texts = ["Caf\u00e9 \u65e5\u672c\u8a9e \U0001f600 e\u0301\r\nline two\r\n", "plain text", "\U0001f468\u200d\U0001f469 \u9f8d"]
     raw = pa.table({"doc_id": ["a", "b", "c"], "text": texts})
     scores, _ = score_table(tiny_prior, "s", raw, ScoringSettings(window=32, overlap=8, batch_tokens=64))
     vocab = tiny_prior.vocab_table().column("text").to_pylist()
@@ -146,8 +156,14 @@ def _generate(prior, prompt: str, n: int, seed: int) -> str:
     """Text the tiny prior finds likely, so the edit rule has confident tokens to change."""
     import torch
 
-    allowed = torch.from_numpy(np.array([bool(b) and ok and b.isascii() and b.strip() != b"" or b == b" "
-                                         for b, ok in zip(prior.token_bytes, prior.replaceable)]))
+    allowed = torch.from_numpy(
+        np.array(
+            [
+                bool(b) and ok and b.isascii() and b.strip() != b"" or b == b" "
+                for b, ok in zip(prior.token_bytes, prior.replaceable)
+            ]
+        )
+    )
     ids = tokenize(prior, [prompt])[0].tolist()
     gen = torch.Generator().manual_seed(seed)
     with torch.inference_mode():
@@ -160,7 +176,7 @@ def _generate(prior, prompt: str, n: int, seed: int) -> str:
 
 @pytest.fixture(scope="module")
 def corpus(tiny_prior) -> list[str]:
-    human = ["Caf\u00e9 \u65e5\u672c\u8a9e \U0001F600 e\u0301 done.\r\nNext line.", "Fair is foul, and foul is fair. " * 6]
+    human = ["Caf\u00e9 \u65e5\u672c\u8a9e \U0001f600 e\u0301 done.\r\nNext line.", "Fair is foul, and foul is fair. " * 6]
     return human + [_generate(tiny_prior, p, 40, i) for i, p in enumerate(["When shall", "Fair is", "The quick"])]
 
 
@@ -171,7 +187,9 @@ def _edited(prior, texts: list[str], shard: str, batch_tokens: int, threads: int
     torch.set_num_threads(threads)
     try:
         raw = pa.table({"doc_id": doc_ids(texts, None), "text": texts})
-        scores, _ = score_table(prior, shard, raw, ScoringSettings(window=48, overlap=16, batch_tokens=batch_tokens, dtype="float32"))
+        scores, _ = score_table(
+            prior, shard, raw, ScoringSettings(window=48, overlap=16, batch_tokens=batch_tokens, dtype="float32")
+        )
     finally:
         torch.set_num_threads(before)
     vocab = prior.vocab_table().column("text").to_pylist()
@@ -201,7 +219,9 @@ def test_same_settings_give_the_same_partition_bytes(tiny_prior, corpus, tmp_pat
     for run in ("a", "b"):
         home = tmp_path / run
         raw = pa.table({"doc_id": doc_ids(corpus, None), "text": corpus})
-        scores, _ = score_table(tiny_prior, "s", raw, ScoringSettings(window=48, overlap=16, batch_tokens=192 if run == "a" else 96))
+        scores, _ = score_table(
+            tiny_prior, "s", raw, ScoringSettings(window=48, overlap=16, batch_tokens=192 if run == "a" else 96)
+        )
         vocab = tiny_prior.vocab_table().column("text").to_pylist()
         edited, _ = edit_shard("s", raw, scores, vocab, EditSettings(threshold=0.5, seed=11))
         write_partition(home, "edited_corpus", "s", edited, meta={"edit": "same"})

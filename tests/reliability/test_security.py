@@ -32,7 +32,7 @@ HOSTILE_NAMES = [
     "new\nline.jsonl",
     "tab\there.jsonl",
     "percent%2e%2e%2fsneaky.jsonl",
-    "\u00fcnic\u00f8de \u65e5\u672c\u8a9e \U0001F600.jsonl",
+    "\u00fcnic\u00f8de \u65e5\u672c\u8a9e \U0001f600.jsonl",
     "shard=evil.jsonl",
     "*glob?[x].jsonl",
     "{curly},'[bracket]'.jsonl",
@@ -41,7 +41,7 @@ HOSTILE_NAMES = [
 
 def test_hostile_file_names_reach_duckdb_views_safely(tmp_path):
     # A data directory whose own path needs quoting in SQL, too.
-    home = tmp_path / "it's a \"home\" [dir] ; --"
+    home = tmp_path / 'it\'s a "home" [dir] ; --'
     src = tmp_path / "src"
     src.mkdir()
     for i, name in enumerate(HOSTILE_NAMES):
@@ -72,7 +72,23 @@ def test_hostile_file_names_reach_duckdb_views_safely(tmp_path):
 
 @pytest.mark.parametrize(
     "key",
-    ["../escape", "../../etc/passwd", "a/b", "a\\b", "", ".", "..", "UPPER", "sp ace", "x" * 101, "shard=a", "a\x00b", "k\n", None, 3],
+    [
+        "../escape",
+        "../../etc/passwd",
+        "a/b",
+        "a\\b",
+        "",
+        ".",
+        "..",
+        "UPPER",
+        "sp ace",
+        "x" * 101,
+        "shard=a",
+        "a\x00b",
+        "k\n",
+        None,
+        3,
+    ],
 )
 def test_hostile_partition_keys_are_refused(tmp_path, key):
     with pytest.raises(LakeError, match="not a valid shard key"):
@@ -140,7 +156,11 @@ def _sql_problems(tree: ast.AST, filename: str) -> list[str]:
         return False
 
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("execute", "sql", "query", "executemany"):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("execute", "sql", "query", "executemany")
+        ):
             if node.args and not safe(node.args[0]):
                 problems.append(f"{filename}:{node.lineno}")
     return problems
@@ -151,7 +171,9 @@ def test_no_sql_is_built_by_pasting_values():
     calls, problems = 0, []
     for f in files:
         tree = ast.parse(f.read_text(), str(f))
-        calls += sum(isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "execute" for n in ast.walk(tree))
+        calls += sum(
+            isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr == "execute" for n in ast.walk(tree)
+        )
         problems += _sql_problems(tree, str(f.relative_to(REPO)))
     assert calls >= 4  # the scan does see the code's SQL
     assert problems == []
@@ -162,7 +184,7 @@ def test_union_sql_quotes_hostile_paths_and_column_names(tmp_path):
 
     from tledit_pipeline.lake import sql_union_as_json
 
-    folder = tmp_path / "it's \"odd\"; DROP TABLE t;--"
+    folder = tmp_path / 'it\'s "odd"; DROP TABLE t;--'
     folder.mkdir()
     col = 'x"); DROP TABLE t;--'
     a, b = folder / "a'.parquet", folder / "b.parquet"
@@ -255,8 +277,11 @@ def remote_code_prior(tiny_model_dir, tmp_path, monkeypatch):
         "class EvilModel(LlamaForCausalLM):\n    config_class = EvilConfig\n"
     )
     config = json.loads((folder / "config.json").read_text())
-    config.update(model_type="evil", architectures=["EvilModel"],
-                  auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"})
+    config.update(
+        model_type="evil",
+        architectures=["EvilModel"],
+        auto_map={"AutoConfig": "evil.EvilConfig", "AutoModelForCausalLM": "evil.EvilModel"},
+    )
     (folder / "config.json").write_text(json.dumps(config))
     return folder, marker
 
@@ -329,8 +354,11 @@ def test_no_token_in_metadata_logs_or_files(lake, request, tmp_path, small_sourc
         instance.add_dynamic_partitions(SHARDS, ["alpha"])
         for selection, key in ((PER_SHARD, "alpha"), (["distribution_health"], None)):
             result = dg.materialize(
-                [*build_assets(settings), *CHECKS], selection=selection, partition_key=key,
-                instance=instance, resources=build_resources(settings),
+                [*build_assets(settings), *CHECKS],
+                selection=selection,
+                partition_key=key,
+                instance=instance,
+                resources=build_resources(settings),
             )
             assert result.success
         records = instance.get_event_records(dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION))
