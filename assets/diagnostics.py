@@ -182,7 +182,10 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
         )
         if len(versions[asset]) > 1:
             context.log.warning(f"{asset} shards were built with different settings: {versions[asset]}; backfill the stale ones")
-    rank_series = {v: list(zip(g["rank"].to_list(), g["freq"].to_list(), strict=True)) for (v,), g in zipf.group_by("variant", maintain_order=True)}
+    rank_series = {
+        v: list(zip(g["rank"].to_list(), g["freq"].to_list(), strict=True))
+        for (v,), g in zipf.group_by("variant", maintain_order=True)
+    }
     rank_chart = line_chart_svg(
         rank_series, "Rank-frequency of words (whole corpus)", "rank", "relative frequency", log_x=True, log_y=True
     )
@@ -262,18 +265,33 @@ def _generations_metadata(health: pl.DataFrame, generations: int) -> dict:
     gens = table.get_column("generation").to_list()
 
     def series(metrics: tuple[str, ...]) -> dict:
-        return {m: [(g, v) for g, v in zip(gens, table.get_column(m).to_list(), strict=True) if v is not None] for m in metrics if m in table.columns}
+        return {
+            m: [(g, v) for g, v in zip(gens, table.get_column(m).to_list(), strict=True) if v is not None]
+            for m in metrics
+            if m in table.columns
+        }
 
     tail = series(("tail_coverage", "js_divergence_vs_raw"))
     # Coverage stays near 1: its loss (1 - tail_coverage, "tail lost") shows on the divergence's scale.
-    tail = {("tail lost" if m == "tail_coverage" else m): [(g, 1 - v) if m == "tail_coverage" else (g, v) for g, v in pts]
-            for m, pts in tail.items()}
+    tail = {
+        ("tail lost" if m == "tail_coverage" else m): [(g, 1 - v) if m == "tail_coverage" else (g, v) for g, v in pts]
+        for m, pts in tail.items()
+    }
     axis = {"xlabel": "generation (0 = raw)", "x_ticks": gens}
     charts = [
-        line_chart_svg(series(("eligible_share", "changed_share", "deleted_share", "prob_bin_099")),
-                       "Shares of scored tokens by generation", ylabel="share", **axis),
-        line_chart_svg(series(("ppl_p10", "ppl_p50", "ppl_p90")),
-                       "Per-document perplexity under the prior by generation", ylabel="perplexity", log_y=True, **axis),
+        line_chart_svg(
+            series(("eligible_share", "changed_share", "deleted_share", "prob_bin_099")),
+            "Shares of scored tokens by generation",
+            ylabel="share",
+            **axis,
+        ),
+        line_chart_svg(
+            series(("ppl_p10", "ppl_p50", "ppl_p90")),
+            "Per-document perplexity under the prior by generation",
+            ylabel="perplexity",
+            log_y=True,
+            **axis,
+        ),
         line_chart_svg(tail, "Raw's rare bigrams lost, and divergence from raw", ylabel="share / bits", **axis),
     ]
     header = "| generation | variant | " + " | ".join(GENERATION_METRICS) + " |"

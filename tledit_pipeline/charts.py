@@ -90,8 +90,13 @@ def line_chart_svg(
         f'<rect width="{_W}" height="{_H}" fill="white"/>',
         f'<text x="{_W / 2}" y="16" text-anchor="middle" font-size="13">{escape(title)}</text>',
     ]
-    for t in (list(x_ticks) if x_ticks is not None and not log_x else
-              _ticks(x0, x1, False) if not log_x else [math.log10(v) for v in _ticks(x0, x1, True)]):
+    for t in (
+        list(x_ticks)
+        if x_ticks is not None and not log_x
+        else _ticks(x0, x1, False)
+        if not log_x
+        else [math.log10(v) for v in _ticks(x0, x1, True)]
+    ):
         if x0 - 1e-9 <= t <= x1 + 1e-9:
             label = _fmt(10**t if log_x else t)
             out.append(f'<line x1="{sx(t):.1f}" y1="{_T}" x2="{sx(t):.1f}" y2="{_T + ph}" stroke="#eee"/>')

@@ -179,9 +179,15 @@ class SyntheticSettings:
     `max_new_tokens` shrink it. Documents outside the sample are not part of the baseline.
     """
 
-    prefix_tokens: int = setting(32, "synthetic baseline: m, the tokens of each document (and of each piece) the prior starts from (at most half of it)")
-    max_new_tokens: int = setting(0, "synthetic baseline: cap on the tokens generated per document; 0 = to each document's full length")
-    synthetic_sample: float = setting(1.0, "synthetic baseline: share of documents it covers, in (0, 1] (a hash of doc_id and the seed)")
+    prefix_tokens: int = setting(
+        32, "synthetic baseline: m, the tokens of each document (and of each piece) the prior starts from (at most half of it)"
+    )
+    max_new_tokens: int = setting(
+        0, "synthetic baseline: cap on the tokens generated per document; 0 = to each document's full length"
+    )
+    synthetic_sample: float = setting(
+        1.0, "synthetic baseline: share of documents it covers, in (0, 1] (a hash of doc_id and the seed)"
+    )
     synthetic_seed: int = setting(0, "synthetic baseline: seed of its sample and sampling")
     synthetic_temperature: float = setting(1.0, "synthetic baseline: sampling temperature (1 = the prior's own distribution)")
     synthetic_top_p: float = setting(1.0, "synthetic baseline: nucleus mass of the sampling; 1 = no truncation (plain sampling)")

@@ -52,7 +52,9 @@ def test_a_failure_is_one_line_with_measured_and_allowed_values():
 
 
 @pytest.mark.slow
-def test_a_heavy_edit_at_default_thresholds_fails_with_one_line_per_shard(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
+def test_a_heavy_edit_at_default_thresholds_fails_with_one_line_per_shard(
+    tmp_path, small_source, tiny_model_dir, capsys, monkeypatch
+):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     code = main(
         [

@@ -137,8 +137,15 @@ def test_synthetic_settings_are_in_its_code_version(settings):
         return build_defs(s).resolve_assets_def("synthetic_corpus").code_versions_by_key[dg.AssetKey("synthetic_corpus")]
 
     base = version(settings)
-    for change in ({"prefix_tokens": 8}, {"max_new_tokens": 64}, {"synthetic_sample": 0.5}, {"synthetic_seed": 3},
-                   {"synthetic_temperature": 0.7}, {"synthetic_top_p": 0.9}, {"synthetic_segment": 64}):
+    for change in (
+        {"prefix_tokens": 8},
+        {"max_new_tokens": 64},
+        {"synthetic_sample": 0.5},
+        {"synthetic_seed": 3},
+        {"synthetic_temperature": 0.7},
+        {"synthetic_top_p": 0.9},
+        {"synthetic_segment": 64},
+    ):
         assert version(settings.with_overrides(**change)) != base, change
     assert version(settings.with_overrides(synthetic_batch=4)) == base  # batch size does not change the samples
     assert version(settings.with_overrides(threshold=0.5)) == base
