@@ -7,11 +7,11 @@ from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import PriorResource, TleditResource, prior_code_version, reporter
 from tledit_pipeline.health import histogram_chart, probability_histogram
 from tledit_pipeline.lake import partition_digest, partition_file, read_partition, write_partition
-from tledit_pipeline.prior import describe
+from tledit_pipeline.prior import describe, document_start_id
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.synthetic import synthesize
 
-ENGINE_VERSION = "2"  # 2: pieces, decoding settings, the cached decoder
+ENGINE_VERSION = "3"  # 2: pieces, decoding settings, the cached decoder; 3: the document-start token
 
 
 def build(settings: Settings) -> dg.AssetsDefinition:
@@ -23,7 +23,9 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         pool="prior",
         backfill_policy=RANGES,
         # The baseline's settings (m, cap, sample, seed, decoding, pieces) and the prior are part of the code version.
-        code_version=f"synthetic-{ENGINE_VERSION}|{prior_code_version(settings)}|dtype={settings.scoring.dtype}|{settings.synthetic.version()}",
+        # The document-start token is a scoring setting the baseline follows, so its perplexities stay comparable.
+        code_version=f"synthetic-{ENGINE_VERSION}|{prior_code_version(settings)}|dtype={settings.scoring.dtype}"
+        f"|document_start={settings.scoring.document_start}|{settings.synthetic.version()}",
     )
     def synthetic_corpus(context: dg.AssetExecutionContext, tledit: TleditResource, prior: PriorResource) -> dg.MaterializeResult:
         """The prior's continuation of each sampled document from its first m tokens, in pieces (KV cache, batched)."""
@@ -32,7 +34,8 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         def synthesize_one(key: str) -> dict:
             raw = read_partition(s.home, "raw_corpus", key, columns=["doc_id", "text"])
             model = prior.load()  # cached: loaded once per process
-            table, stats = synthesize(model, key, raw, s.synthetic, report=reporter(context, key))
+            start = document_start_id(model.tokenizer) if s.scoring.document_start else None
+            table, stats = synthesize(model, key, raw, s.synthetic, report=reporter(context, key), start_token=start)
             write_partition(
                 s.home,
                 "synthetic_corpus",

@@ -286,7 +286,7 @@ def full_size(settings: Settings) -> Settings:
 def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool, lake: str | None = None) -> dict[str, Any]:
     from tledit_pipeline import storage
     from tledit_pipeline.lake import read_partition
-    from tledit_pipeline.prior import cached_prior, describe, native_bf16
+    from tledit_pipeline.prior import cached_prior, describe, document_start_id, native_bf16
     from tledit_pipeline.scoring import Scorer, score_partition, tokenize, use_all_cores
     from tledit_pipeline.synthetic import synthesize
     from tledit_pipeline.vocab import write_vocab
@@ -318,6 +318,7 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool,
         stats, pipe_s, fwd_s, fwd_tokens, flops, param_flops = [], 0.0, 0.0, 0, 0.0, 0.0
         store_totals = [0, 0.0, 0.0]  # tokens, seconds, seconds waiting on the store
         syn_settings, syn_stats, syn_s = full_size(settings).synthetic, [], 0.0
+        syn_start = document_start_id(prior.tokenizer) if settings.scoring.document_start else None
         for i, key in enumerate(keys):
             say(f"pipeline, the model's forward alone on the same batches, the synthetic baseline: shard {key}")
             if store is not None and i % 2:  # the store's pass first on every other shard: no order favours either
@@ -335,7 +336,7 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool,
             fwd_tokens, fwd_s, flops = fwd_tokens + n, fwd_s + seconds, flops + f
             raw = read_partition(home, "raw_corpus", key, columns=["doc_id", "text"])
             t = time.perf_counter()
-            syn_stats.append(synthesize(prior, key, raw, syn_settings)[1])
+            syn_stats.append(synthesize(prior, key, raw, syn_settings, start_token=syn_start)[1])
             syn_s += time.perf_counter() - t
         tokens = sum(s.tokens for s in stats)
         assert fwd_tokens == tokens, (fwd_tokens, tokens)

@@ -218,11 +218,14 @@ def synthesize(
     report: Report | None = None,
     decoder: Decoder | None = None,
     workers: int | None = None,
+    start_token: int | None = None,
 ) -> tuple[pa.Table, SyntheticStats]:
     """The baseline for one raw_corpus table (doc_id, text): one row per sampled document, in raw order.
 
-    decoder: how the prior is run (default: decoding.decoder_for); workers: decoding threads (default: one
-    per core on CPU).
+    start_token: the prior's document-start token (prior.document_start_id), read before each document's
+    first piece as token_scores reads it before the document, or None. Later pieces start mid-document, as
+    the packed sequences of pre-training often do, and get none. decoder: how the prior is run (default:
+    decoding.decoder_for); workers: decoding threads (default: one per core on CPU).
     """
     doc_ids = docs.column("doc_id").to_pylist()
     texts = docs.column("text").to_pylist()
@@ -244,6 +247,11 @@ def synthesize(
     progress = Progress("sampling", len(chosen), sum(u[3] for u in todo), report)
     progress.advance(int((left == 0).sum()), 0)
     samplers: list[Sampler] = []
+    head = np.array([] if start_token is None else [start_token], dtype=np.int64)
+
+    def prefix_of(j: int, start: int, prefix: int) -> np.ndarray:
+        return np.concatenate([head if start == 0 else head[:0], ids[j][start : start + prefix]])
+
     local = threading.local()
     base = decoder or decoder_for(prior.model, settings.synthetic_batch)
 
@@ -252,7 +260,7 @@ def synthesize(
             local.sampler = Sampler(prior, settings, base.fork())
             samplers.append(local.sampler)
         return local.sampler.sample(
-            [ids[j][start : start + prefix] for j, start, prefix, _ in batch],
+            [prefix_of(j, start, prefix) for j, start, prefix, _ in batch],
             [target for *_, target in batch],
             keys[[j for j, *_ in batch]],
             np.array([start + prefix for _, start, prefix, _ in batch], dtype=np.int64),

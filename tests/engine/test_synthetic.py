@@ -7,6 +7,7 @@ import pyarrow as pa
 import pytest
 
 from tledit_pipeline.decoding import ModelDecoder
+from tledit_pipeline.prior import document_start_id
 from tledit_pipeline.scoring import tokenize
 from tledit_pipeline.settings import SyntheticSettings
 from tledit_pipeline.synthetic import SYNTHETIC_SCHEMA, in_sample, plan_pieces, synthesize
@@ -94,17 +95,21 @@ def test_rows_lengths_and_logprobs(tiny_prior):
     assert stats.pieces == sum(len(r["pieces"]) for r in rows)
 
 
-def test_logprobs_are_the_priors_at_temperature_one(tiny_prior):
-    """Re-scoring each generated piece teacher-forced gives back the recorded log-probs."""
+@pytest.mark.parametrize("with_start", [False, True])
+def test_logprobs_are_the_priors_at_temperature_one(tiny_prior, with_start):
+    """Re-scoring each generated piece teacher-forced gives back the recorded log-probs; the document-start
+    token, when given, comes before the first piece only."""
     import torch
 
-    table, _ = synthesize(tiny_prior, "s1", DOCS.slice(0, 1), _settings())
+    start = document_start_id(tiny_prior.tokenizer) if with_start else None
+    table, _ = synthesize(tiny_prior, "s1", DOCS.slice(0, 1), _settings(), start_token=start)
     row = table.to_pylist()[0]
     raw = tokenize(tiny_prior, DOCS.column("text").to_pylist()[:1])[0]
     gen, lps = list(row["token_ids"]), list(row["logprobs"])
     assert len(row["pieces"]) > 1
     for p in row["pieces"]:
-        prefix = raw[p["start"] : p["start"] + p["prefix"]]
+        head = [start] if start is not None and p["start"] == 0 else []
+        prefix = np.concatenate([head, raw[p["start"] : p["start"] + p["prefix"]]]).astype(np.int64)
         seq = torch.tensor(np.concatenate([prefix, gen[: p["new"]]]))[None]
         with torch.inference_mode():
             logp = torch.log_softmax(tiny_prior.model(input_ids=seq).logits[0].float(), -1)
@@ -112,6 +117,9 @@ def test_logprobs_are_the_priors_at_temperature_one(tiny_prior):
         expected = logp[n - 1 : -1].gather(1, seq[0, n:, None])[:, 0].numpy()
         np.testing.assert_allclose(lps[: p["new"]], expected, atol=1e-4)
         gen, lps = gen[p["new"] :], lps[p["new"] :]
+    if with_start:  # the start token changes what the prior writes after the first prefix
+        plain, _ = synthesize(tiny_prior, "s1", DOCS.slice(0, 1), _settings())
+        assert plain.column("logprobs").to_pylist() != table.column("logprobs").to_pylist()
 
 
 def test_deterministic_and_independent_of_batch_size(tiny_prior):
