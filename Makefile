@@ -42,11 +42,11 @@ demo: install
 	$(BIN)/tledit run
 	$(BIN)/tledit health
 
-# The collapse probe (docs/probe.md) on the sample corpus, in a data directory of its own, with a synthetic
-# baseline of every document continued to its length (up to PROBE_MAX_NEW_TOKENS: 256 keeps it affordable
-# with today's sampler on 2 cores; raise it when sampling is faster). Prints the table, then one JSON line.
+# The collapse probe (docs/probe.md) on the sample corpus, in a data directory of its own, with the full-size
+# synthetic baseline: every document continued to its length (PROBE_MAX_NEW_TOKENS caps it; 0 = no cap).
+# Prints the table, then one JSON line.
 PROBE_HOME           ?= $(TLEDIT_HOME)/probe
-PROBE_MAX_NEW_TOKENS ?= 256
+PROBE_MAX_NEW_TOKENS ?= 0
 PROBE_SEEDS          ?= 3
 PROBE_ARGS           ?=
 probe: install

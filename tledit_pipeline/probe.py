@@ -79,6 +79,7 @@ PAPER_TABLE15 = {"human": 43.62, "synthetic": 169.38}
 
 # The held-out decision uses its own keyed stream: a "position" no token and no synthetic sample uses.
 _HELDOUT_POS = np.uint64(0xFFFFFFFFFFFFFFFE)
+SYNTHETIC_COLUMNS = ("shard", "doc_id", "prefix_tokens", "token_ids", "pieces")
 _SEP = -1  # the document separator before remapping (no prior token has it)
 _UNK = -2  # a token only an edit wrote, outside the probe's vocabulary
 
@@ -130,7 +131,8 @@ def build_sets(
 ) -> ProbeData:
     """The held-out stream and the training sets, from lake tables of every shard.
 
-    raw and each edited table: shard, doc_id, text; synthetic: shard, doc_id, prefix_tokens, token_ids.
+    raw and each edited table: shard, doc_id, text; synthetic: shard, doc_id, prefix_tokens, token_ids and,
+    when the baseline wrote long documents in pieces, pieces (start, prefix, target, new per piece).
     `tokenize` is the prior's tokenizer (texts -> ids, no special tokens), the one the baseline used.
     """
     keys = list(zip(raw.column("shard").to_pylist(), raw.column("doc_id").to_pylist(), strict=True))
@@ -142,7 +144,7 @@ def build_sets(
     held_ids = tokenize([texts[i] for i in held_idx])
 
     syn_keys = list(zip(synthetic.column("shard").to_pylist(), synthetic.column("doc_id").to_pylist(), strict=True))
-    syn_prefix = synthetic.column("prefix_tokens").to_pylist()
+    syn_pieces = _pieces(synthetic)
     syn_ids = [np.asarray(x, dtype=np.int64) for x in synthetic.column("token_ids").to_pylist()]
     row_of = {k: i for i, k in enumerate(keys)}
     ed_text = {
@@ -170,16 +172,18 @@ def build_sets(
 
     segs: dict[str, list[np.ndarray]] = {"raw": [], "synthetic": [], **{v: [] for v in edited}}
     for n, j in enumerate(train):
-        p = int(syn_prefix[j])
-        human = raw_tok[n][p : p + len(syn_ids[j])]
-        # Same length per document, so the streams stay aligned position by position.
-        segs["raw"].append(human)
-        segs["synthetic"].append(syn_ids[j][: len(human)])
-        for v in edited:
-            # An edit that merged tokens at the end of a document leaves it a few tokens short: those
-            # positions keep the human tokens, so the budget (and every window) never depends on the edit.
-            ed = ed_tok[v][n][p : p + len(human)]
-            segs[v].append(np.concatenate([ed, human[len(ed) :]]))
+        written = 0
+        for pos, new in syn_pieces[j]:  # each piece: the prior wrote `new` tokens standing for raw[pos : pos + new]
+            human = raw_tok[n][pos : pos + new]
+            # Same length per piece, so the streams stay aligned position by position.
+            segs["raw"].append(human)
+            segs["synthetic"].append(syn_ids[j][written : written + len(human)])
+            written += new
+            for v in edited:
+                # An edit that merged tokens at the end of a document leaves it a few tokens short: those
+                # positions keep the human tokens, so the budget (and every window) never depends on the edit.
+                ed = ed_tok[v][n][pos : pos + len(human)]
+                segs[v].append(np.concatenate([ed, human[len(ed) :]]))
     streams = {v: _stream(s) for v, s in segs.items()}
     budget = len(streams["raw"])
     sets = {v: streams[v][:budget] for v in ("raw", *edited)}
@@ -210,6 +214,24 @@ def _remap(stream: np.ndarray, used: np.ndarray) -> np.ndarray:
     """Prior ids -> indices into the sorted vocabulary `used`; an id not in it becomes _UNK's index."""
     at = np.clip(np.searchsorted(used, stream), 0, len(used) - 1)
     return np.where(used[at] == stream, at, np.searchsorted(used, _UNK)).astype(np.int64)
+
+
+def _pieces(synthetic: pa.Table) -> list[list[tuple[int, int]]]:
+    """Per baseline row: (first raw position it stands for, tokens written) per piece, in token_ids order.
+
+    A row without pieces (a baseline written before documents were cut into pieces) is one piece after its
+    human prefix.
+    """
+    prefix = synthetic.column("prefix_tokens").to_pylist()
+    ids = synthetic.column("token_ids").to_pylist()
+    pieces = synthetic.column("pieces").to_pylist() if "pieces" in synthetic.column_names else [None] * len(ids)
+    out = []
+    for p, x, row in zip(prefix, ids, pieces, strict=True):
+        if row is None:
+            out.append([(int(p), len(x))] if len(x) else [])
+        else:
+            out.append([(int(q["start"]) + int(q["prefix"]), int(q["new"])) for q in row if q["new"]])
+    return out
 
 
 def _stream(docs: Sequence[np.ndarray]) -> np.ndarray:
@@ -468,12 +490,17 @@ def read_variants(
         for v, asset in edited_assets.items():
             ed[v].append(read_partition(home, asset, shard, columns=["shard", "doc_id", "text"]))
         if partition_file(home, "synthetic_corpus", shard).exists():
-            syn.append(read_partition(home, "synthetic_corpus", shard, columns=["shard", "doc_id", "prefix_tokens", "token_ids"]))
+            table = read_partition(home, "synthetic_corpus", shard)  # `pieces` only where the baseline has it
+            syn.append(table.select([c for c in SYNTHETIC_COLUMNS if c in table.column_names]))
     if not raw:
         raise ProbeError(f"no raw_corpus partition in {home}; materialize the corpus first")
     if not syn:
         raise ProbeError("no synthetic_corpus partition: the probe needs the synthetic baseline")
-    return pa.concat_tables(raw), {v: pa.concat_tables(t) for v, t in ed.items()}, pa.concat_tables(syn)
+    return (
+        pa.concat_tables(raw),
+        {v: pa.concat_tables(t) for v, t in ed.items()},
+        pa.concat_tables(syn, promote_options="default"),
+    )
 
 
 # --- the lake table and its DuckDB view -------------------------------------------------------------------

@@ -139,6 +139,34 @@ def test_synthetic_set_is_the_model_written_tokens_only(tok):
     assert set(d.ids[d.sets["raw"]].tolist()) <= after_prefix | {-1}
 
 
+def test_pieces_line_up_with_the_raw_positions_they_stand_for(tok):
+    """A long document written in pieces: each piece's tokens stand for raw[start + prefix : start + prefix + new]."""
+    raw, edited, syn = _corpus(30, tok)
+    ids = tok(raw.column("text").to_pylist())
+    rng = np.random.default_rng(3)
+    pieces, written = [], []
+    for x in ids:
+        half = len(x) // 2
+        plan = [(0, 4, half - 4), (half, 4, len(x) - half - 4 - 2)]  # the last piece ended 2 tokens early
+        pieces.append([{"start": a, "prefix": b, "target": c, "new": c} for a, b, c in plan])
+        written.append(rng.integers(1000, 1010, size=sum(c for _, _, c in plan)).tolist())
+    syn = syn.drop_columns(["token_ids"]).append_column("token_ids", pa.array(written, pa.list_(pa.int32())))
+    syn = syn.append_column("pieces", pa.array(pieces))
+    d = build_sets(raw, edited, syn, tok, 0.2)
+    order = sorted(range(30), key=lambda i: raw.column("doc_id")[i].as_py())
+    train = [i for i in order if raw.column("doc_id")[i].as_py() in {k for _, k in d.train_docs}]
+    expect_raw, expect_syn = [], []
+    for i in train:
+        at = 0
+        for p in pieces[i]:
+            pos, new = p["start"] + p["prefix"], p["new"]
+            expect_raw += [-1, *ids[i][pos : pos + new].tolist()]
+            expect_syn += [-1, *written[i][at : at + new]]
+            at += new
+    assert d.ids[d.sets["raw"]].tolist() == expect_raw
+    assert d.ids[d.sets["synthetic"]].tolist() == expect_syn
+
+
 def test_training_is_deterministic_for_a_seed(data):
     s = ProbeSettings(probe_steps=4, probe_batch=4, probe_context=32, probe_eval_every=2)
     a = train(data.sets["raw"], data.heldout, data.vocab, 0, s)
