@@ -321,9 +321,9 @@ ORDER BY variant, rank
 """
 
 
-def _one(con: "duckdb.DuckDBPyConnection", sql: str) -> Any:
-    """The single value a query returns."""
-    row = con.execute(sql).fetchone()
+def _threads(con: "duckdb.DuckDBPyConnection") -> Any:
+    """DuckDB's thread setting, to restore after a one-thread (bit-exact) build."""
+    row = con.execute("SELECT current_setting('threads')").fetchone()
     assert row is not None
     return row[0]
 
@@ -355,7 +355,7 @@ def build_health_table(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
     _default_generation_views(con)
     # One thread: float sums in a fixed order, so the same lake gives the same table to the last bit
     # (parallel aggregation adds in whatever order the threads finish). The inputs are small aggregates.
-    threads = _one(con, "SELECT current_setting('threads')")
+    threads = _threads(con)
     con.execute("SET threads = 1")
     try:
         con.execute("CREATE OR REPLACE TABLE distribution_health AS " + HEALTH_SQL)
@@ -376,7 +376,7 @@ def create_views(con: "duckdb.DuckDBPyConnection", files: Mapping[str, Sequence[
 @contextmanager
 def _one_thread(con: "duckdb.DuckDBPyConnection") -> Iterator[None]:
     """Float sums in a fixed order: the same lake gives the same table to the last bit."""
-    threads = _one(con, "SELECT current_setting('threads')")
+    threads = _threads(con)
     con.execute("SET threads = 1")
     try:
         yield
