@@ -11,6 +11,7 @@ from dagster._core.definitions.events import AssetKeyPartitionKey
 from dagster._core.events import ASSET_CHECK_EVENTS, ASSET_EVENTS
 from dagster._core.events.log import EventLogEntry
 from dagster._core.execution.backfill import BulkActionStatus, PartitionBackfill
+from dagster._core.storage.dagster_run import FINISHED_STATUSES
 from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.event_log.base import EventLogRecord
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS
@@ -28,6 +29,7 @@ __all__ = [
     "BulkActionStatus",
     "EventLogEntry",
     "EventLogRecord",
+    "FINISHED_STATUSES",
     "PartitionBackfill",
     "SqliteEventLogStorage",
     "db_result",

@@ -10,13 +10,19 @@ written in one transaction per database, one pooled engine per database kept ope
 connection of a WAL database checkpoints it), and the databases in WAL mode with synchronous=NORMAL (no
 fsync per commit; a power cut can lose the last commits, never corrupt the file). Same files, same schema: `dagster dev`, the daemon and plain SqliteEventLogStorage
 read it. A cluster uses PostgreSQL instead (docs/deploy.md).
+
+Dagster indexes an asset event's data-version tag so that the latest one per partition is one query. This
+storage also indexes what `tledit run`'s plan reads of every shard (assets/staleness.py): the code-version
+tag and raw_corpus's source-file stamp (from its metadata, as `tledit/<name>` rows of the same tag index).
+Without them the plan deserializes every shard's latest record of every asset; with another storage it
+still does.
 """
 
 from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -28,6 +34,7 @@ from sqlalchemy.pool import QueuePool
 from assets.dagster_internals import (
     ASSET_CHECK_EVENTS,
     ASSET_EVENTS,
+    FINISHED_STATUSES,
     SQLITE_BUSY_TIMEOUT_SECONDS,
     EventLogEntry,
     SqliteEventLogStorage,
@@ -35,6 +42,17 @@ from assets.dagster_internals import (
 )
 
 MARKER = "# written by tledit"
+CODE_VERSION_TAG = "dagster/code_version"
+# raw_corpus metadata the plan compares with the source file (assets/raw.py), indexed as tledit/<name> tags.
+INDEXED_SOURCE = ("source_sha256", "source_size", "source_mtime_ns")
+
+
+def metadata_tag(name: str) -> str:
+    """The tag-index key of an indexed metadata entry."""
+    return f"tledit/{name}"
+
+
+_INDEXED_TAGS = frozenset({CODE_VERSION_TAG, *(metadata_tag(n) for n in INDEXED_SOURCE)})
 # Per-partition events of a ranged step reach the storage in batches of at most this many.
 EVENT_BATCH_SIZE = "1000"
 
@@ -122,6 +140,20 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
                 with conn.begin():
                     yield conn
 
+    def get_asset_tags_to_index(self, tag_keys: set[str]) -> set[str]:
+        return super().get_asset_tags_to_index(tag_keys) | (set(tag_keys) & _INDEXED_TAGS)
+
+    def _tags_for_asset_event(self, event: EventLogEntry) -> Mapping[str, str]:
+        tags = dict(super()._tags_for_asset_event(event))
+        dagster_event = event.dagster_event
+        if dagster_event is not None and dagster_event.is_step_materialization:
+            metadata = dagster_event.step_materialization_data.materialization.metadata
+            for name in INDEXED_SOURCE:
+                value = metadata.get(name)
+                if value is not None and getattr(value, "value", None) is not None:
+                    tags[metadata_tag(name)] = str(value.value)
+        return tags
+
     def dispose(self) -> None:
         for engine in self._engines.values():
             engine.dispose()
@@ -152,3 +184,66 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
             with self.index_connection() as conn, db_result(conn, statement) as result:
                 event_id = result.inserted_primary_key[0]
             self.store_asset_check_event(e, event_id)
+
+
+def _worker_pid(instance, run_id: str) -> int | None:
+    """The pid the run's steps execute in: Dagster's own "Executing steps in process (pid: N)" engine event."""
+    import dagster as dg
+
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        pid = entry.dagster_event.engine_event_data.metadata.get("pid") if entry.dagster_event else None
+        if pid is not None:
+            return int(pid.value)
+    return None
+
+
+def _alive(pid: int, since: float | None) -> bool:
+    """Whether process `pid` exists and is not a later process that reused the id (started after `since`)."""
+    import psutil
+
+    try:
+        started = psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.ZombieProcess):
+        return False
+    except psutil.Error:  # not ours to inspect: assume it runs
+        return True
+    return since is None or started <= since + 1
+
+
+def recover_dead_runs(instance) -> list[str]:
+    """Fail the runs a killed process left STARTED and free the pool slots that finished runs still hold.
+
+    A run killed (SIGKILL, or SIGINT mid-step) keeps its `prior` pool slot: Dagster frees a step's slot when
+    the step ends, and for launched runs its run-monitoring daemon fails runs whose worker died and frees
+    slots of finished runs (free_slots_after_run_end_seconds). `tledit run` executes in process, with no
+    daemon, so it does the same at start-up, or the next run waits for the slot forever. A run counts as
+    dead only when the process its steps ran in (Dagster's pid engine event) no longer exists on this
+    machine; a local SQLite instance is one machine's. Returns one line per recovered run.
+    """
+    import dagster as dg
+
+    lines: list[str] = []
+    live = instance.get_run_records(
+        filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING])
+    )
+    for record in live:
+        run = record.dagster_run
+        pid = _worker_pid(instance, run.run_id)
+        if pid is None or _alive(pid, record.start_time):
+            continue
+        instance.report_run_failed(run, f"the process running it (pid {pid}) is gone: killed or crashed")
+        lines.append(f"run {run.run_id[:8]}: its process {pid} is gone; marked failed")
+    storage = instance.event_log_storage
+    if not storage.supports_global_concurrency_limits:
+        return lines
+    holders = set(storage.get_concurrency_run_ids())
+    for info in storage.get_concurrency_infos(list(storage.get_concurrency_keys())).values():
+        holders |= {s.run_id for s in info.claimed_slots} | {s.run_id for s in info.pending_steps}
+    if holders:
+        finished = {r.run_id: r for r in instance.get_runs(filters=dg.RunsFilter(run_ids=list(holders)))}
+        for run_id in sorted(holders):
+            run = finished.get(run_id)
+            if run is None or run.status in FINISHED_STATUSES:
+                storage.free_concurrency_slots_for_run(run_id)
+                lines.append(f"run {run_id[:8]}: freed its pool slots ({run.status.value if run else 'run deleted'})")
+    return lines

@@ -4,6 +4,7 @@ import hashlib
 
 import dagster as dg
 
+from assets.instance import INDEXED_SOURCE
 from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import TleditResource
 from tledit_pipeline import storage
@@ -15,9 +16,8 @@ ENGINE_VERSION = "2"  # 2: the source schema is recorded for `tledit export`
 
 # Per-shard metadata: what the source file was when it was read. The plan compares a file's size and
 # modification time (an object's ETag) with these and re-hashes only the files whose stamp changed.
-SOURCE_SHA = "source_sha256"
-SOURCE_SIZE = "source_size"
-SOURCE_MTIME = "source_mtime_ns"
+# The event log indexes these three (assets/instance.py), so the plan reads them without the records.
+SOURCE_SHA, SOURCE_SIZE, SOURCE_MTIME = INDEXED_SOURCE
 
 
 def build(settings: Settings) -> dg.AssetsDefinition:

@@ -7,6 +7,12 @@ differs from the current one (the edit settings are in edited_corpus's, the mode
 token_scores's), an asset it reads in the same shard was materialized after it, or, for raw_corpus, the
 source file changed. A file is re-hashed only when its size or modification time differs from the ones
 raw_corpus recorded. Everything downstream (within the shard) of an out-of-date asset is redone too.
+
+What the plan reads of each latest materialization (its storage id, code version and, for raw_corpus,
+the source file's stamp) comes from the event log's indexes: the storage id per partition, and the tags
+Dagster indexes per asset event (assets/instance.py indexes these few besides the data version). Only a
+partition whose indexed values are missing (an older record, or an instance with another event log
+storage) has its whole record read, so a plan over 1000 shards deserializes no record at all.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 import dagster as dg
 
 from assets.dagster_internals import EventLogRecord
+from assets.instance import CODE_VERSION_TAG, INDEXED_SOURCE, metadata_tag
 from assets.partitions import PER_SHARD, chain
 from assets.raw import SOURCE_MTIME, SOURCE_SHA, SOURCE_SIZE
 from tledit_pipeline import storage
@@ -27,7 +34,6 @@ from tledit_pipeline.settings import Settings
 from tledit_pipeline.source import Shard, file_fingerprint
 
 HEALTH = dg.AssetKey("distribution_health")
-CODE_VERSION_TAG = "dagster/code_version"
 DATA_VERSION_TAG = "dagster/data_version"
 REGISTERED = "registered_shards_sha256"  # distribution_health metadata: which shards it was built over
 _CHUNK = 500  # storage ids per query (SQLite's bound-parameter limit is far above)
@@ -75,9 +81,47 @@ def recorded_source(record: EventLogRecord) -> tuple[str | None, int | None, str
     return sha, value(SOURCE_SIZE), value(SOURCE_MTIME)
 
 
-def source_changed(shard: Shard, record: EventLogRecord) -> bool:
+@dataclass(frozen=True)
+class Latest:
+    """What the plan needs of a partition's latest materialization."""
+
+    storage_id: int
+    code_version: str | None
+    source: tuple[str | None, int | None, str | None] = (None, None, None)  # raw_corpus: sha, size, mtime
+
+
+def latest_state(instance: dg.DagsterInstance, asset: str, keys: Sequence[str], source: bool = False) -> dict[str, Latest]:
+    """Latest per partition of `keys`: from the indexes (two queries), reading records only where they lack a value."""
+    ak = dg.AssetKey(asset)
+    storage = instance.event_log_storage
+    wanted = set(keys)
+    ids = {
+        k: v
+        for k, v in storage.get_latest_storage_id_by_partition(ak, dg.DagsterEventType.ASSET_MATERIALIZATION).items()
+        if k in wanted
+    }
+    tag_keys = [CODE_VERSION_TAG] + ([metadata_tag(n) for n in INDEXED_SOURCE] if source else [])
+    tags: dict = {}
+    if ids and storage.get_asset_tags_to_index(set(tag_keys)) == set(tag_keys):
+        tags = storage.get_latest_tags_by_partition(ak, dg.DagsterEventType.ASSET_MATERIALIZATION, tag_keys)
+    out: dict[str, Latest] = {}
+    unindexed = []
+    for key, sid in ids.items():
+        t = tags.get(key, {})
+        if not all(k in t for k in tag_keys):
+            unindexed.append(key)
+            continue
+        stamp = tuple(t[metadata_tag(n)] for n in INDEXED_SOURCE) if source else (None, None, None)
+        out[key] = Latest(sid, t[CODE_VERSION_TAG], (stamp[0], int(stamp[1]), stamp[2]) if source else stamp)
+    for key, rec in (latest_materializations(instance, asset, unindexed) if unindexed else {}).items():
+        mat = rec.asset_materialization
+        out[key] = Latest(rec.storage_id, (mat.tags or {}).get(CODE_VERSION_TAG) if mat else None, recorded_source(rec))
+    return out
+
+
+def source_changed(shard: Shard, recorded: tuple[str | None, int | None, str | None]) -> bool:
     """Whether the file differs from the one raw_corpus read: stat first, hash only if the stat differs."""
-    sha, size, mtime = recorded_source(record)
+    sha, size, mtime = recorded
     now_size, now_hint = storage.stamp(shard.path)
     if size is not None and mtime is not None and int(size) == now_size and str(mtime) == str(now_hint):
         return False
@@ -99,7 +143,7 @@ def plan(instance: dg.DagsterInstance, asset_graph, settings: Settings, shards: 
         for name in names
     }
     code = {name: asset_graph.get(dg.AssetKey(name)).code_version for name in names}
-    latest = {name: latest_materializations(instance, name, keys) for name in names}
+    latest = {name: latest_state(instance, name, keys, source=name == PER_SHARD[0]) for name in names}
 
     def why_out_of_date(shard: Shard, name: str) -> str | None:
         rec = latest[name].get(shard.key)
@@ -107,14 +151,13 @@ def plan(instance: dg.DagsterInstance, asset_graph, settings: Settings, shards: 
             return f"{name} missing"
         if not partition_file(settings.home, name, shard.key).exists():
             return f"{name} file missing from the lake"
-        mat = rec.asset_materialization
-        if code[name] and (mat.tags or {}).get(CODE_VERSION_TAG) != code[name]:
+        if code[name] and rec.code_version != code[name]:
             return f"{name} has a new code version"
         for p in parents[name]:
             up = latest[p].get(shard.key)
             if up is not None and up.storage_id > rec.storage_id:
                 return f"{name} has a new dependency materialization ({p})"
-        if name == PER_SHARD[0] and source_changed(shard, rec):
+        if name == PER_SHARD[0] and source_changed(shard, rec.source):
             return f"source file {shard.path.name} changed"
         return None
 

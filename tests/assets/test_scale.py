@@ -5,12 +5,15 @@ import dagster as dg
 import duckdb
 import pytest
 
+from assets import staleness
 from assets.cli import main
+from assets.dagster_internals import SqliteEventLogStorage
 from assets.definitions import build_defs
 from assets.partitions import PER_SHARD, SHARDS_PER_RUN
 from assets.staleness import Batch, batches
 from tests.conftest import write_jsonl
 from tledit_pipeline.settings import Settings
+from tledit_pipeline.source import discover_shards
 
 SHARDS = ["s0", "s1", "s2"]
 
@@ -135,6 +138,23 @@ def test_one_changed_shard_redoes_its_own_health_rows_only(tmp_path, three_shard
     )
     stamps = {k: partition_file(home, "shard_health", k).stat().st_mtime_ns for k in SHARDS}
     write_jsonl(three_shards / "s1.jsonl", [{"text": "Out, damned spot! Out, I say! One, two: why, then, 'tis time to do't."}])
+    # The plan reads the event log's indexes (code versions, source stamps), not the records; with a storage
+    # that does not index them it reads the records and plans the same.
+    settings = Settings.load(env={}, home=str(home))
+    graph = build_defs(settings).resolve_asset_graph()
+    found = discover_shards(settings.source, settings.home)
+    instance = _instance(home)
+    with monkeypatch.context() as m:
+        m.setattr(staleness, "latest_materializations", lambda *a, **k: pytest.fail("the plan read whole records"))
+        indexed = staleness.plan(instance, graph, settings, found)
+    assert [(w.key, w.assets[:1], w.reason) for w in indexed] == [
+        ("s0", (), ""),
+        ("s1", ("raw_corpus",), "source file s1.jsonl changed"),
+        ("s2", (), ""),
+    ]
+    with monkeypatch.context() as m:
+        m.setattr(type(instance.event_log_storage), "get_asset_tags_to_index", SqliteEventLogStorage.get_asset_tags_to_index)
+        assert staleness.plan(instance, graph, settings, found) == indexed
     capsys.readouterr()
     assert main(["run", "--home", str(home)]) == 0
     assert "[run 1/1] s1: materializing raw_corpus" in capsys.readouterr().out
