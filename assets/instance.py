@@ -20,6 +20,8 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import dagster as dg
+from filelock import FileLock
 from sqlalchemy import create_engine
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection
@@ -33,6 +35,7 @@ from assets.dagster_internals import (
     SqliteEventLogStorage,
     db_result,
 )
+from tledit_pipeline.settings import Settings
 
 MARKER = "# written by tledit"
 # Per-partition events of a ranged step reach the storage in batches of at most this many.
@@ -152,3 +155,16 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
             with self.index_connection() as conn, db_result(conn, statement) as result:
                 event_id = result.inserted_primary_key[0]
             self.store_asset_check_event(e, event_id)
+
+
+def prepare_instance(settings: Settings) -> dg.DagsterInstance:
+    """The Dagster instance under <home>/dagster_home (or TLEDIT_DAGSTER_HOME), the same one `make ui` opens."""
+    home = settings.instance_dir
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    enable_event_batches()
+    # Two `tledit run`s starting at once on a new home would both create the instance's SQLite schema
+    # ("table ... already exists"): the first open is serialized by a lock file; later opens just wait briefly.
+    with FileLock(home / ".instance.lock"):
+        write_instance_yaml(home)
+        return dg.DagsterInstance.get()
