@@ -16,16 +16,11 @@ import pyarrow.compute as pc
 from assets.dagster_internals import AssetCheckEvaluationTargetMaterializationData
 from assets.partitions import shards
 from assets.resources import TleditResource
-from tledit_pipeline.health import kept_share_upper_bound
-from tledit_pipeline.lake import connect, partition_meta, read_partition
+from tledit_pipeline.database import connect
+from tledit_pipeline.lake import partition_meta, read_partition
 from tledit_pipeline.probe import Estimate, edited_verdict, final_ppl, read_probe, synthetic_verdict
-from tledit_pipeline.settings import CheckSettings, Settings
-
-# z of the count-aware tail bound (tledit_pipeline.health.kept_share_upper_bound): about 1 in 1000
-# shards whose true kept share is at the threshold would still be flagged.
-TAIL_Z = 3.0
-
-Verdict = tuple[bool, dict, str]  # passed, metadata, one-line description (shown when it fails)
+from tledit_pipeline.settings import Settings
+from tledit_pipeline.verdict import Verdict, health_verdict
 
 
 def _targets(
@@ -167,49 +162,6 @@ def every_token_scored(s: Settings, key: str) -> Verdict:
     return unscored == 0 and gaps == 0 and len(starts) == raw_docs, meta, line
 
 
-def health_verdict(health: pl.DataFrame, variant: str, shard: str, t: CheckSettings, z: float = TAIL_Z) -> tuple[bool, dict]:
-    """Does `variant` keep raw's long tail (coverage ratio, judged against its count-aware upper bound) and
-    stay close to raw (JS over hashed features)?"""
-    passed, meta, _ = _health_verdict(health, variant, shard, t, z)
-    return passed, meta
-
-
-def _health_verdict(health: pl.DataFrame, variant: str, shard: str, t: CheckSettings, z: float = TAIL_Z) -> Verdict:
-    v = {(r["variant"], r["metric"]): r["value"] for r in health.filter(pl.col("shard") == shard).iter_rows(named=True)}
-    raw_cov = v.get(("raw", "tail_coverage"))
-    cov = v.get((variant, "tail_coverage"))
-    js = v.get((variant, "js_divergence_vs_raw"))
-    rare = int(v.get(("raw", "rare_bigrams")) or 0)
-    ratio = None if raw_cov is None or cov is None else cov / raw_cov
-    bound = None if ratio is None else kept_share_upper_bound(ratio, rare, z)
-    tail_ok = ratio is None or ratio >= t.min_tail_coverage or bound >= t.min_tail_coverage
-    js_ok = js is None or js <= t.max_js_divergence
-    meta = {
-        "tail_coverage": cov,
-        "tail_coverage_of_raw": raw_cov,
-        "coverage_ratio": ratio,
-        "rare_bigrams": rare,
-        "coverage_ratio_upper_bound": bound,
-        "min_tail_coverage": t.min_tail_coverage,
-        "js_divergence_vs_raw": js,
-        "max_js_divergence": t.max_js_divergence,
-    }
-    for m in ("top64_share", "distinct_2", "hashed_effective_buckets", "ppl_p10", "ppl_p50", "ppl_p90"):
-        for var in (variant, "raw", "raw_matched") if variant == "synthetic" else (variant, "raw"):
-            if (var, m) in v:
-                meta[f"{var}/{m}"] = v[(var, m)]
-    problems = []
-    if not tail_ok:
-        problems.append(
-            f"{variant} keeps {ratio:.4f} of raw's tail ({round(ratio * rare)} of {rare} rare bigrams; "
-            f"upper bound {bound:.4f} at z={z:g}), allowed at least {t.min_tail_coverage}"
-        )
-    if not js_ok:
-        problems.append(f"{variant} js_divergence_vs_raw {js:.4f}, allowed at most {t.max_js_divergence}")
-    meta = {k: (round(x, 6) if isinstance(x, float) else x) for k, x in meta.items() if x is not None}
-    return tail_ok and js_ok, meta, "; ".join(problems)
-
-
 def _stored_health(s: Settings, key: str) -> pl.DataFrame:
     """The shard's rows of distribution_health, stored by ngram_profile."""
     return pl.from_arrow(read_partition(s.home, "shard_health", key))
@@ -220,7 +172,7 @@ def edited_keeps_the_tail(s: Settings, key: str) -> Verdict:
     """Per shard: edited keeps at least min_tail_coverage of raw's rare bigrams (judged against the
     shard's count of rare bigrams: see TAIL_Z) and its hashed features stay within max_js_divergence of
     raw. ERROR and blocking: a bad edit stops here."""
-    passed, meta, problems = _health_verdict(_stored_health(s, key), "edited", key, s.checks)
+    passed, meta, problems = health_verdict(_stored_health(s, key), "edited", key, s.checks)
     return passed, meta, f"edited_keeps_the_tail: shard {key}: {problems}"
 
 
@@ -231,7 +183,7 @@ def synthetic_collapse_signal(s: Settings, key: str) -> Verdict:
     health = _stored_health(s, key)
     if not health.filter(pl.col("variant") == "synthetic").height:
         return True, {"note": "no documents of this shard are in the baseline's sample"}, ""
-    passed, meta, problems = _health_verdict(health, "synthetic", key, s.checks)
+    passed, meta, problems = health_verdict(health, "synthetic", key, s.checks)
     return passed, meta, f"synthetic_collapse_signal: shard {key}: {problems}"
 
 
@@ -243,7 +195,7 @@ def _overall(tledit: TleditResource) -> pl.DataFrame:
 @dg.asset_check(asset="distribution_health")
 def edited_health_overall(tledit: TleditResource) -> dg.AssetCheckResult:
     """Whole corpus: the edited corpus within the thresholds of raw (ERROR)."""
-    passed, meta, problems = _health_verdict(_overall(tledit), "edited", "__all__", tledit.settings().checks)
+    passed, meta, problems = health_verdict(_overall(tledit), "edited", "__all__", tledit.settings().checks)
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.ERROR,
@@ -255,7 +207,7 @@ def edited_health_overall(tledit: TleditResource) -> dg.AssetCheckResult:
 @dg.asset_check(asset="distribution_health")
 def synthetic_collapse_overall(tledit: TleditResource) -> dg.AssetCheckResult:
     """Whole corpus: the synthetic baseline against the same thresholds, with its perplexity spread (WARN)."""
-    passed, meta, problems = _health_verdict(_overall(tledit), "synthetic", "__all__", tledit.settings().checks)
+    passed, meta, problems = health_verdict(_overall(tledit), "synthetic", "__all__", tledit.settings().checks)
     return dg.AssetCheckResult(
         passed=passed,
         severity=dg.AssetCheckSeverity.WARN,

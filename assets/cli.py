@@ -43,25 +43,6 @@ def add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
         parser.add_argument(spec.flag, *spec.aliases, **kw)
 
 
-def prepare_instance(settings: Settings):
-    """The Dagster instance under <home>/dagster_home (or TLEDIT_DAGSTER_HOME), the same one `make ui` opens."""
-    from assets.instance import enable_event_batches, write_instance_yaml
-
-    home = settings.instance_dir
-    home.mkdir(parents=True, exist_ok=True)
-    os.environ["DAGSTER_HOME"] = str(home)
-    enable_event_batches()
-    from dagster import DagsterInstance
-
-    # Two `tledit run`s starting at once on a new home would both create the instance's SQLite schema
-    # ("table ... already exists"): the first open is serialized by a lock file; later opens just wait briefly.
-    from filelock import FileLock
-
-    with FileLock(home / ".instance.lock"):
-        write_instance_yaml(home)
-        return DagsterInstance.get()
-
-
 def _materialize(defs, instance, selection: list[str], keys: list[str] | None = None):
     """One in-process run: the selected assets (and their checks) for one shard or a contiguous range."""
     import dagster as dg
@@ -128,9 +109,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     reported by name and the rest of its run is planned and run again without it.
     """
     from assets.definitions import build_defs
+    from assets.instance import prepare_instance, recover_dead_runs
     from assets.partitions import SHARDS, chain
     from assets.staleness import batches, health_out_of_date, plan
-    from tledit_pipeline.lake import check_home, connect
+    from tledit_pipeline.database import connect
+    from tledit_pipeline.lake import check_home
     from tledit_pipeline.prior import check_model
     from tledit_pipeline.source import discover_shards
 
@@ -146,6 +129,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_model(settings.model, settings.allow_pickle)
     check_home(settings.home)
     instance = prepare_instance(settings)
+    for line in recover_dead_runs(instance):  # a killed run's pool slot would make this run wait forever
+        print(f"tledit: {line}", flush=True)
     known = set(instance.get_dynamic_partitions(SHARDS))
     new = [s.key for s in found if s.key not in known]
     if new:
@@ -293,25 +278,19 @@ def submit(instance, asset_graph, work: dict[str, tuple[tuple[str, ...], str]], 
 
 def summary(con, settings: Settings, elapsed: float, keys: list[str], materialized: list[str] | None = None) -> None:
     """What a person wants after a run: counts, shares, and where to look next."""
-    docs, rejected = con.execute(
-        "SELECT (SELECT count(*) FROM raw_corpus WHERE list_contains($keys, shard)),"
-        " (SELECT count(*) FROM rejected_documents WHERE list_contains($keys, shard))",
-        {"keys": keys},
-    ).fetchone()
-    tokens, scored, eligible, changed, deleted = con.execute(
-        "SELECT coalesce(sum(n_tokens), 0), coalesce(sum(n_scored), 0), coalesce(sum(n_eligible), 0),"
-        " coalesce(sum(n_changed), 0), coalesce(sum(n_deleted), 0) FROM edited_corpus WHERE list_contains($keys, shard)",
-        {"keys": keys},
-    ).fetchone()
+    from tledit_pipeline.summary import run_totals
+
+    t = run_totals(con, keys)
+    scored, eligible, changed, deleted = max(t.scored, 1), t.eligible, t.changed, t.deleted
     print()
     print("ToEdit run complete")
     print(f"  shards          {len(keys)}")
-    print(f"  documents       {docs:,} accepted, {rejected:,} rejected (see view rejected_documents)")
-    print(f"  tokens          {tokens:,}")
-    print(f"  eligible share  {eligible / max(scored, 1):.2%}  (P >= {settings.edit.threshold})")
-    print(f"  changed share   {changed / max(scored, 1):.2%}  ({changed:,} tokens; {changed / max(eligible, 1):.1%} of eligible)")
+    print(f"  documents       {t.documents:,} accepted, {t.rejected:,} rejected (see view rejected_documents)")
+    print(f"  tokens          {t.tokens:,}")
+    print(f"  eligible share  {eligible / scored:.2%}  (P >= {settings.edit.threshold})")
+    print(f"  changed share   {changed / scored:.2%}  ({changed:,} tokens; {changed / max(eligible, 1):.1%} of eligible)")
     if settings.edit.drop_below > 0:
-        print(f"  deleted share   {deleted / max(scored, 1):.2%}  ({deleted:,} tokens with P < {settings.edit.drop_below})")
+        print(f"  deleted share   {deleted / scored:.2%}  ({deleted:,} tokens with P < {settings.edit.drop_below})")
     if settings.generations > 1:
         print(
             f"  generations     {settings.generations}  (edited, "
@@ -334,10 +313,8 @@ def summary(con, settings: Settings, elapsed: float, keys: list[str], materializ
 
 def cmd_health(args: argparse.Namespace) -> int:
     """The '__all__' rows of distribution_health: metrics as rows, variants as columns (read-only)."""
-    import polars as pl
-
-    from tledit_pipeline.health import ordered_variants
-    from tledit_pipeline.lake import connect
+    from tledit_pipeline.database import connect
+    from tledit_pipeline.summary import corpus_health
 
     settings = Settings.load(home=args.home)
     try:
@@ -345,13 +322,8 @@ def cmd_health(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         raise TleditError(str(exc)) from None
     with con:
-        if not con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'distribution_health'").fetchone()[0]:
-            raise TleditError(f"{settings.duckdb_path} has no distribution_health table; run `tledit run` first")
-        rows = pl.from_arrow(
-            con.execute("SELECT variant, metric, value FROM distribution_health WHERE shard = '__all__'").to_arrow_table()
-        )
-    wide = rows.pivot(on="variant", index="metric", values="value").sort("metric")
-    cols = ordered_variants(wide.columns)
+        wide = corpus_health(con, str(settings.duckdb_path))
+    cols = wide.columns[1:]
     width = max([len(m) for m in wide["metric"].to_list()] + [6])
     print(f"distribution_health, whole corpus ({settings.duckdb_path})")
     print(f"{'metric':<{width}}  " + "  ".join(f"{c:>12}" for c in cols))
@@ -433,6 +405,7 @@ def cmd_shards(args: argparse.Namespace) -> int:
 
 def cmd_ui(args: argparse.Namespace) -> int:
     """`dagster dev` on the run's instance and settings (what `make ui` calls)."""
+    from assets.instance import prepare_instance
 
     settings = _settings(args)
     prepare_instance(settings)

@@ -7,6 +7,7 @@ from assets.partitions import RANGES, SHARDS, for_each_shard, shards
 from assets.resources import TleditResource
 from assets.staleness import REGISTERED, shards_digest
 from tledit_pipeline.charts import line_chart_svg, svg_markdown
+from tledit_pipeline.database import duckdb_connection, rebuild_database, refresh_views
 from tledit_pipeline.generations import later_assets, refresh_generation_views, text_asset, variant
 from tledit_pipeline.health import (
     GENERATION_METRICS,
@@ -23,16 +24,7 @@ from tledit_pipeline.health import (
     rank_frequency,
     shard_health_rows,
 )
-from tledit_pipeline.lake import (
-    duckdb_connection,
-    is_shard_key,
-    partition_file,
-    partition_meta,
-    read_partition,
-    rebuild_database,
-    refresh_views,
-    write_partition,
-)
+from tledit_pipeline.lake import is_shard_key, partition_file, partition_meta, read_partition, write_partition
 from tledit_pipeline.ngrams import profile
 from tledit_pipeline.probe import probe_view
 from tledit_pipeline.settings import Settings

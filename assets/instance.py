@@ -26,6 +26,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+import dagster as dg
+from filelock import FileLock
 from sqlalchemy import create_engine
 from sqlalchemy import event as sa_event
 from sqlalchemy.engine import Connection
@@ -40,6 +42,7 @@ from assets.dagster_internals import (
     SqliteEventLogStorage,
     db_result,
 )
+from tledit_pipeline.settings import Settings
 
 MARKER = "# written by tledit"
 CODE_VERSION_TAG = "dagster/code_version"
@@ -186,10 +189,21 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
             self.store_asset_check_event(e, event_id)
 
 
+def prepare_instance(settings: Settings) -> dg.DagsterInstance:
+    """The Dagster instance under <home>/dagster_home (or TLEDIT_DAGSTER_HOME), the same one `make ui` opens."""
+    home = settings.instance_dir
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ["DAGSTER_HOME"] = str(home)
+    enable_event_batches()
+    # Two `tledit run`s starting at once on a new home would both create the instance's SQLite schema
+    # ("table ... already exists"): the first open is serialized by a lock file; later opens just wait briefly.
+    with FileLock(home / ".instance.lock"):
+        write_instance_yaml(home)
+        return dg.DagsterInstance.get()
+
+
 def _worker_pid(instance, run_id: str) -> int | None:
     """The pid the run's steps execute in: Dagster's own "Executing steps in process (pid: N)" engine event."""
-    import dagster as dg
-
     for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
         pid = entry.dagster_event.engine_event_data.metadata.get("pid") if entry.dagster_event else None
         if pid is not None:
@@ -220,8 +234,6 @@ def recover_dead_runs(instance) -> list[str]:
     dead only when the process its steps ran in (Dagster's pid engine event) no longer exists on this
     machine; a local SQLite instance is one machine's. Returns one line per recovered run.
     """
-    import dagster as dg
-
     lines: list[str] = []
     live = instance.get_run_records(
         filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING])

@@ -8,8 +8,8 @@ from assets.partitions import SHARDS
 from assets.resources import TleditResource, prior_code_version, reporter
 from assets.staleness import CODE_VERSION_TAG
 from tledit_pipeline.charts import bar_chart_svg, line_chart_svg, svg_markdown
+from tledit_pipeline.database import amend_database, connect
 from tledit_pipeline.generations import text_asset, variant
-from tledit_pipeline.lake import amend_database, connect
 from tledit_pipeline.prior import pick_device
 from tledit_pipeline.probe import (
     PAPER_TABLE1,

@@ -29,7 +29,8 @@ from assets.instance import CODE_VERSION_TAG, INDEXED_SOURCE, metadata_tag
 from assets.partitions import PER_SHARD, chain
 from assets.raw import SOURCE_MTIME, SOURCE_SHA, SOURCE_SIZE
 from tledit_pipeline import storage
-from tledit_pipeline.lake import DUCKDB_FILE, partition_file
+from tledit_pipeline.database import DUCKDB_FILE
+from tledit_pipeline.lake import partition_file
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.source import Shard, file_fingerprint
 

@@ -175,7 +175,7 @@ def _raw_lake(settings: Settings, home: Path) -> list[str]:
 
 def forward_only(scorer, batch, ids: list[np.ndarray]) -> int:
     """The model's own work on a batch (body and vocabulary projection), nothing of ours: the bench's yardstick."""
-    from tledit_pipeline.scoring import LOGIT_ROWS
+    from tledit_pipeline.scorer import LOGIT_ROWS
 
     torch = scorer.torch
     with torch.inference_mode():
@@ -190,7 +190,8 @@ def forward_only(scorer, batch, ids: list[np.ndarray]) -> int:
 def _forward_only(scorer, home: Path, key: str) -> tuple[int, float, float, float]:
     """The model alone over one shard, in the pipeline's own chunks and batches. Returns tokens, seconds, FLOPs, 2N."""
     from tledit_pipeline.lake import open_partition
-    from tledit_pipeline.scoring import CHARS_PER_CHUNK, DOCS_PER_CHUNK, chunks, tokenize
+    from tledit_pipeline.scorer import tokenize
+    from tledit_pipeline.scoring import CHARS_PER_CHUNK, DOCS_PER_CHUNK, chunks
 
     tokens, seconds, flops, per_token = 0, 0.0, 0.0, 0.0
     raw = open_partition(home, "raw_corpus", key).iter_batches(batch_size=64, columns=["doc_id", "text"])
@@ -238,7 +239,8 @@ def memory_probe(settings: Settings, tokens_wanted: int, repeat: int = 1) -> dic
 
     from tledit_pipeline.lake import write_partition
     from tledit_pipeline.prior import cached_prior
-    from tledit_pipeline.scoring import score_partition, tokenize
+    from tledit_pipeline.scorer import tokenize
+    from tledit_pipeline.scoring import score_partition
     from tledit_pipeline.source import discover_shards, read_shard
 
     prior = cached_prior(settings.model, str(settings.models_dir), settings.scoring.device, settings.scoring.dtype)
@@ -287,7 +289,8 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool,
     from tledit_pipeline import storage
     from tledit_pipeline.lake import read_partition
     from tledit_pipeline.prior import cached_prior, describe, document_start_id, native_bf16
-    from tledit_pipeline.scoring import Scorer, score_partition, tokenize, use_all_cores
+    from tledit_pipeline.scorer import Scorer, tokenize, use_all_cores
+    from tledit_pipeline.scoring import score_partition
     from tledit_pipeline.synthetic import synthesize
     from tledit_pipeline.vocab import write_vocab
 

@@ -93,8 +93,9 @@ def refresh_generation_views(con, home, shards, generations: int) -> list[str]:
     generation_scores (variant, shard, doc_id, pos, logprob: the prior's scores of each scored generation).
     Only generations up to `generations` are shown: files of an earlier, longer run stay out of the numbers.
     """
+    from tledit_pipeline.database import refresh_views, sql_list
     from tledit_pipeline.health import EDITED_GENERATIONS_DDL, GENERATION_SCORES_DDL
-    from tledit_pipeline.lake import is_shard_key, partition_file, refresh_views, sql_list
+    from tledit_pipeline.lake import is_shard_key, partition_file
 
     made = refresh_views(con, home, shards, views=later_assets(generations))
 

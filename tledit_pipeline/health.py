@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from tledit_pipeline.database import duckdb_connection, sql_identifier, sql_list, sql_literal
 from tledit_pipeline.errors import TleditError
-from tledit_pipeline.lake import duckdb_connection, sql_identifier, sql_list, sql_literal
 
 if TYPE_CHECKING:
     import duckdb
@@ -48,23 +48,6 @@ def probability_histogram(logprob: np.ndarray) -> dict[str, float]:
 def perplexity(logprob: np.ndarray) -> float:
     lp = logprob[~np.isnan(logprob)]
     return float(math.exp(-lp.mean())) if len(lp) else float("nan")
-
-
-def kept_share_upper_bound(share: float, n: int, z: float = 3.0) -> float:
-    """Wilson score upper bound of a share measured on n items: how high the true share may plausibly be.
-
-    The tail check measures the share of raw's rare bigrams that the edit kept. In a shard with 50 rare
-    bigrams one changed word moves that share by 2%, the whole tolerance; in a shard with 10^5 it moves
-    by 0.002%. Judging the bound instead of the share lets a small shard lose what is within the noise of
-    its size, while a real collapse is still stopped (losing a tenth from 28 rare bigrams up, half at any
-    size), and a large shard is held to the threshold itself (the bound approaches the share as n grows).
-    """
-    if n <= 0:
-        return 1.0
-    denom = 1 + z * z / n
-    centre = (share + z * z / (2 * n)) / denom
-    half = z * math.sqrt(max(share * (1 - share), 0.0) / n + z * z / (4 * n * n)) / denom
-    return min(1.0, centre + half)
 
 
 def bar_chart(rows: list[tuple[str, float]], width: int = 40, title: str = "") -> str:

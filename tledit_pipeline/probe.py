@@ -43,9 +43,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from tledit_pipeline.database import sql_literal
 from tledit_pipeline.edit import doc_key, keyed_uniform
 from tledit_pipeline.errors import TleditError
-from tledit_pipeline.lake import partition_file, partition_meta, read_partition, sql_literal, write_partition
+from tledit_pipeline.lake import partition_file, partition_meta, read_partition, write_partition
 from tledit_pipeline.progress import Report
 from tledit_pipeline.settings import ProbeSettings
 from tledit_pipeline.storage import Location

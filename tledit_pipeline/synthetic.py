@@ -38,7 +38,7 @@ from tledit_pipeline.decoding import Decoder, decoder_for, draw
 from tledit_pipeline.edit import doc_key, keyed_uniform
 from tledit_pipeline.prior import Prior
 from tledit_pipeline.progress import Progress, Report
-from tledit_pipeline.scoring import tokenize
+from tledit_pipeline.scorer import tokenize
 from tledit_pipeline.settings import SyntheticSettings
 
 # The sample decision uses its own stream: a "position" no generated token can have.

@@ -19,7 +19,8 @@ import pytest
 
 from assets.cli import main
 from tests.assets.test_staleness import _forbid_the_model
-from tledit_pipeline.lake import DATA_FILE, DUCKDB_FILE
+from tledit_pipeline.database import DUCKDB_FILE
+from tledit_pipeline.lake import DATA_FILE
 from tledit_pipeline.settings import Settings
 
 PER_SHARD = ("raw_corpus", "rejected_documents", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile")

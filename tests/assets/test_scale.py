@@ -113,8 +113,9 @@ def test_one_run_per_range_with_lineage_per_shard(tmp_path, three_shards, tiny_m
 
 @pytest.mark.slow
 def test_one_changed_shard_redoes_its_own_health_rows_only(tmp_path, three_shards, tiny_model_dir, capsys, monkeypatch):
+    from tledit_pipeline.database import refresh_views
     from tledit_pipeline.health import build_health_table
-    from tledit_pipeline.lake import partition_file, refresh_views
+    from tledit_pipeline.lake import partition_file
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"

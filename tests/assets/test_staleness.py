@@ -5,8 +5,9 @@ import dagster as dg
 import duckdb
 import pytest
 
-from assets.cli import main, prepare_instance
+from assets.cli import main
 from assets.definitions import build_defs
+from assets.instance import prepare_instance
 from assets.staleness import plan
 from tests.conftest import write_jsonl
 from tledit_pipeline.settings import Settings
@@ -147,9 +148,9 @@ def test_each_edit_setting_marks_only_edited_stale(tmp_path, small_source, tiny_
         ({"context_field": "lang"}, ("token_scores", "edited_corpus", "ngram_profile")),
     ):
         changed = s.with_overrides(**change)
-        assert plan(instance, build_defs(changed).resolve_asset_graph(), changed, shard)[0].assets[: len(redone)] == (
-            redone
-        ), change
+        assert plan(instance, build_defs(changed).resolve_asset_graph(), changed, shard)[0].assets[: len(redone)] == (redone), (
+            change
+        )
     # More generations: only the new generations' assets and what reads them; nothing rescored before them.
     more = s.with_overrides(generations=2)
     assert plan(instance, build_defs(more).resolve_asset_graph(), more, shard)[0].assets == (

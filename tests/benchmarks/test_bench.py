@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks import bench
 from tledit_pipeline.prior import cpu_has_bf16
-from tledit_pipeline.scoring import Scorer, tokenize
+from tledit_pipeline.scorer import Scorer, tokenize
 from tledit_pipeline.settings import ScoringSettings, Settings
 
 

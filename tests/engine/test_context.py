@@ -14,7 +14,8 @@ from tests.engine.test_scoring import reference_logprobs
 from tledit_pipeline.edited import edit_partition
 from tledit_pipeline.lake import partition_meta, read_partition, write_partition
 from tledit_pipeline.prior import document_start_id
-from tledit_pipeline.scoring import CONTEXT_SEPARATOR, ContextError, score_partition, score_table, tokenize
+from tledit_pipeline.scorer import tokenize
+from tledit_pipeline.scoring import CONTEXT_SEPARATOR, ContextError, score_partition, score_table
 from tledit_pipeline.settings import EditSettings, ScoringSettings
 from tledit_pipeline.vocab import write_vocab
 

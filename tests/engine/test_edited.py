@@ -10,7 +10,8 @@ import pytest
 
 from tledit_pipeline.edit import eligible
 from tledit_pipeline.edited import EDITED_SCHEMA, ScoresMismatch, edit_shard
-from tledit_pipeline.scoring import score_table, tokenize
+from tledit_pipeline.scorer import tokenize
+from tledit_pipeline.scoring import score_table
 from tledit_pipeline.settings import EditSettings, ScoringSettings
 
 HUMAN = [

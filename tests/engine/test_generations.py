@@ -8,6 +8,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
+from tledit_pipeline.database import refresh_views
 from tledit_pipeline.generations import (
     generation_of,
     later_assets,
@@ -18,7 +19,7 @@ from tledit_pipeline.generations import (
     variant,
 )
 from tledit_pipeline.health import GENERATION_METRICS, build_health_table, generation_table, ordered_variants
-from tledit_pipeline.lake import refresh_views, write_partition
+from tledit_pipeline.lake import write_partition
 from tledit_pipeline.ngrams import profile
 from tledit_pipeline.synthetic import SYNTHETIC_SCHEMA
 

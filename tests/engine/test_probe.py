@@ -24,7 +24,7 @@ from tledit_pipeline.probe import (
     train,
     variant_names,
 )
-from tledit_pipeline.scoring import tokenize as score_tokenize
+from tledit_pipeline.scorer import tokenize as score_tokenize
 from tledit_pipeline.settings import ProbeSettings, SettingsError
 
 WORDS = "fair foul hover through the fog and filthy air when shall we three meet again in thunder lightning or rain".split()

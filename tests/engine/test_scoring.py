@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from tledit_pipeline.prior import document_start_id
-from tledit_pipeline.scoring import score_table, tokenize
+from tledit_pipeline.scorer import tokenize
+from tledit_pipeline.scoring import score_table
 from tledit_pipeline.settings import ScoringSettings
 from tledit_pipeline.windows import plan_windows
 
@@ -155,40 +156,3 @@ def test_partition_is_streamed_in_chunks_and_equals_the_in_memory_table(tiny_pri
     }
     assert stats.documents == len(TEXTS) and stats.tokens == got.num_rows
     assert sum(stats.shares[f"prob_bin_{i:02d}"] for i in range(10)) == pytest.approx(1.0)
-
-
-def test_right_padding_needs_no_attention_mask(tiny_prior):
-    """Causal attention keeps real tokens from seeing the padding after them: padded rows equal unpadded ones."""
-    from tledit_pipeline.scoring import Scorer
-    from tledit_pipeline.windows import Window
-
-    scorer = Scorer(tiny_prior, ScoringSettings(window=64, overlap=16, batch_tokens=4096))
-    ids = tokenize(tiny_prior, ["A longer line of text that sets the padded width of the batch.", "Short one."])
-    both = scorer.forward_batch([Window(0, 0, len(ids[0]), 1), Window(1, 0, len(ids[1]), 1)], ids)
-    alone = scorer.forward_batch([Window(1, 0, len(ids[1]), 1)], ids)
-    n = len(ids[1]) - 1
-    np.testing.assert_allclose(both[0][-n:], alone[0], atol=1e-5)
-    assert (both[1][-n:] == alone[1]).all()
-
-
-def test_candidates_are_the_same_when_blocked_tokens_crowd_the_wide_topk(tiny_prior, monkeypatch):
-    """WIDE = 0 sends every row with a blocked token in its top k down the masked fallback: same result."""
-    import tledit_pipeline.scoring as scoring
-
-    settings = ScoringSettings(window=64, overlap=16, batch_tokens=512, candidates=8)
-    wide, _ = score_table(tiny_prior, "s", docs_table(TEXTS), settings)
-    monkeypatch.setattr(scoring, "WIDE", 0)
-    narrow, _ = score_table(tiny_prior, "s", docs_table(TEXTS), settings)
-    # After the start token the tiny model's distribution is uniform (its embedding is the zeroed padding row):
-    # a tie of every candidate, which the two paths may order differently. Every other row must agree.
-    lps = np.array(wide["topk_logprobs"].to_pylist(), dtype=np.float64)
-    tied = (lps == lps[:, :1]).all(axis=1)
-    assert tied.sum() <= len(TEXTS)
-    keep = pa.array(~tied)
-    assert wide["topk_ids"].filter(keep).equals(narrow["topk_ids"].filter(keep))
-    np.testing.assert_allclose(
-        wide["logprob"].to_numpy(zero_copy_only=False),
-        narrow["logprob"].to_numpy(zero_copy_only=False),
-        atol=1e-6,
-        equal_nan=True,
-    )

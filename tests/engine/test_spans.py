@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tledit_pipeline.scoring import tokenize
+from tledit_pipeline.scorer import tokenize
 from tledit_pipeline.spans import token_spans
 
 TEXTS = [

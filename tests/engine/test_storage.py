@@ -11,15 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from tledit_pipeline import storage
+from tledit_pipeline.database import connect, rebuild_database, refresh_views
 from tledit_pipeline.lake import (
     DATA_FILE,
     PartitionWriter,
-    connect,
     partition_digest,
     partition_meta,
     read_partition,
-    rebuild_database,
-    refresh_views,
     write_file_atomically,
     write_partition,
 )

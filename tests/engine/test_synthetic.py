@@ -8,7 +8,7 @@ import pytest
 
 from tledit_pipeline.decoding import ModelDecoder
 from tledit_pipeline.prior import document_start_id
-from tledit_pipeline.scoring import tokenize
+from tledit_pipeline.scorer import tokenize
 from tledit_pipeline.settings import SyntheticSettings
 from tledit_pipeline.synthetic import SYNTHETIC_SCHEMA, in_sample, plan_pieces, synthesize
 

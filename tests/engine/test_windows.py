@@ -108,7 +108,8 @@ def test_overlap_zero_still_gives_every_scored_token_context():
 def test_overlap_zero_scores_match_an_unwindowed_pass_on_the_first_window_token(tiny_prior):
     import torch
 
-    from tledit_pipeline.scoring import score_table, tokenize
+    from tledit_pipeline.scorer import tokenize
+    from tledit_pipeline.scoring import score_table
 
     text = "Fair is foul, and foul is fair. " * 6
     ids = tokenize(tiny_prior, [text])[0]

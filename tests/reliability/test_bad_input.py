@@ -232,7 +232,7 @@ def test_run_keeps_texts_and_reasons_exact(run):
 
 def test_a_field_typed_differently_in_two_shards_reads_as_json(tmp_path):
     """A number in one shard, an object in another: DuckDB cannot union them, so the view shows JSON."""
-    from tledit_pipeline.lake import refresh_views
+    from tledit_pipeline.database import refresh_views
 
     src = tmp_path / "src"
     src.mkdir()

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from tledit_pipeline.edited import edit_shard
 from tledit_pipeline.lake import partition_file, write_partition
-from tledit_pipeline.scoring import score_table, tokenize
+from tledit_pipeline.scorer import tokenize
+from tledit_pipeline.scoring import score_table
 from tledit_pipeline.settings import EditSettings, ScoringSettings
 from tledit_pipeline.source import doc_ids
 from tledit_pipeline.spans import token_spans

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import build_tiny_model, write_jsonl
 
-from tledit_pipeline.lake import LakeError, lake_root, partition_file, read_partition, refresh_views, write_partition
+from tledit_pipeline.database import refresh_views
+from tledit_pipeline.lake import LakeError, lake_root, partition_file, read_partition, write_partition
 from tledit_pipeline.prior import PriorError, _fingerprint, load_prior, model_version
 from tledit_pipeline.settings import Settings, SettingsError
 from tledit_pipeline.source import discover_shards, read_shard
@@ -182,7 +183,7 @@ def test_no_sql_is_built_by_pasting_values():
 def test_union_sql_quotes_hostile_paths_and_column_names(tmp_path):
     import pyarrow as pa
 
-    from tledit_pipeline.lake import sql_union_as_json
+    from tledit_pipeline.database import sql_union_as_json
 
     folder = tmp_path / 'it\'s "odd"; DROP TABLE t;--'
     folder.mkdir()
