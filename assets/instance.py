@@ -112,7 +112,18 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
 
     def __init__(self, base_dir: str, inst_data=None):
         self._engines: OrderedDict[str, object] = OrderedDict()
+        self._tables: set[str] = set()
         super().__init__(base_dir, inst_data)
+
+    def has_table(self, table_name: str) -> bool:
+        """Dagster asks before every dynamic-partition lookup and check evaluation, each time through a new
+        engine and connection (about 2 ms); a table, once there, stays, so a yes is remembered."""
+        if table_name in self._tables:
+            return True
+        found = super().has_table(table_name)
+        if found:
+            self._tables.add(table_name)
+        return found
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):
