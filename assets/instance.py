@@ -113,7 +113,38 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
     def __init__(self, base_dir: str, inst_data=None):
         self._engines: OrderedDict[str, object] = OrderedDict()
         self._tables: set[str] = set()
+        self._partitions: dict[str, tuple[list[str], set[str]]] | None = None  # see partitions_snapshot
         super().__init__(base_dir, inst_data)
+
+    @contextmanager
+    def partitions_snapshot(self) -> Iterator[None]:
+        """Within: dynamic partitions are read once and lookups answered from that read.
+
+        A ranged step adds each shard's metadata with context.add_asset_metadata, and Dagster checks the
+        shard is in the run's range by reading every partition key (three queries, O(shards) each): per
+        shard, so quadratic in the number of shards. The shards of a running range do not change.
+        """
+        outer, self._partitions = self._partitions, {} if self._partitions is None else self._partitions
+        try:
+            yield
+        finally:
+            self._partitions = outer
+
+    def _snapshot(self, name: str) -> tuple[list[str], set[str]] | None:
+        if self._partitions is None:
+            return None
+        if name not in self._partitions:
+            keys = list(super().get_dynamic_partitions(name))
+            self._partitions[name] = (keys, set(keys))
+        return self._partitions[name]
+
+    def get_dynamic_partitions(self, partitions_def_name: str) -> Sequence[str]:
+        snap = self._snapshot(partitions_def_name)
+        return list(snap[0]) if snap is not None else super().get_dynamic_partitions(partitions_def_name)
+
+    def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
+        snap = self._snapshot(partitions_def_name)
+        return partition_key in snap[1] if snap is not None else super().has_dynamic_partition(partitions_def_name, partition_key)
 
     def has_table(self, table_name: str) -> bool:
         """Dagster asks before every dynamic-partition lookup and check evaluation, each time through a new

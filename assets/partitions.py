@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import Any
 
 import dagster as dg
@@ -61,15 +62,18 @@ def for_each_shard(
     keys = list(context.partition_keys) if keys is None else keys
     done: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
-    for key in keys:
-        try:
-            meta = work(key)
-        except Exception as exc:  # reported per shard below, by name and reason
-            failed[key] = " ".join(str(exc).split()) or type(exc).__name__
-            context.log.error(f"shard {key}: {failed[key]}")
-            continue
-        done[key] = meta
-        context.add_asset_metadata(meta, partition_key=key)
+    # Dagster checks each add_asset_metadata's shard against every partition key: read them once (assets/instance.py).
+    snapshot = getattr(context.instance.event_log_storage, "partitions_snapshot", None)
+    with snapshot() if snapshot is not None else nullcontext():
+        for key in keys:
+            try:
+                meta = work(key)
+            except Exception as exc:  # reported per shard below, by name and reason
+                failed[key] = " ".join(str(exc).split()) or type(exc).__name__
+                context.log.error(f"shard {key}: {failed[key]}")
+                continue
+            done[key] = meta
+            context.add_asset_metadata(meta, partition_key=key)
     if failed:
         raise ShardsFailed(failed, len(keys))
     return done

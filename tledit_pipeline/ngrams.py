@@ -37,34 +37,44 @@ def word_tokens(texts: list[str]) -> pl.DataFrame:
     )
 
 
+def _counts(texts: list[str], group: list[int], n_max: int) -> pl.DataFrame:
+    """Columns g (the text's group), n, ngram, count (UInt32), bucket, sorted by g, n, count desc, ngram.
+
+    One polars pass for all groups (the variants of a shard): a small shard's cost is the per-call
+    overhead, not the counting; each distinct uni/bigram is hashed once.
+    """
+    toks = word_tokens(texts)
+    toks = toks.with_columns(pl.Series("g", group, pl.UInt32).gather(toks.get_column("doc")))
+    frames = []
+    for n in range(1, n_max + 1):
+        parts = [pl.col("tok").shift(-j).over("doc") for j in range(n)]
+        grams = toks.select("g", pl.concat_str(parts, separator=" ").alias("ngram")).drop_nulls()
+        frames.append(grams.group_by("g", "ngram").len("count").with_columns(pl.lit(n, pl.Int8).alias("n")))
+    schema = {"g": pl.UInt32, "n": pl.Int8, "ngram": pl.String, "count": pl.UInt32, "bucket": pl.UInt16}
+    if not frames:
+        return pl.DataFrame(schema=schema)
+    counts = (
+        pl.concat(frames)
+        .select("g", "n", "ngram", pl.col("count").cast(pl.UInt32))
+        .sort(["g", "n", "count", "ngram"], descending=[False, False, True, False])
+    )
+    hashed = counts.filter(pl.col("n") <= HASHED_N).get_column("ngram").unique()
+    buckets = dict(zip(hashed.to_list(), hashed_bucket(hashed).to_list(), strict=True))
+    bucket = pl.when(pl.col("n") <= HASHED_N).then(pl.col("ngram").replace_strict(buckets, default=None, return_dtype=pl.UInt16))
+    return counts.with_columns(bucket.cast(pl.UInt16).alias("bucket")).select(list(schema))
+
+
 def ngram_counts(texts: list[str], n_max: int = N_MAX) -> pl.DataFrame:
     """Columns n, ngram, count, bucket (null for n > 2); n-grams never cross document boundaries.
 
     Sorted for stable bytes.
     """
-    toks = word_tokens(texts)
-    frames = []
-    for n in range(1, n_max + 1):
-        parts = [pl.col("tok").shift(-j).over("doc") for j in range(n)]
-        grams = toks.select(pl.concat_str(parts, separator=" ").alias("ngram")).drop_nulls()
-        frames.append(grams.group_by("ngram").len("count").with_columns(pl.lit(n, pl.Int8).alias("n")))
-    if not frames:
-        return pl.DataFrame(schema={"n": pl.Int8, "ngram": pl.String, "count": pl.UInt32, "bucket": pl.UInt16})
-    counts = (
-        pl.concat(frames)
-        .select("n", "ngram", pl.col("count").cast(pl.UInt32))
-        .sort(["n", "count", "ngram"], descending=[False, True, False])
-    )
-    hashed = counts.get_column("n") <= HASHED_N
-    bucket = pl.Series("bucket", [None] * counts.height, dtype=pl.UInt16)
-    bucket = bucket.scatter(hashed.arg_true(), hashed_bucket(counts.filter(hashed).get_column("ngram")))
-    return counts.with_columns(bucket)
+    return _counts(texts, [0] * len(texts), n_max).drop("g")
 
 
 def profile(shard: str, variants: dict[str, list[str]], n_max: int = N_MAX) -> pl.DataFrame:
     """n-gram counts of several variants of one shard in one long table: shard, variant, n, ngram, count."""
-    frames = [
-        ngram_counts(texts, n_max).select(pl.lit(shard).alias("shard"), pl.lit(name).alias("variant"), pl.all())
-        for name, texts in variants.items()
-    ]
-    return pl.concat(frames)
+    names = list(variants)
+    counts = _counts([t for v in names for t in variants[v]], [i for i, v in enumerate(names) for _ in variants[v]], n_max)
+    variant = pl.col("g").replace_strict(dict(enumerate(names)), default=None, return_dtype=pl.String)
+    return counts.select(pl.lit(shard, pl.String).alias("shard"), variant.alias("variant"), pl.exclude("g"))

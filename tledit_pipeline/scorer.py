@@ -24,6 +24,11 @@ from tledit_pipeline.spans import token_spans
 from tledit_pipeline.windows import Window, pack_batches, plan_windows
 
 LOGIT_ROWS = 1024  # positions projected to the vocabulary at once: bounds the logits' memory
+# Batch widths are padded up to a multiple of this. The CPU kernels (oneDNN, bf16) compile and cache code per
+# input shape: one width per batch made every shard new shapes, and a process's memory grew by ~0.5 GB over
+# its first few hundred shards; a few dozen widths keep it flat and hit the cache. Right padding changes
+# no scored position (causal attention), only the rounding noise a batch's width already brings.
+WIDTH_STEP = 64
 WIDE = 8  # extra top entries taken so that blocked tokens rarely leave fewer than k candidates
 
 
@@ -153,7 +158,8 @@ class Scorer:
         """
         torch = self.torch
         dev = self.prior.device
-        width = max(w.length for w in batch)
+        longest = max(w.length for w in batch)
+        width = max(longest, min(-(-longest // WIDTH_STEP) * WIDTH_STEP, self.window))  # never past the window
         inp = np.full((len(batch), width), self.pad_id, dtype=np.int64)
         rows, cols = [], []
         for r, w in enumerate(batch):

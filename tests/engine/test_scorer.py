@@ -21,6 +21,28 @@ def test_right_padding_needs_no_attention_mask(tiny_prior):
     assert (both[1][-n:] == alone[1]).all()
 
 
+def test_batch_widths_are_a_few_shapes_and_scores_do_not_depend_on_them(tiny_prior, monkeypatch):
+    """Widths are padded to a multiple of WIDTH_STEP (never past the window): the kernels see a few shapes
+    (each new one costs compiled code that stays in memory), and the scores equal the unpadded ones."""
+    import tledit_pipeline.scorer as scorer
+
+    settings = ScoringSettings(window=96, overlap=16, batch_tokens=4096)
+    ids = tokenize(tiny_prior, ["Short one.", "A longer line of text that sets the padded width of the batch."])
+    s = Scorer(tiny_prior, settings)
+    for batch in ([Window(0, 0, len(ids[0]), 1)], [Window(0, 0, len(ids[0]), 1), Window(1, 0, len(ids[1]), 1)]):
+        assert s.hidden(batch, ids)[2] == scorer.WIDTH_STEP * len(batch)
+    assert s.hidden([Window(0, 0, 90, 1)], [np.arange(100)])[2] == 96  # capped at the window, not 128
+    padded, _ = score_table(tiny_prior, "s", docs_table(TEXTS), settings)
+    monkeypatch.setattr(scorer, "WIDTH_STEP", 1)
+    exact, _ = score_table(tiny_prior, "s", docs_table(TEXTS), settings)
+    np.testing.assert_allclose(
+        padded["logprob"].to_numpy(zero_copy_only=False),
+        exact["logprob"].to_numpy(zero_copy_only=False),
+        atol=1e-5,
+        equal_nan=True,
+    )
+
+
 def test_candidates_are_the_same_when_blocked_tokens_crowd_the_wide_topk(tiny_prior, monkeypatch):
     """WIDE = 0 sends every row with a blocked token in its top k down the masked fallback: same result."""
     import tledit_pipeline.scorer as scorer
