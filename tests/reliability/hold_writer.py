@@ -7,11 +7,44 @@ The pause lives here, in the tests, not in the engine: `os.replace` is wrapped f
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+
+def clean_env() -> dict[str, str]:
+    """This environment without TLEDIT_* / DAGSTER_* settings, offline, with the repository importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TLEDIT_", "DAGSTER_"))}
+    env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    return env
+
+
+def start_held(held: str, args: list[str], lake: Path) -> subprocess.Popen:
+    """`tledit ARGS` with the writer of `held` (ASSET:SHARD) paused; returns once it holds its temporary file.
+
+    Waits up to 5 minutes (a busy machine); the process is still running when this returns.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), held, *args],
+        cwd=REPO,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    asset, shard = held.split(":")
+    folder = lake / asset / f"shard={shard}"
+    for _ in range(3000):
+        if proc.poll() is not None or (folder.exists() and any(f.name.endswith(".tmp") for f in folder.iterdir())):
+            break
+        time.sleep(0.1)
+    if proc.poll() is not None:
+        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
+        raise AssertionError(f"the held run ended before writing {held}: {out}")
+    return proc
 
 
 def main() -> int:

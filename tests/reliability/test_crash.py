@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -15,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.cli import main
+from tests.reliability.hold_writer import start_held
 from tledit_pipeline.lake import DATA_FILE, lake_root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -35,32 +33,11 @@ def _run_in_process(home: Path, source: Path, model: Path, monkeypatch) -> int:
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 def test_sigkill_mid_write_leaves_no_partial_partition(tmp_path, small_source, tiny_model_dir, monkeypatch, capsys):
     crashed = tmp_path / "crashed"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TLEDIT_")}
-    env.update(PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    cmd = [
-        sys.executable,
-        str(REPO / "tests" / "reliability" / "hold_writer.py"),
-        HELD,
-        "run",
-        "--home",
-        str(crashed),
-        "--source",
-        str(small_source),
-        "--model",
-        str(tiny_model_dir),
-        "--threshold",
-        "0.2",
-    ]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    args = ["run", "--home", str(crashed), "--source", str(small_source), "--model", str(tiny_model_dir), "--threshold", "0.2"]
+    proc = start_held(HELD, args, lake_root(crashed))  # the writer holds its temporary file
     asset, shard = HELD.split(":")
     folder = lake_root(crashed) / asset / f"shard={shard}"
     try:
-        # Wait (up to 5 minutes on a busy machine) until the writer holds its temporary file.
-        for _ in range(3000):
-            if proc.poll() is not None or (folder.exists() and any(f.name.endswith(".tmp") for f in folder.iterdir())):
-                break
-            time.sleep(0.1)
-        assert proc.poll() is None, proc.stdout.read().decode(errors="replace")
         os.kill(proc.pid, signal.SIGKILL)
     finally:
         if proc.poll() is None:
