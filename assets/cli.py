@@ -62,6 +62,46 @@ def _materialize(defs, instance, selection: list[str], keys: list[str] | None = 
     )
 
 
+def _materialize_apart(settings: Settings, instance, asset: str) -> tuple[bool, str]:
+    """One run of an unpartitioned, whole-corpus asset in a fresh process: its memory never adds to the prior's
+    and the ranges' in this one, so the peak of `tledit run` is the larger of the two, not their sum. The same
+    in-process run as the ranges' (same instance, lineage, checks), with this run's exact settings (the graph
+    and code versions depend on them; settings.json is only saved after success). Returns (ok, failure line)."""
+    import multiprocessing
+
+    # A plain spawned process rather than Dagster's multiprocess executor: that starts one interpreter per
+    # step (each check is a step of its own), and its forkserver keeps the environment of its first use.
+    ctx = multiprocessing.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_materialize_here, args=(settings.flat(), instance.get_ref(), asset, send), name=asset)
+    process.start()
+    send.close()
+    try:
+        outcome: tuple[bool, str] | None = receive.recv()
+    except EOFError:  # the process died before it could report (killed, out of memory)
+        outcome = None
+    process.join()
+    return outcome or (False, f"{asset}: its process ended with exit code {process.exitcode} before reporting")
+
+
+def _materialize_here(settings: dict, instance_ref, asset: str, send) -> None:
+    """The process of _materialize_apart: rebuild the definitions of these settings, run, report one line."""
+    quiet()
+    import dagster as dg
+
+    from assets.definitions import build_defs
+
+    try:
+        with dg.DagsterInstance.from_ref(instance_ref) as instance:
+            result = _materialize(build_defs(Settings.from_env(env={}, **settings)), instance, [asset])
+        why = "" if result.success else f"{asset}: {_root_cause(result)} (run {result.run_id[:8]}, see `make ui`)"
+        outcome = (result.success, why)
+    except Exception as exc:  # before or around the run (definitions, instance): still one line for the user
+        outcome = (False, f"{asset}: {exc}")
+    send.send(outcome)
+    send.close()
+
+
 def shard_failures(result, keys: list[str]) -> dict[str, str]:
     """{shard: one line} for what failed in a run: shards a step named (ShardsFailed), shards whose blocking
     check failed (the check's own line), or, when the failure names no shard, every shard of the run."""
@@ -177,13 +217,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         why = health_out_of_date(instance, graph, instance.get_dynamic_partitions(SHARDS), settings.home)
         if why:
             print(f"distribution_health: building DuckDB views and health table  ({why})", flush=True)
-            result = _materialize(defs, instance, ["distribution_health"])
-            if not result.success:
-                raise RunFailed(f"distribution_health: {_root_cause(result)} (run {result.run_id[:8]}, see `make ui`)")
+            ok, why_not = _materialize_apart(settings, instance, "distribution_health")
+            if not ok:
+                raise RunFailed(why_not)
             done_assets.append("distribution_health")
         else:
             print("distribution_health: up to date", flush=True)
-        probe_failed = probe_step(defs, instance, graph, settings, done_assets) if settings.collapse.probe and not failed else ""
+        probe_failed = probe_step(instance, graph, settings, done_assets) if settings.collapse.probe and not failed else ""
         settings.save()  # used successfully: `make ui`, the sensor and the next run see these settings
         with connect(settings.home, read_only=True) as con:
             summary(con, settings, time.perf_counter() - t0, done, done_assets)
@@ -197,7 +237,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --- collapse probe: opt-in (TLEDIT_PROBE=1 / --probe), a step of its own after distribution_health ---
 
 
-def probe_step(defs, instance, graph, settings: Settings, done_assets: list[str]) -> str:
+def probe_step(instance, graph, settings: Settings, done_assets: list[str]) -> str:
     """Train the collapse probe when it is missing or out of date; returns what went wrong ('' if nothing)."""
     from assets.partitions import SHARDS
     from assets.probe import probe_out_of_date
@@ -208,11 +248,10 @@ def probe_step(defs, instance, graph, settings: Settings, done_assets: list[str]
         return ""
     p = settings.collapse
     print(f"collapse_probe: training {p.probe_seeds} seed(s) x {p.probe_steps} steps per corpus variant  ({why})", flush=True)
-    try:
-        _materialize(defs, instance, ["collapse_probe"])
-    except RunFailed as exc:  # the corpus is built; the probe's verdict is reported after the summary
-        print(f"collapse_probe: FAILED: {exc}", file=sys.stderr, flush=True)
-        return str(exc)
+    ok, why_not = _materialize_apart(settings, instance, "collapse_probe")
+    if not ok:  # the corpus is built; the probe's verdict is reported after the summary
+        print(f"collapse_probe: FAILED: {why_not}", file=sys.stderr, flush=True)
+        return why_not
     done_assets.append("collapse_probe")
     return ""
 
@@ -416,6 +455,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
     os.execv(str(dagster), [str(dagster), "dev", "-w", str(workspace), *args.dagster_args])
 
 
+def quiet() -> None:
+    """The terminal gets tledit's progress lines and warnings, not the libraries' chatter."""
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    logging.getLogger("tledit").setLevel(logging.INFO)
+    for name in ("transformers", "datasets", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    warnings.filterwarnings("ignore")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tledit", description="Token-Level Editing (ToEdit) as a Dagster pipeline")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -455,11 +503,7 @@ def main(argv: list[str] | None = None) -> int:
                 help="hand the plan to the instance as a backfill that the daemon runs (make ui / dagster-daemon), and return",
             )
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    logging.getLogger("tledit").setLevel(logging.INFO)
-    for name in ("transformers", "datasets", "huggingface_hub"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-    warnings.filterwarnings("ignore")
+    quiet()
     try:
         return args.fn(args)
     except TleditError as exc:

@@ -1,5 +1,7 @@
 """`tledit run` end to end, in process, against a persistent instance under a temporary home."""
 
+import os
+
 import dagster as dg
 import duckdb
 import pytest
@@ -20,7 +22,16 @@ def test_run_materializes_every_shard_and_prints_a_summary(tmp_path, small_sourc
     assert sorted(instance.get_dynamic_partitions("shards")) == ["alpha", "beta"]
     for asset in ("raw_corpus", "token_scores", "edited_corpus", "ngram_profile"):
         assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {"alpha", "beta"}
-    assert instance.get_latest_materialization_event(dg.AssetKey("distribution_health")) is not None
+    health = instance.get_latest_materialization_event(dg.AssetKey("distribution_health"))
+    assert health is not None
+    # Built in a process of its own (this one holds the prior), with its checks, in the same instance.
+    started = instance.all_logs(health.run_id, of_type=dg.DagsterEventType.STEP_START)
+    assert len(started) == 3 and len({e.dagster_event.pid for e in started} - {os.getpid()}) == 1
+    checks = instance.all_logs(health.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+    assert {e.dagster_event.event_specific_data.check_name for e in checks} == {
+        "edited_health_overall",
+        "synthetic_collapse_overall",
+    }
 
     con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM edited_corpus").fetchone()[0] == 5

@@ -88,17 +88,18 @@ def test_whole_graph_backfill_and_changed_object_on_the_server(on_s3, tmp_path, 
     assert "plan: 0 of 2 shard(s) missing or stale" in capsys.readouterr().out
 
     # (One test, not three: every `tledit run` of the graph costs seconds.)
-    _threshold_backfill_then_a_changed_object(s3, flags, capsys, monkeypatch)
+    _threshold_backfill_then_a_changed_object(s3, flags, capsys, monkeypatch, tmp_path)
 
 
-def _threshold_backfill_then_a_changed_object(s3, flags, capsys, monkeypatch):
+def _threshold_backfill_then_a_changed_object(s3, flags, capsys, monkeypatch, tmp_path):
     scores_before = s3.objects("runs/one/lake/token_scores")
     edited_before = s3.objects("runs/one/lake/edited_corpus")
 
     # A threshold change re-edits from the stored scores: loading the model would fail the run.
     with monkeypatch.context() as m:
-        _forbid_the_model(m)
+        step_process_ran = _forbid_the_model(m, tmp_path / "forbid")
         assert _run(*flags, "--threshold", "0.1") == 0
+        assert step_process_ran.exists()
     out = capsys.readouterr().out
     assert "plan: 2 of 2 shard(s) missing or stale" in out
     assert "materialized    edited_corpus x2, ngram_profile x2, distribution_health" in out

@@ -1,6 +1,9 @@
 """Only missing or stale partitions are materialized: settings changes re-edit without the model, a changed
 source file redoes only its own shard, and a run with nothing changed does nothing."""
 
+import os
+from pathlib import Path
+
 import dagster as dg
 import duckdb
 import pytest
@@ -13,8 +16,29 @@ from tests.conftest import write_jsonl
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.source import discover_shards
 
+# `tledit run` builds distribution_health in a spawned process (assets/cli.py, _materialize_apart):
+# the same refusal there, from a sitecustomize module on PYTHONPATH, which leaves a mark that it ran.
+REFUSE_IN_STEP_PROCESSES = """
+import pathlib
 
-def _forbid_the_model(monkeypatch):
+import tledit_pipeline.prior
+
+
+def refuse(*_a, **_k):
+    raise AssertionError("the prior was loaded")
+
+
+tledit_pipeline.prior.load_prior = tledit_pipeline.prior.cached_prior = refuse
+pathlib.Path(__file__).with_name("ran").touch()
+"""
+
+
+def _forbid_the_model(monkeypatch, folder: Path) -> Path:
+    """No prior in this process nor in the step processes it starts; returns the mark a started one leaves."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(REFUSE_IN_STEP_PROCESSES)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(folder), os.environ.get("PYTHONPATH")) if p))
+
     def refuse(*_a, **_k):
         raise AssertionError("the prior was loaded")
 
@@ -26,6 +50,7 @@ def _forbid_the_model(monkeypatch):
     monkeypatch.setattr(tledit_pipeline.prior, "load_prior", refuse)
     monkeypatch.setattr(assets.resources, "cached_prior", refuse)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
+    return folder / "ran"
 
 
 def _plan(home, **overrides):
@@ -63,11 +88,12 @@ def test_threshold_backfill_rerun_and_changed_file(tmp_path, small_source, tiny_
         "beta": ("edited_corpus", "ngram_profile"),
     }
     assert "code version" in work["alpha"].reason
-    _forbid_the_model(monkeypatch)
+    step_process_ran = _forbid_the_model(monkeypatch, tmp_path / "forbid")
     assert main(["run", "--home", str(home), "--threshold", "0.2", "--strategy", "top_p", "--top-p", "0.95"]) == 0
     out = capsys.readouterr().out
     assert "plan: 2 of 2 shard(s) missing or stale" in out
     assert "materialized    edited_corpus x2, ngram_profile x2, distribution_health" in out
+    assert step_process_ran.exists()  # distribution_health was built in a process that refuses the prior too
     assert sorted(_materialized(home, "token_scores")) == ["alpha", "beta"]  # nothing rescored
     instance = dg.DagsterInstance.from_config(str(home / "dagster_home"))
     md = instance.get_latest_materialization_event(dg.AssetKey("edited_corpus")).asset_materialization.metadata
@@ -199,10 +225,11 @@ def test_drop_below_deletes_tokens_and_a_threshold_backfill_needs_no_model(
     assert deleted == low > 0 and share == pytest.approx(deleted / scored) and shorter > 0
 
     # Another deletion threshold, and another p: edited_corpus re-edited from stored scores, the model never loaded.
-    _forbid_the_model(monkeypatch)
+    step_process_ran = _forbid_the_model(monkeypatch, tmp_path / "forbid")
     assert main(["run", "--home", str(home), "--drop-below", "0.001", "--threshold", "0.9"]) == 0
     out = capsys.readouterr().out
     assert "materialized    edited_corpus x2, ngram_profile x2, distribution_health" in out
+    assert step_process_ran.exists()
     assert sorted(_materialized(home, "token_scores")) == ["alpha", "beta"]  # nothing rescored
     con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
     assert (
