@@ -9,7 +9,6 @@ connection (no extension is downloaded at run time).
 
 from __future__ import annotations
 
-import os
 import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
@@ -20,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tledit_pipeline import storage
-from tledit_pipeline.lake import DATA_FILE, LakeError, is_shard_key, lake_root, partition_file, read_schema
+from tledit_pipeline.lake import DATA_FILE, LakeError, is_shard_key, lake_root, partition_file, publish, read_schema
 from tledit_pipeline.storage import Location, RemotePath
 
 # Asset name -> the view exposed in DuckDB over its parquet folder.
@@ -127,10 +126,7 @@ def _replace_database(home: Location, keep: bool) -> Iterator[duckdb.DuckDBPyCon
             con.execute("CHECKPOINT")
         finally:
             con.close()
-        if isinstance(target, RemotePath):
-            storage.put_file(tmp, target)
-        else:
-            os.replace(tmp, target)
+        publish(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
         tmp.with_name(tmp.name + ".wal").unlink(missing_ok=True)

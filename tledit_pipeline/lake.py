@@ -96,7 +96,7 @@ class PartitionWriter:
                 self.writer.add_key_value_metadata({META_KEY: json.dumps(self.meta, sort_keys=True).encode()})
             self.writer.close()
             if exc_type is None:
-                _publish(self.tmp, self.target)
+                publish(self.tmp, self.target)
         finally:
             self.tmp.unlink(missing_ok=True)
 
@@ -122,7 +122,7 @@ def _remove_orphans(folder: Path) -> None:
             pass
 
 
-def _publish(tmp: Path, target: Location) -> None:
+def publish(tmp: Path, target: Location) -> None:
     """Make a finished temporary file the target: a durable rename on disk, one PUT on an object store."""
     if isinstance(target, RemotePath):
         storage.put_file(tmp, target)
@@ -146,10 +146,7 @@ def write_file_atomically(target: Location, write: Callable[[Path], object]) -> 
         tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
-        if isinstance(target, RemotePath):
-            storage.put_file(tmp, target)
-        else:
-            os.replace(tmp, target)
+        publish(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
     return target
