@@ -34,8 +34,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,6 +47,7 @@ from tledit_pipeline.edit import doc_key, keyed_uniform
 from tledit_pipeline.errors import TleditError
 from tledit_pipeline.lake import partition_file, partition_meta, read_partition, write_partition
 from tledit_pipeline.progress import Report
+from tledit_pipeline.scorer import one_cpu_thread
 from tledit_pipeline.settings import ProbeSettings
 from tledit_pipeline.storage import Location
 
@@ -242,20 +242,6 @@ def _stream(docs: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-@contextmanager
-def _fixed_threads(device: str) -> Iterator[None]:
-    """One torch thread on CPU during the probe (see the module docstring); restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _model(vocab: int, context: int, seed: int, device: str):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -351,7 +337,7 @@ def run_probe(data: ProbeData, s: ProbeSettings, device: str = "cpu", report: Re
     out: dict[str, list] = {f.name: [] for f in PROBE_SCHEMA}
     names = variant_names(data.edited)
     t0 = time.perf_counter()
-    with _fixed_threads(device):
+    with one_cpu_thread(device):
         for seed in range(s.probe_seeds):
             for v in names:
                 for step, loss, ppl in train(data.sets[v], data.heldout, data.vocab, seed, s, device):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -102,6 +103,21 @@ def use_all_cores() -> int:
     if torch.get_num_threads() < cores and "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(cores)
     return torch.get_num_threads()
+
+
+@contextmanager
+def one_cpu_thread(device: str) -> Iterator[None]:
+    """One intra-op torch thread on CPU for a block whose parallelism is elsewhere (worker threads, one small
+    model per step); the process's setting is restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if device == "cpu":
+        torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 class Scorer:

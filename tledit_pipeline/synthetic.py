@@ -26,9 +26,8 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +37,7 @@ from tledit_pipeline.decoding import Decoder, decoder_for, draw
 from tledit_pipeline.edit import doc_key, keyed_uniform
 from tledit_pipeline.prior import Prior
 from tledit_pipeline.progress import Progress, Report
-from tledit_pipeline.scorer import tokenize
+from tledit_pipeline.scorer import one_cpu_thread, tokenize
 from tledit_pipeline.settings import SyntheticSettings
 
 # The sample decision uses its own stream: a "position" no generated token can have.
@@ -191,20 +190,6 @@ def decode_workers(device: str) -> int:
         return os.cpu_count() or 1
 
 
-@contextmanager
-def _one_cpu_thread(device: str) -> Iterator[None]:
-    """One intra-op thread per worker (see the module docstring); the process's setting is restored after."""
-    import torch
-
-    before = torch.get_num_threads()
-    if device == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _text(prior: Prior, ids: Sequence[int]) -> str:
     # Byte-level tokens: a continuation can stop inside a character; U+FFFD marks such bytes.
     return b"".join(prior.token_bytes[i] or b"" for i in ids).decode("utf-8", errors="replace")
@@ -267,7 +252,7 @@ def synthesize(
         )
 
     t0 = time.perf_counter()
-    with _one_cpu_thread(prior.device), ThreadPoolExecutor(workers) as pool:
+    with one_cpu_thread(prior.device), ThreadPoolExecutor(workers) as pool:
         for batch, out in zip(batches, pool.map(run, batches)):
             finished = 0
             for (j, start, *_), res in zip(batch, out):

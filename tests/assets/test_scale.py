@@ -40,28 +40,18 @@ def _runs_with(instance, asset):
     return [r for r in instance.get_runs() if r.asset_selection and dg.AssetKey(asset) in r.asset_selection]
 
 
-@pytest.mark.slow
-def test_one_run_per_range_with_lineage_per_shard(tmp_path, three_shards, tiny_model_dir, capsys, monkeypatch):
+def _first_run(tmp_path, source, model, monkeypatch):
+    """`tledit run` of every shard from nothing (a short synthetic baseline); returns the data directory."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
-    assert (
-        main(
-            [
-                "run",
-                "--home",
-                str(home),
-                "--source",
-                str(three_shards),
-                "--model",
-                str(tiny_model_dir),
-                "--synthetic-sample",
-                "1.0",
-                "--max-new-tokens",
-                "8",
-            ]
-        )
-        == 0
-    )
+    args = ["run", "--home", str(home), "--source", str(source), "--model", str(model)]
+    assert main([*args, "--synthetic-sample", "1.0", "--max-new-tokens", "8"]) == 0
+    return home
+
+
+@pytest.mark.slow
+def test_one_run_per_range_with_lineage_per_shard(tmp_path, three_shards, tiny_model_dir, capsys, monkeypatch):
+    home = _first_run(tmp_path, three_shards, tiny_model_dir, monkeypatch)
     assert "[run 1/1] 3 shards s0 .. s2: materializing raw_corpus, token_scores" in capsys.readouterr().out
     instance = _instance(home)
     graph = build_defs(Settings.load(env={}, home=str(home))).resolve_asset_graph()
@@ -117,26 +107,7 @@ def test_one_changed_shard_redoes_its_own_health_rows_only(tmp_path, three_shard
     from tledit_pipeline.health import build_health_table
     from tledit_pipeline.lake import partition_file
 
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
-    home = tmp_path / "home"
-    assert (
-        main(
-            [
-                "run",
-                "--home",
-                str(home),
-                "--source",
-                str(three_shards),
-                "--model",
-                str(tiny_model_dir),
-                "--synthetic-sample",
-                "1.0",
-                "--max-new-tokens",
-                "8",
-            ]
-        )
-        == 0
-    )
+    home = _first_run(tmp_path, three_shards, tiny_model_dir, monkeypatch)
     stamps = {k: partition_file(home, "shard_health", k).stat().st_mtime_ns for k in SHARDS}
     write_jsonl(three_shards / "s1.jsonl", [{"text": "Out, damned spot! Out, I say! One, two: why, then, 'tis time to do't."}])
     # The plan reads the event log's indexes (code versions, source stamps), not the records; with a storage
