@@ -62,6 +62,19 @@ def _materialize(defs, instance, selection: list[str], keys: list[str] | None = 
     )
 
 
+def _materialize_whole_corpus(settings: Settings, defs, instance, asset: str, shards: int) -> tuple[bool, str]:
+    """A whole-corpus asset (distribution_health, collapse_probe): apart from the prior's process for a large
+    corpus (the apart_from_shards setting), else here. Returns (ok, failure line)."""
+    if shards >= settings.apart_from_shards:
+        return _materialize_apart(settings, instance, asset)
+    return _outcome(_materialize(defs, instance, [asset]), asset)
+
+
+def _outcome(result, asset: str) -> tuple[bool, str]:
+    why = "" if result.success else f"{asset}: {_root_cause(result)} (run {result.run_id[:8]}, see `make ui`)"
+    return result.success, why
+
+
 def _materialize_apart(settings: Settings, instance, asset: str) -> tuple[bool, str]:
     """One run of an unpartitioned, whole-corpus asset in a fresh process: its memory never adds to the prior's
     and the ranges' in this one, so the peak of `tledit run` is the larger of the two, not their sum. The same
@@ -93,9 +106,7 @@ def _materialize_here(settings: dict, instance_ref, asset: str, send) -> None:
 
     try:
         with dg.DagsterInstance.from_ref(instance_ref) as instance:
-            result = _materialize(build_defs(Settings.from_env(env={}, **settings)), instance, [asset])
-        why = "" if result.success else f"{asset}: {_root_cause(result)} (run {result.run_id[:8]}, see `make ui`)"
-        outcome = (result.success, why)
+            outcome = _outcome(_materialize(build_defs(Settings.from_env(env={}, **settings)), instance, [asset]), asset)
     except Exception as exc:  # before or around the run (definitions, instance): still one line for the user
         outcome = (False, f"{asset}: {exc}")
     send.send(outcome)
@@ -214,16 +225,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         work = {w.key: (w.assets, w.reason) for w in plan(instance, graph, settings, [by_key[k] for k in retry])}
     done = [s.key for s in found if s.key not in failed]
     if done:
-        why = health_out_of_date(instance, graph, instance.get_dynamic_partitions(SHARDS), settings.home)
+        why = health_out_of_date(instance, graph, order, settings.home)
         if why:
             print(f"distribution_health: building DuckDB views and health table  ({why})", flush=True)
-            ok, why_not = _materialize_apart(settings, instance, "distribution_health")
+            ok, why_not = _materialize_whole_corpus(settings, defs, instance, "distribution_health", len(order))
             if not ok:
                 raise RunFailed(why_not)
             done_assets.append("distribution_health")
         else:
             print("distribution_health: up to date", flush=True)
-        probe_failed = probe_step(instance, graph, settings, done_assets) if settings.collapse.probe and not failed else ""
+        probe_failed = probe_step(instance, defs, settings, done_assets) if settings.collapse.probe and not failed else ""
         settings.save()  # used successfully: `make ui`, the sensor and the next run see these settings
         with connect(settings.home, read_only=True) as con:
             summary(con, settings, time.perf_counter() - t0, done, done_assets)
@@ -237,18 +248,19 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --- collapse probe: opt-in (TLEDIT_PROBE=1 / --probe), a step of its own after distribution_health ---
 
 
-def probe_step(instance, graph, settings: Settings, done_assets: list[str]) -> str:
+def probe_step(instance, defs, settings: Settings, done_assets: list[str]) -> str:
     """Train the collapse probe when it is missing or out of date; returns what went wrong ('' if nothing)."""
     from assets.partitions import SHARDS
     from assets.probe import probe_out_of_date
 
-    why = probe_out_of_date(instance, graph, instance.get_dynamic_partitions(SHARDS))
+    shards = instance.get_dynamic_partitions(SHARDS)
+    why = probe_out_of_date(instance, defs.resolve_asset_graph(), shards)
     if not why:
         print("collapse_probe: up to date", flush=True)
         return ""
     p = settings.collapse
     print(f"collapse_probe: training {p.probe_seeds} seed(s) x {p.probe_steps} steps per corpus variant  ({why})", flush=True)
-    ok, why_not = _materialize_apart(settings, instance, "collapse_probe")
+    ok, why_not = _materialize_whole_corpus(settings, defs, instance, "collapse_probe", len(shards))
     if not ok:  # the corpus is built; the probe's verdict is reported after the summary
         print(f"collapse_probe: FAILED: {why_not}", file=sys.stderr, flush=True)
         return why_not

@@ -344,6 +344,12 @@ class Settings:
         "again (assets token_scores_g1, edited_corpus_g2, ...; docs/method.md); N >= 2 also scores the last one",
     )
     collapse: ProbeSettings = field(default_factory=ProbeSettings)
+    apart_from_shards: int = setting(
+        100,
+        "`tledit run` builds the whole-corpus assets (distribution_health, collapse_probe) in a process of their own "
+        "once the corpus has this many shards, so their memory never adds to the prior's (docs/deploy.md); below it, "
+        "in the run's own process, which saves the 3 s or so a process start costs; 0: always apart",
+    )
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", data_dir(self.home))
@@ -359,6 +365,8 @@ class Settings:
                 f"top_k={self.edit.top_k} exceeds the {self.scoring.candidates} candidates stored per "
                 "token; raise TLEDIT_CANDIDATES (this rescores the corpus)"
             )
+        if self.apart_from_shards < 0:
+            raise SettingsError(f"apart_from_shards must be >= 0, got {self.apart_from_shards}")
         if not self.text_field:
             raise SettingsError("text_field must not be empty")
 

@@ -16,10 +16,11 @@ from tests.conftest import write_jsonl
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.source import discover_shards
 
-# `tledit run` builds distribution_health in a spawned process (assets/cli.py, _materialize_apart):
-# the same refusal there, from a sitecustomize module on PYTHONPATH, which leaves a mark that it ran.
+# With --apart-from-shards 0, `tledit run` builds distribution_health in a spawned process (assets/cli.py,
+# _materialize_apart): the same refusal there, from a sitecustomize module on PYTHONPATH, which leaves a mark that it ran.
 REFUSE_IN_STEP_PROCESSES = """
 import pathlib
+import sys
 
 import tledit_pipeline.prior
 
@@ -29,7 +30,8 @@ def refuse(*_a, **_k):
 
 
 tledit_pipeline.prior.load_prior = tledit_pipeline.prior.cached_prior = refuse
-pathlib.Path(__file__).with_name("ran").touch()
+if "--multiprocessing-fork" in sys.argv:  # a process spawned by multiprocessing (not, say, Dagster's helpers)
+    pathlib.Path(__file__).with_name("ran").touch()
 """
 
 
@@ -89,7 +91,8 @@ def test_threshold_backfill_rerun_and_changed_file(tmp_path, small_source, tiny_
     }
     assert "code version" in work["alpha"].reason
     step_process_ran = _forbid_the_model(monkeypatch, tmp_path / "forbid")
-    assert main(["run", "--home", str(home), "--threshold", "0.2", "--strategy", "top_p", "--top-p", "0.95"]) == 0
+    args = ["--threshold", "0.2", "--strategy", "top_p", "--top-p", "0.95", "--apart-from-shards", "0"]
+    assert main(["run", "--home", str(home), *args]) == 0
     out = capsys.readouterr().out
     assert "plan: 2 of 2 shard(s) missing or stale" in out
     assert "materialized    edited_corpus x2, ngram_profile x2, distribution_health" in out
@@ -229,7 +232,7 @@ def test_drop_below_deletes_tokens_and_a_threshold_backfill_needs_no_model(
     assert main(["run", "--home", str(home), "--drop-below", "0.001", "--threshold", "0.9"]) == 0
     out = capsys.readouterr().out
     assert "materialized    edited_corpus x2, ngram_profile x2, distribution_health" in out
-    assert step_process_ran.exists()
+    assert not step_process_ran.exists()  # 2 shards, below apart_from_shards: built here, where the prior is refused too
     assert sorted(_materialized(home, "token_scores")) == ["alpha", "beta"]  # nothing rescored
     con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
     assert (

@@ -15,6 +15,18 @@ from assets.cli import main
 from assets.dagster_internals import BulkActionStatus
 
 REPO = Path(__file__).resolve().parents[2]
+# `dagster-daemon run`, with the backfill loop's pause cut from 30 s (Dagster's DEFAULT_DAEMON_INTERVAL_SECONDS,
+# which no setting changes) to 2 s: the test then waits for the backfill's runs, not for the loop's ticks.
+DAEMON = """
+import sys
+
+import dagster._daemon.controller
+from dagster._daemon.cli import main
+
+dagster._daemon.controller.DEFAULT_DAEMON_INTERVAL_SECONDS = 2
+sys.argv[0] = "dagster-daemon"
+sys.exit(main())
+"""
 DONE = {
     BulkActionStatus.COMPLETED_SUCCESS,
     BulkActionStatus.COMPLETED_FAILED,
@@ -57,7 +69,7 @@ def test_submit_hands_the_plan_to_a_real_daemon(tmp_path, small_source, tiny_mod
     log = tmp_path / "daemon.log"
     with open(log, "w") as fh:
         daemon = subprocess.Popen(
-            [str(Path(sys.executable).parent / "dagster-daemon"), "run", "-w", str(REPO / "workspace.yaml")],
+            [sys.executable, "-c", DAEMON, "run", "-w", str(REPO / "workspace.yaml")],
             cwd=REPO,
             env=env,
             stdout=fh,
