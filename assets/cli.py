@@ -234,7 +234,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             done_assets.append("distribution_health")
         else:
             print("distribution_health: up to date", flush=True)
-        probe_failed = probe_step(instance, defs, settings, done_assets) if settings.collapse.probe and not failed else ""
+        probe_failed = (
+            probe_step(instance, defs, graph, order, settings, done_assets) if settings.collapse.probe and not failed else ""
+        )
         settings.save()  # used successfully: `make ui`, the sensor and the next run see these settings
         with connect(settings.home, read_only=True) as con:
             summary(con, settings, time.perf_counter() - t0, done, done_assets)
@@ -248,13 +250,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 # --- collapse probe: opt-in (TLEDIT_PROBE=1 / --probe), a step of its own after distribution_health ---
 
 
-def probe_step(instance, defs, settings: Settings, done_assets: list[str]) -> str:
+def probe_step(instance, defs, graph, shards: list[str], settings: Settings, done_assets: list[str]) -> str:
     """Train the collapse probe when it is missing or out of date; returns what went wrong ('' if nothing)."""
-    from assets.partitions import SHARDS
     from assets.probe import probe_out_of_date
 
-    shards = instance.get_dynamic_partitions(SHARDS)
-    why = probe_out_of_date(instance, defs.resolve_asset_graph(), shards)
+    why = probe_out_of_date(instance, graph, shards)
     if not why:
         print("collapse_probe: up to date", flush=True)
         return ""
