@@ -3,6 +3,7 @@
 import dagster as dg
 import polars as pl
 
+from assets.lineage import run_settings
 from assets.partitions import RANGES, SHARDS, for_each_shard, shards
 from assets.resources import TleditResource
 from assets.staleness import REGISTERED, shards_digest
@@ -50,8 +51,21 @@ def _generations_version(settings: Settings) -> str:
     return f"|generations={settings.generations}" if settings.generations > 1 else ""
 
 
+def ngram_version(settings: Settings) -> str:
+    return f"ngrams-{ENGINE_VERSION}{_generations_version(settings)}"
+
+
+def health_version(settings: Settings) -> str:
+    return f"health-{ENGINE_VERSION}{_generations_version(settings)}"
+
+
 def build_ngram_profile(settings: Settings) -> dg.AssetsDefinition:
     """ngram_profile reads every generation of the edited corpus (edited_corpus_g2, ... when generations > 1)."""
+
+    def ngram_profile(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
+        return count_ngrams(context, run_settings(tledit, "ngram_profile", settings, ngram_version))
+
+    ngram_profile.__doc__ = count_ngrams.__doc__
     return dg.asset(
         name="ngram_profile",
         partitions_def=shards,
@@ -59,12 +73,12 @@ def build_ngram_profile(settings: Settings) -> dg.AssetsDefinition:
         kinds={"polars", "parquet", "duckdb"},
         # token_scores and the later generations' scores: the shard's rows of distribution_health read them.
         deps=["raw_corpus", "token_scores", "edited_corpus", *later_assets(settings.generations), "synthetic_corpus"],
-        code_version=f"ngrams-{ENGINE_VERSION}{_generations_version(settings)}",
+        code_version=ngram_version(settings),
         backfill_policy=RANGES,
     )(ngram_profile)
 
 
-def ngram_profile(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
+def count_ngrams(context: dg.AssetExecutionContext, s: Settings) -> dg.MaterializeResult:
     """Word n-gram counts (n = 1..3) and hashed uni+bigram buckets of each variant of a shard, and the
     shard's own rows of distribution_health (lake tables shard_health and document_perplexity), so the
     whole-corpus table reuses them instead of recomputing every shard.
@@ -73,7 +87,6 @@ def ngram_profile(context: dg.AssetExecutionContext, tledit: TleditResource) -> 
     documents) and raw_matched (the raw text of the same documents cut at the baseline's length: the
     size-matched yardstick for synthetic).
     """
-    s = tledit.settings()
 
     def count_one(key: str) -> dict:
         syn = read_partition(s.home, "synthetic_corpus", key, columns=["text", "reference_text"])
@@ -101,7 +114,7 @@ def ngram_profile(context: dg.AssetExecutionContext, tledit: TleditResource) -> 
     for i in range(0, len(keys), HEALTH_SHARDS_PER_PASS):
         group = keys[i : i + HEALTH_SHARDS_PER_PASS]
         with duckdb_connection(":memory:", s.home) as con:  # a lake on a store is read through its filesystem
-            create_views(con, {v: [partition_file(s.home, v, k) for k in group] for v in HEALTH_VIEWS})
+            create_views(con, s.home, {v: [partition_file(s.home, v, k) for k in group] for v in HEALTH_VIEWS})
             refresh_generation_views(con, s.home, group, s.generations)
             rows = shard_health_rows(con)
             ppl = document_perplexities(con)
@@ -135,22 +148,26 @@ HEALTH_CONDITION = (
 
 def build_distribution_health(settings: Settings) -> dg.AssetsDefinition:
     """distribution_health reads every generation's edited text and scores (when generations > 1)."""
+
+    def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
+        return build_health(context, run_settings(tledit, "distribution_health", settings, health_version))
+
+    distribution_health.__doc__ = build_health.__doc__
     return dg.asset(
         name="distribution_health",
         group_name="diagnostics",
         kinds={"duckdb"},
         deps=["ngram_profile", "token_scores", "edited_corpus", *later_assets(settings.generations), "synthetic_corpus"],
-        code_version=f"health-{ENGINE_VERSION}{_generations_version(settings)}",
+        code_version=health_version(settings),
         automation_condition=HEALTH_CONDITION,
     )(distribution_health)
 
 
-def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
+def build_health(context: dg.AssetExecutionContext, s: Settings) -> dg.MaterializeResult:
     """Cross-shard health in DuckDB: views over the lake plus table distribution_health(variant, shard, metric, value).
 
     Each shard's rows come from the lake (ngram_profile stored them); only the whole-corpus rows are computed.
     """
-    s = tledit.settings()
     keys = context.instance.get_dynamic_partitions(SHARDS)
     valid = sorted(k for k in keys if is_shard_key(k))
     with rebuild_database(s.home) as con:  # a new file renamed into place: parallel runs never lock
@@ -159,7 +176,7 @@ def distribution_health(context: dg.AssetExecutionContext, tledit: TleditResourc
         stored = {t: [p for k in valid if (p := partition_file(s.home, t, k)).exists()] for t in SHARD_TABLES}
         if "ngram_profile" not in views or not all(stored.values()):
             raise FileNotFoundError("distribution_health needs ngram_profile for at least one shard; materialize it first")
-        create_views(con, stored)
+        create_views(con, s.home, stored)
         views += list(SHARD_TABLES)
         views += ["collapse_probe"] if probe_view(con, s.home) else []  # the probe's lake table, once it has run
         health = build_health_table_from_shards(con)

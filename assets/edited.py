@@ -7,6 +7,7 @@ import time
 
 import dagster as dg
 
+from assets.lineage import run_settings
 from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import TleditResource, reporter
 from tledit_pipeline.edited import edit_partition
@@ -15,6 +16,11 @@ from tledit_pipeline.lake import partition_file
 from tledit_pipeline.settings import Settings
 
 ENGINE_VERSION = "2"  # 2: n_scored and n_deleted
+
+
+def code_version(settings: Settings) -> str:
+    """The edit settings are part of the code version: changing p, k, beta, seed or strategy marks it stale."""
+    return f"edited-{ENGINE_VERSION}|{settings.edit.version()}"
 
 
 def build(settings: Settings, generation: int = 1) -> dg.AssetsDefinition:
@@ -27,15 +33,14 @@ def build(settings: Settings, generation: int = 1) -> dg.AssetsDefinition:
         group_name="corpus" if generation == 1 else "generations",
         kinds={"parquet"},
         deps=[text_asset(generation - 1), scores_asset(generation - 1)],
-        # The edit settings are part of the code version: changing p, k, beta, seed or strategy marks it stale.
-        code_version=f"edited-{ENGINE_VERSION}|{settings.edit.version()}",
+        code_version=code_version(settings),
         description=None
         if generation == 1
         else (f"Generation {generation}: {text_asset(generation - 1)} edited again with {scores_asset(generation - 1)}."),
     )
     def edited_corpus(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
         """Semi-synthetic text: over-confident tokens resampled, everything else byte-identical."""
-        s = tledit.settings()
+        s = run_settings(tledit, text_asset(generation), settings, code_version)
 
         def edit_one(key: str) -> dict:
             t0 = time.perf_counter()

@@ -4,6 +4,7 @@ import time
 
 import dagster as dg
 
+from assets.lineage import run_settings
 from assets.partitions import SHARDS
 from assets.resources import TleditResource, prior_code_version, reporter
 from assets.staleness import CODE_VERSION_TAG
@@ -44,6 +45,13 @@ def edited_assets(settings: Settings) -> dict[str, str]:
     return out
 
 
+def code_version(settings: Settings) -> str:
+    """The probe's settings, the variants it trains on and the tokenizer (the prior's files) change its numbers."""
+    return (
+        f"probe-{ENGINE_VERSION}|{settings.collapse.version()}|{','.join(edited_assets(settings))}|{prior_code_version(settings)}"
+    )
+
+
 def build(settings: Settings) -> dg.AssetsDefinition:
     variants = edited_assets(settings)
 
@@ -52,12 +60,11 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         group_name="diagnostics",
         kinds={"pytorch", "duckdb"},
         deps=["raw_corpus", *variants.values(), "synthetic_corpus"],
-        # The probe's settings, the variants it trains on and the tokenizer (the prior's files) change its numbers.
-        code_version=f"probe-{ENGINE_VERSION}|{settings.collapse.version()}|{','.join(variants)}|{prior_code_version(settings)}",
+        code_version=code_version(settings),
     )
     def collapse_probe(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
         """Held-out perplexity of one small LM trained from scratch on each corpus variant (same budget, steps, seed)."""
-        s = tledit.settings()
+        s = run_settings(tledit, PROBE_ASSET, settings, code_version)
         p = s.collapse
         t0 = time.perf_counter()
         keys = sorted(context.instance.get_dynamic_partitions(SHARDS))

@@ -5,6 +5,7 @@ import hashlib
 import dagster as dg
 
 from assets.instance import INDEXED_SOURCE
+from assets.lineage import run_settings
 from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import TleditResource
 from tledit_pipeline import storage
@@ -20,17 +21,21 @@ ENGINE_VERSION = "2"  # 2: the source schema is recorded for `tledit export`
 SOURCE_SHA, SOURCE_SIZE, SOURCE_MTIME = INDEXED_SOURCE
 
 
+def code_version(settings: Settings) -> str:
+    return f"raw-{ENGINE_VERSION}|text_field={settings.text_field}"
+
+
 def build(settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
         partitions_def=shards,
         group_name="corpus",
         kinds={"parquet"},
-        code_version=f"raw-{ENGINE_VERSION}|text_field={settings.text_field}",
+        code_version=code_version(settings),
         backfill_policy=RANGES,
     )
     def raw_corpus(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
         """Documents of each source shard of the run; every row is accepted or rejected with a reason."""
-        s = tledit.settings()
+        s = run_settings(tledit, "raw_corpus", settings, code_version)
         found = {sh.key: sh for sh in discover_shards(s.source, s.home)}  # once per run, not per shard
 
         def read_one(key: str) -> dict:

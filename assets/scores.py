@@ -6,6 +6,7 @@ tledit_pipeline.generations): one asset per generation, so each generation's lin
 
 import dagster as dg
 
+from assets.lineage import run_settings
 from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import PriorResource, TleditResource, prior_code_version, reporter
 from tledit_pipeline.generations import scores_asset, text_asset
@@ -17,6 +18,11 @@ from tledit_pipeline.settings import Settings
 from tledit_pipeline.vocab import write_vocab
 
 ENGINE_VERSION = "1"
+
+
+def code_version(settings: Settings) -> str:
+    """The model's files are in the version too: weights replaced in the same folder mark scores stale."""
+    return f"scores-{ENGINE_VERSION}|{prior_code_version(settings)}|{settings.scoring.version()}"
 
 
 def build(settings: Settings, generation: int = 0) -> dg.AssetsDefinition:
@@ -33,13 +39,12 @@ def build(settings: Settings, generation: int = 0) -> dg.AssetsDefinition:
         kinds={"pytorch", "parquet"},
         deps=deps,
         pool="prior",
-        # The model's files are in the version too: weights replaced in the same folder mark scores stale.
-        code_version=f"scores-{ENGINE_VERSION}|{prior_code_version(settings)}|{settings.scoring.version()}",
+        code_version=code_version(settings),
         description=None if generation == 0 else f"The prior's scores of generation {generation}'s edited text ({source}).",
     )
     def token_scores(context: dg.AssetExecutionContext, tledit: TleditResource, prior: PriorResource) -> dg.MaterializeResult:
         """One teacher-forced pass of the prior; long documents in overlapping windows, nothing truncated."""
-        s = tledit.settings()
+        s = run_settings(tledit, scores_asset(generation), settings, code_version)
 
         def score_one(key: str) -> dict:
             partition_digest(s.home, source, key)  # first: a bad key or missing text writes nothing

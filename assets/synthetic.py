@@ -3,6 +3,7 @@
 import dagster as dg
 import numpy as np
 
+from assets.lineage import run_settings
 from assets.partitions import RANGES, for_each_shard, shards
 from assets.resources import PriorResource, TleditResource, prior_code_version, reporter
 from tledit_pipeline.health import histogram_chart, probability_histogram
@@ -14,6 +15,15 @@ from tledit_pipeline.synthetic import synthesize
 ENGINE_VERSION = "3"  # 2: pieces, decoding settings, the cached decoder; 3: the document-start token
 
 
+def code_version(settings: Settings) -> str:
+    """The baseline's settings (m, cap, sample, seed, decoding, pieces) and the prior. The document-start token
+    is a scoring setting the baseline follows, so its perplexities stay comparable."""
+    return (
+        f"synthetic-{ENGINE_VERSION}|{prior_code_version(settings)}|dtype={settings.scoring.dtype}"
+        f"|document_start={settings.scoring.document_start}|{settings.synthetic.version()}"
+    )
+
+
 def build(settings: Settings) -> dg.AssetsDefinition:
     @dg.asset(
         partitions_def=shards,
@@ -22,14 +32,11 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         deps=["raw_corpus"],
         pool="prior",
         backfill_policy=RANGES,
-        # The baseline's settings (m, cap, sample, seed, decoding, pieces) and the prior are part of the code version.
-        # The document-start token is a scoring setting the baseline follows, so its perplexities stay comparable.
-        code_version=f"synthetic-{ENGINE_VERSION}|{prior_code_version(settings)}|dtype={settings.scoring.dtype}"
-        f"|document_start={settings.scoring.document_start}|{settings.synthetic.version()}",
+        code_version=code_version(settings),
     )
     def synthetic_corpus(context: dg.AssetExecutionContext, tledit: TleditResource, prior: PriorResource) -> dg.MaterializeResult:
         """The prior's continuation of each sampled document from its first m tokens, in pieces (KV cache, batched)."""
-        s = tledit.settings()
+        s = run_settings(tledit, "synthetic_corpus", settings, code_version)
 
         def synthesize_one(key: str) -> dict:
             raw = read_partition(s.home, "raw_corpus", key, columns=["doc_id", "text"])

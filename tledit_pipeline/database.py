@@ -5,6 +5,12 @@ builds a new file and renames it over the old one. So parallel runs never meet D
 lock, and readers (read-only) never wait for a writer. On an object store the file is built locally and
 uploaded whole, and DuckDB reads the lake through the same fsspec filesystem, registered on its
 connection (no extension is downloaded at run time).
+
+The file answers only from its own home's lake. Locally its views name files relative to the home and
+every connection made here sets DuckDB's `file_search_path` to it, so a copied or moved data directory
+reads its own lake (opened by hand: from the data directory, or with that setting). On a store the views
+hold URLs (DuckDB resolves relative paths only on its own filesystems), the file records its home, and
+`connect` rewrites the views of a file whose home moved.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import duckdb
 import pyarrow as pa
@@ -21,6 +28,8 @@ import pyarrow.parquet as pq
 from tledit_pipeline import storage
 from tledit_pipeline.lake import DATA_FILE, LakeError, is_shard_key, lake_root, partition_file, publish, read_schema
 from tledit_pipeline.storage import Location, RemotePath
+
+HOME_TABLE = "tledit_home"  # one row: the home whose lake the views read
 
 # Asset name -> the view exposed in DuckDB over its parquet folder.
 VIEWS = ("raw_corpus", "rejected_documents", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile")
@@ -41,6 +50,25 @@ def sql_list(values: Sequence[str]) -> str:
     return "[" + ", ".join(sql_literal(v) for v in values) + "]"
 
 
+def sql_rehomed(view_sql: str, old: str, new: str) -> str:
+    """A view's SQL (as DuckDB stored it for us) with every quoted path under `old` moved under `new`."""
+    return view_sql.replace(sql_literal(old + "/")[:-1], sql_literal(new + "/")[:-1])
+
+
+def search_home(con: duckdb.DuckDBPyConnection, home: Location) -> None:
+    """Resolve the views' relative paths against a local home on this connection (views bind when made)."""
+    if not isinstance(home, RemotePath):
+        con.execute(f"SET file_search_path = {sql_literal(str(Path(str(home)).absolute()))}")
+
+
+def view_path(home: Location, path: Location) -> str:
+    """How a view names a lake file: relative to a local home (resolved through `file_search_path`), a
+    store's URL as it is."""
+    if isinstance(path, RemotePath):
+        return str(path)
+    return path.absolute().relative_to(Path(str(home)).absolute()).as_posix()
+
+
 def refresh_views(
     con: duckdb.DuckDBPyConnection, home: Location, shards: Sequence[str], views: Sequence[str] = VIEWS
 ) -> list[str]:
@@ -51,6 +79,7 @@ def refresh_views(
     URLs, read through the filesystem registered on the connection (`duckdb_connection`).
     """
     made = []
+    search_home(con, home)
     for view in views:
         # A key that is not a valid shard key (added by hand in the UI, say) has no files to show.
         keys = [s for s in sorted(shards) if is_shard_key(s)]
@@ -63,10 +92,10 @@ def refresh_views(
         if not mixed:
             con.execute(
                 f"CREATE OR REPLACE VIEW {sql_identifier(view)} AS SELECT * FROM read_parquet("
-                f"{sql_list([str(p) for p in paths])}, hive_partitioning = false, union_by_name = true)"
+                f"{sql_list([view_path(home, p) for p in paths])}, hive_partitioning = false, union_by_name = true)"
             )
         else:
-            con.execute(f"CREATE OR REPLACE VIEW {sql_identifier(view)} AS " + sql_union_as_json(paths, mixed))
+            con.execute(f"CREATE OR REPLACE VIEW {sql_identifier(view)} AS " + sql_union_as_json(home, paths, mixed))
         made.append(view)
     return made
 
@@ -82,7 +111,7 @@ def duckdb_connection(database: str, home: Location, read_only: bool = False) ->
     """
     home = storage.location(home)
     if not isinstance(home, RemotePath):
-        return duckdb.connect(database, read_only=read_only)
+        return duckdb.connect(database, read_only=read_only, config={"file_search_path": str(Path(home).absolute())})
     con = duckdb.connect(
         database,
         read_only=read_only,
@@ -123,6 +152,7 @@ def _replace_database(home: Location, keep: bool) -> Iterator[duckdb.DuckDBPyCon
         con = duckdb_connection(str(tmp), home)
         try:
             yield con
+            con.execute(f"CREATE OR REPLACE TABLE {HOME_TABLE} AS SELECT $home AS home", {"home": str(home)})
             con.execute("CHECKPOINT")
         finally:
             con.close()
@@ -163,7 +193,7 @@ def _mixed_columns(paths: Sequence[Location]) -> dict[Location, list[str]]:
     return {p: [n for n in schema.names if n in mixed] for p, schema in schemas.items()} if mixed else {}
 
 
-def sql_union_as_json(paths: Sequence[Location], mixed: Mapping[Location, list[str]]) -> str:
+def sql_union_as_json(home: Location, paths: Sequence[Location], mixed: Mapping[Location, list[str]]) -> str:
     """One SELECT per file, the mixed columns turned into JSON, stacked by column name."""
     parts = []
     for p in paths:
@@ -171,7 +201,7 @@ def sql_union_as_json(paths: Sequence[Location], mixed: Mapping[Location, list[s
         replace = (
             " REPLACE (" + ", ".join(f"to_json({sql_identifier(c)}) AS {sql_identifier(c)}" for c in cols) + ")" if cols else ""
         )
-        parts.append(f"SELECT *{replace} FROM read_parquet({sql_literal(str(p))}, hive_partitioning = false)")
+        parts.append(f"SELECT *{replace} FROM read_parquet({sql_literal(view_path(home, p))}, hive_partitioning = false)")
     return " UNION ALL BY NAME ".join(parts)
 
 
@@ -186,6 +216,28 @@ def connect(home: Location, read_only: bool = True) -> duckdb.DuckDBPyConnection
         if not read_only:
             raise LakeError(f"{path} is rebuilt whole by distribution_health, never written in place")
         local = storage.copy_to_local(path, storage.local_dir(home) / DUCKDB_FILE)
+        _rehome(local, str(home))
         return duckdb_connection(str(local), home, read_only=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return duckdb.connect(str(path), read_only=read_only)
+    return duckdb_connection(str(path), home, read_only=read_only)
+
+
+def _rehome(local: Path, home: str) -> None:
+    """Point a store's file at its own lake when it was built under another URL (a copied or moved prefix)."""
+    with duckdb_connection(
+        str(local), storage.location(home)
+    ) as con:  # the store's filesystem: the rewritten views bind through it
+        recorded = con.execute(f"SELECT max(home) FROM {HOME_TABLE}").fetchone() if _has_table(con, HOME_TABLE) else None
+        old = recorded[0] if recorded else None
+        if not old or old == home:
+            return
+        views = con.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall()
+        for name, sql in views:
+            con.execute(f"DROP VIEW {sql_identifier(name)}")
+            con.execute(sql_rehomed(sql, old, home))
+        con.execute(f"UPDATE {HOME_TABLE} SET home = $home", {"home": str(home)})
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    row = con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = $n", {"n": name}).fetchone()
+    return bool(row and row[0])

@@ -93,7 +93,7 @@ def refresh_generation_views(con, home, shards, generations: int) -> list[str]:
     generation_scores (variant, shard, doc_id, pos, logprob: the prior's scores of each scored generation).
     Only generations up to `generations` are shown: files of an earlier, longer run stay out of the numbers.
     """
-    from tledit_pipeline.database import refresh_views, sql_list
+    from tledit_pipeline.database import refresh_views, sql_list, view_path
     from tledit_pipeline.health import EDITED_GENERATIONS_DDL, GENERATION_SCORES_DDL
     from tledit_pipeline.lake import is_shard_key, partition_file
 
@@ -101,7 +101,7 @@ def refresh_generation_views(con, home, shards, generations: int) -> list[str]:
 
     def files(asset: str) -> list[str]:
         paths = [partition_file(home, asset, s).absolute() for s in sorted(shards) if is_shard_key(s)]
-        return [str(p) for p in paths if p.exists()]  # a local Path or an object-store URL (storage.RemotePath)
+        return [view_path(home, p) for p in paths if p.exists()]  # relative to a local home, or a store's URL
 
     edited = [f for g in range(1, generations + 1) for f in files(text_asset(g))]
     scored = [f for g in scored_generations(generations) for f in files(scores_asset(g))]

@@ -15,11 +15,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from tledit_pipeline.database import duckdb_connection, sql_identifier, sql_list, sql_literal
+from tledit_pipeline.database import duckdb_connection, search_home, sql_identifier, sql_list, sql_literal, view_path
 from tledit_pipeline.errors import TleditError
 
 if TYPE_CHECKING:
     import duckdb
+
+    from tledit_pipeline.storage import Location
 
 PROB_BINS = 10  # the U-shape histogram: [0, 0.1), ..., [0.9, 1.0]
 VARIANTS = ("raw", "edited", "synthetic", "raw_matched")  # raw_matched: raw text at the baseline's documents and lengths
@@ -347,12 +349,13 @@ def build_health_table(con: "duckdb.DuckDBPyConnection") -> pl.DataFrame:
     return _frame(con.execute("SELECT * FROM distribution_health ORDER BY variant, shard, metric"))
 
 
-def create_views(con: "duckdb.DuckDBPyConnection", files: Mapping[str, Sequence[Path]]) -> None:
-    """One view per name over exactly the given parquet files (the lake's own, fixed-schema tables)."""
+def create_views(con: "duckdb.DuckDBPyConnection", home: Location, files: Mapping[str, Sequence[Location]]) -> None:
+    """One view per name over exactly the given parquet files of `home`'s lake (its own, fixed-schema tables)."""
+    search_home(con, home)
     for view, paths in files.items():
         con.execute(
             f"CREATE OR REPLACE VIEW {sql_identifier(view)} AS SELECT * FROM read_parquet("
-            f"{sql_list([str(p) for p in paths])}, hive_partitioning = false, union_by_name = true)"
+            f"{sql_list([view_path(home, p) for p in paths])}, hive_partitioning = false, union_by_name = true)"
         )
 
 

@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tledit_pipeline.database import sql_literal
+from tledit_pipeline.database import search_home, sql_literal, view_path
 from tledit_pipeline.edit import doc_key, keyed_uniform
 from tledit_pipeline.errors import TleditError
 from tledit_pipeline.lake import partition_file, partition_meta, read_partition, write_partition
@@ -514,8 +514,9 @@ def probe_view(con, home: Path) -> bool:
     path = probe_file(home)
     if not path.exists():
         return False
+    search_home(con, home)
     con.execute(
-        f"CREATE OR REPLACE VIEW {PROBE_ASSET} AS SELECT * FROM read_parquet({sql_literal(str(path.absolute()))}, hive_partitioning = false)"
+        f"CREATE OR REPLACE VIEW {PROBE_ASSET} AS SELECT * FROM read_parquet({sql_literal(view_path(home, path))}, hive_partitioning = false)"
     )
     return True
 

@@ -3,10 +3,10 @@
 import os
 
 import dagster as dg
-import duckdb
 import pytest
 
 from assets.cli import main
+from tledit_pipeline.database import connect
 
 
 def test_run_materializes_every_shard_and_prints_a_summary(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
@@ -34,7 +34,7 @@ def test_run_materializes_every_shard_and_prints_a_summary(tmp_path, small_sourc
         "synthetic_collapse_overall",
     }
 
-    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    con = connect(home)
     assert con.execute("SELECT count(*) FROM edited_corpus").fetchone()[0] == 5
 
 
@@ -66,7 +66,7 @@ def test_a_bad_shard_does_not_stop_the_others(tmp_path, small_source, tiny_model
     assert "1 of 4 shard(s) failed" in captured.err and "gamma.jsonl.gz" in captured.err
     # The good shards, and the one whose every row was rejected, are done; health covers them.
     assert "shards          3" in captured.out and "5 accepted, 3 rejected" in captured.out
-    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    con = connect(home)
     reasons = sorted(r[0] for r in con.execute("SELECT reason FROM rejected_documents").fetchall())
     assert reasons == ["field 'text' is empty or whitespace only", "field 'text' is null", "no field 'text'"]
     assert con.execute("SELECT count(DISTINCT shard) FROM distribution_health WHERE shard <> '__all__'").fetchone()[0] >= 2
@@ -115,7 +115,7 @@ def test_health_prints_the_whole_corpus_table(tmp_path, small_source, tiny_model
     for metric in ("tail_coverage", "js_divergence_vs_raw", "distinct_2", "top64_share", "hashed_effective_buckets", "ppl_p50"):
         assert metric in rows
     assert rows["tail_coverage"][0] == "1.0000" and rows["js_divergence_vs_raw"][0] == "0.0000"
-    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    con = connect(home)
     want = con.execute(
         "SELECT value FROM distribution_health WHERE shard = '__all__' AND variant = 'synthetic' AND metric = 'top64_share'"
     ).fetchone()[0]
@@ -176,7 +176,7 @@ def test_field_edits_only_the_response_and_export_keeps_the_source_schema(tmp_pa
     )
     assert code == 0
     capsys.readouterr()
-    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    con = connect(home)
     changed = con.execute("SELECT sum(n_changed) FROM edited_corpus").fetchone()[0]
     con.close()
 
@@ -313,7 +313,7 @@ def test_context_field_conditions_the_scores_and_only_the_response_changes(tmp_p
     capsys.readouterr()
 
     def scores(home):
-        con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+        con = connect(home)
         out = con.execute(
             "SELECT doc_id, pos, token_id, char_start, char_end, logprob FROM token_scores ORDER BY doc_id, pos"
         ).fetchall()

@@ -4,11 +4,11 @@ import gzip
 import json
 
 import dagster as dg
-import duckdb
 import pytest
 
 from assets.cli import main
 from assets.definitions import build_defs
+from tledit_pipeline.database import connect
 from tledit_pipeline.health import GENERATION_METRICS
 from tledit_pipeline.lake import read_partition
 from tledit_pipeline.settings import Settings
@@ -87,7 +87,7 @@ def test_three_generations_end_to_end(tmp_path, small_source, tiny_model_dir, ca
     assert "](data:image/svg+xml;base64," in ev.metadata["generations"].value
     assert "| 3 | edited_g3 |" in ev.metadata["generations"].value
 
-    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    con = connect(home)
     have = {(v, m) for v, m in con.execute("SELECT variant, metric FROM distribution_health WHERE shard = '__all__'").fetchall()}
     for variant in ("edited", "edited_g2", "edited_g3"):
         for metric in GEN_METRICS:

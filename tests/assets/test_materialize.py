@@ -1,12 +1,12 @@
 """Materialize every asset for one partition, then the health asset, against a temporary instance."""
 
 import dagster as dg
-import duckdb
 import pytest
 
 from assets.checks import CHECKS
 from assets.definitions import PER_SHARD, build_assets, build_defs, build_resources
 from assets.partitions import SHARDS
+from tledit_pipeline.database import connect
 from tledit_pipeline.prior import pick_dtype
 from tledit_pipeline.settings import Settings
 
@@ -70,7 +70,7 @@ def test_whole_graph_for_one_partition(settings):
         # The lineage is recorded in the instance, per partition.
         assert instance.get_latest_materialization_event(dg.AssetKey("edited_corpus")).dagster_event.partition == "beta"
 
-    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    con = connect(settings.home)
     raw = con.execute("SELECT count(*) FROM raw_corpus").fetchone()[0]
     edited = con.execute("SELECT count(*) FROM edited_corpus").fetchone()[0]
     assert raw == edited == 2

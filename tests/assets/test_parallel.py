@@ -13,6 +13,8 @@ import dagster as dg
 import duckdb
 import pytest
 
+from tledit_pipeline.database import connect
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -48,7 +50,7 @@ def test_two_concurrent_runs_on_different_shards(tmp_path, small_source, tiny_mo
     for asset in ("raw_corpus", "token_scores", "edited_corpus", "ngram_profile"):
         assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {"alpha", "beta"}
     assert not list(home.glob(".tledit.duckdb.*"))  # no temporary database left behind
-    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    con = connect(home)
     # The later of the two health builds saw both shards, or a plain run completes it.
     shards = {r[0] for r in con.execute("SELECT DISTINCT shard FROM edited_corpus").fetchall()}
     con.close()

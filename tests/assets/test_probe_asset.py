@@ -3,7 +3,6 @@
 import json
 
 import dagster as dg
-import duckdb
 import pytest
 
 from assets.checks import CHECKS
@@ -12,6 +11,7 @@ from assets.definitions import build_assets, build_defs, build_resources
 from assets.partitions import SHARDS, per_shard
 from assets.probe import edited_assets, probe_out_of_date
 from tests.conftest import TRAIN_TEXT, write_jsonl
+from tledit_pipeline.database import connect
 from tledit_pipeline.probe import read_probe
 from tledit_pipeline.settings import Settings
 
@@ -90,7 +90,7 @@ def test_collapse_probe_materializes_with_its_checks(settings):
 
     table, meta = read_probe(settings.home)
     assert meta["heldout_documents"] > 0 and meta["train_documents"] > 0
-    con = duckdb.connect(str(settings.duckdb_path), read_only=True)
+    con = connect(settings.home)
     rows = con.execute("SELECT variant, count(*) FROM collapse_probe GROUP BY variant ORDER BY variant").fetchall()
     variants = ["raw", "edited", "edited_g2", "mix_25", "mix_50", "mix_75", "synthetic"]
     assert rows == sorted((v, 4) for v in variants)  # 2 seeds x 2 steps

@@ -12,6 +12,7 @@ from assets.definitions import build_defs
 from assets.partitions import PER_SHARD, SHARDS_PER_RUN
 from assets.staleness import Batch, batches
 from tests.conftest import write_jsonl
+from tledit_pipeline.database import connect
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.source import discover_shards
 
@@ -134,7 +135,7 @@ def test_one_changed_shard_redoes_its_own_health_rows_only(tmp_path, three_shard
     assert after["s0"] == stamps["s0"] and after["s2"] == stamps["s2"] and after["s1"] != stamps["s1"]
 
     # The table built from stored rows is the table computed from scratch over the whole lake.
-    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    con = connect(home)
     stored = con.execute("SELECT variant, shard, metric, value FROM distribution_health ORDER BY ALL").fetchall()
     con.close()
     scratch = duckdb.connect()

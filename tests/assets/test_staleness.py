@@ -5,7 +5,6 @@ import os
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 import pytest
 
 from assets.cli import main
@@ -13,6 +12,7 @@ from assets.definitions import build_defs
 from assets.instance import prepare_instance
 from assets.staleness import plan
 from tests.conftest import write_jsonl
+from tledit_pipeline.database import connect
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.source import discover_shards
 
@@ -101,7 +101,7 @@ def test_threshold_backfill_rerun_and_changed_file(tmp_path, small_source, tiny_
     instance = dg.DagsterInstance.from_config(str(home / "dagster_home"))
     md = instance.get_latest_materialization_event(dg.AssetKey("edited_corpus")).asset_materialization.metadata
     assert md["strategy"].value == "top_p" and "top_p=0.95" in md["edit_settings"].value
-    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    con = connect(home)
     assert con.execute("SELECT count(*) FROM edited_corpus").fetchone()[0] == 5
     con.close()
     monkeypatch.undo()
@@ -214,7 +214,7 @@ def test_drop_below_deletes_tokens_and_a_threshold_backfill_needs_no_model(
     ]
     assert main(base) == 0
     assert "deleted share" in capsys.readouterr().out
-    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    con = connect(home)
     deleted = con.execute("SELECT sum(n_deleted) FROM edited_corpus").fetchone()[0]
     share = con.execute(
         "SELECT value FROM distribution_health WHERE variant = 'edited' AND shard = '__all__' AND metric = 'deleted_share'"
@@ -234,7 +234,7 @@ def test_drop_below_deletes_tokens_and_a_threshold_backfill_needs_no_model(
     assert "materialized    edited_corpus x2, ngram_profile x2, distribution_health" in out
     assert not step_process_ran.exists()  # 2 shards, below apart_from_shards: built here, where the prior is refused too
     assert sorted(_materialized(home, "token_scores")) == ["alpha", "beta"]  # nothing rescored
-    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    con = connect(home)
     assert (
         con.execute("SELECT sum(n_deleted) FROM edited_corpus").fetchone()[0]
         == con.execute("SELECT count(*) FROM token_scores WHERE whole AND logprob < ln(0.001)").fetchone()[0]

@@ -109,3 +109,43 @@ def test_rebuild_database_replaces_the_file_while_a_reader_holds_it(tmp_path):
     with duckdb.connect(str(tmp_path / "tledit.duckdb"), read_only=True) as fresh:
         assert fresh.execute("SELECT v FROM t").fetchone() == (2,)  # a failed build leaves the old file
     assert [p.name for p in tmp_path.iterdir()] == ["tledit.duckdb"]
+
+
+def _build(home, shards: dict[str, int]) -> None:
+    for shard, n in shards.items():
+        write_partition(home, "raw_corpus", shard, _table(shard, n))
+    with rebuild_database(home) as con:
+        refresh_views(con, home, list(shards))
+
+
+def _count(home) -> int:
+    with connect(home) as con:
+        return con.execute("SELECT count(*) FROM raw_corpus").fetchone()[0]
+
+
+def test_a_copied_or_moved_home_answers_from_its_own_lake(tmp_path):
+    import shutil
+
+    home = tmp_path / "data"
+    _build(home, {"a": 3})
+    copy = tmp_path / "data-q"
+    shutil.copytree(home, copy)
+    write_partition(copy, "raw_corpus", "a", _table("a", 5))  # the copy's lake moves on; the original's does not
+    assert (_count(home), _count(copy)) == (3, 5)
+    moved = tmp_path / "elsewhere" / "data"
+    moved.parent.mkdir()
+    home.rename(moved)
+    assert _count(moved) == 3  # no path of the old place in the file
+    # Opened by hand, the file names no absolute path: from its own directory it reads its own lake.
+    with duckdb.connect(str(copy / "tledit.duckdb"), read_only=True, config={"file_search_path": str(copy)}) as con:
+        assert con.execute("SELECT count(*) FROM raw_corpus").fetchone()[0] == 5
+    with duckdb.connect(str(moved / "tledit.duckdb"), read_only=True) as con:
+        assert str(tmp_path) not in " ".join(sql for (sql,) in con.execute("SELECT sql FROM duckdb_views()").fetchall())
+
+
+def test_a_copied_store_home_answers_from_its_own_lake(s3):
+    a, b = s3.url("a"), s3.url("b")
+    _build(a, {"x": 2})
+    s3.fs.copy(f"{s3.bucket}/a", f"{s3.bucket}/b", recursive=True)
+    write_partition(b, "raw_corpus", "x", _table("x", 4))
+    assert (_count(a), _count(b)) == (2, 4)

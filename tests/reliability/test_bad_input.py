@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from messy_corpus import Case, build
 
+from tledit_pipeline.database import connect
 from tledit_pipeline.lake import read_partition, write_partition
 from tledit_pipeline.source import (
     REJECT_SCHEMA,
@@ -180,7 +181,7 @@ def test_run_processes_valid_documents_and_accounts_for_every_one(run):
     for c in failing:
         line = next(x for x in err.splitlines() if c.name in x)
         assert re.search(c.fails, line), line
-    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    con = connect(home)
     count = dict(con.execute("SELECT shard, count(*) FROM raw_corpus GROUP BY shard").fetchall())
     rejected = dict(con.execute("SELECT shard, count(*) FROM rejected_documents GROUP BY shard").fetchall())
     edited = dict(con.execute("SELECT shard, count(*) FROM edited_corpus GROUP BY shard").fetchall())
@@ -205,7 +206,7 @@ def test_run_processes_valid_documents_and_accounts_for_every_one(run):
 
 def test_run_keeps_texts_and_reasons_exact(run):
     home, cases, shards, *_ = run
-    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    con = connect(home)
     for c in cases:
         if c.fails or not c.documents:
             continue

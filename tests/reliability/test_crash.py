@@ -7,12 +7,12 @@ import os
 import signal
 from pathlib import Path
 
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 
 from assets.cli import main
 from tests.reliability.hold_writer import start_held
+from tledit_pipeline.database import connect
 from tledit_pipeline.lake import DATA_FILE, lake_root
 
 REPO = Path(__file__).resolve().parents[2]
@@ -68,7 +68,7 @@ def test_sigkill_mid_write_leaves_no_partial_partition(tmp_path, small_source, t
     assert len(after) >= 10
 
     def health(home):
-        con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+        con = connect(home)
         return con.execute("SELECT variant, shard, metric, value FROM distribution_health ORDER BY ALL").fetchall()
 
     assert health(crashed) == health(clean)

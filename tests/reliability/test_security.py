@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import build_tiny_model, write_jsonl
 
-from tledit_pipeline.database import refresh_views
+from tledit_pipeline.database import connect, refresh_views
 from tledit_pipeline.lake import LakeError, lake_root, partition_file, read_partition, write_partition
 from tledit_pipeline.prior import PriorError, _fingerprint, load_prior, model_version
 from tledit_pipeline.settings import Settings, SettingsError
@@ -59,7 +59,7 @@ def test_hostile_file_names_reach_duckdb_views_safely(tmp_path):
     # Nothing was written outside the data directory.
     outside = [p for p in tmp_path.rglob("*") if p.is_file() and home not in p.parents and src not in p.parents]
     assert outside == []
-    con = duckdb.connect(str(home / "tledit.duckdb"))
+    con = connect(home, read_only=False)
     assert set(refresh_views(con, home, [s.key for s in shards])) == {"raw_corpus", "rejected_documents"}
     assert con.execute("SELECT count(*) FROM raw_corpus").fetchone()[0] == len(HOSTILE_NAMES)
     rows = con.execute("SELECT source_file, locator, reason FROM rejected_documents ORDER BY source_file").fetchall()
@@ -134,8 +134,9 @@ def test_a_hostile_dagster_partition_key_fails_without_touching_files(tmp_path, 
     assert [p for p in tmp_path.rglob("*.parquet")] == []
 
 
-# The lake's quoting helpers; sql_union_as_json is built from sql_identifier and sql_literal only (tested below).
-SAFE_SQL_PARTS = {"sql_identifier", "sql_literal", "sql_list", "sql_union_as_json"}
+# The lake's quoting helpers; sql_union_as_json is built from sql_identifier and sql_literal only (tested below),
+# sql_rehomed swaps one sql_literal prefix for another in SQL that DuckDB stored for us.
+SAFE_SQL_PARTS = {"sql_identifier", "sql_literal", "sql_list", "sql_union_as_json", "sql_rehomed"}
 
 
 def _sql_problems(tree: ast.AST, filename: str) -> list[str]:
@@ -191,9 +192,9 @@ def test_union_sql_quotes_hostile_paths_and_column_names(tmp_path):
     a, b = folder / "a'.parquet", folder / "b.parquet"
     pq.write_table(pa.table({"k": [1], col: [5]}), a)
     pq.write_table(pa.table({"k": [2], col: ["five"]}), b)
-    con = duckdb.connect()
+    con = duckdb.connect(config={"file_search_path": str(tmp_path)})  # the paths are relative to the home
     con.execute("CREATE TABLE t (i INTEGER)")
-    rows = con.execute(sql_union_as_json([a, b], {a: [col], b: [col]}) + " ORDER BY k").fetchall()
+    rows = con.execute(sql_union_as_json(tmp_path, [a, b], {a: [col], b: [col]}) + " ORDER BY k").fetchall()
     assert rows == [(1, "5"), (2, '"five"')]
     assert con.execute("SELECT count(*) FROM t").fetchone()[0] == 0  # still there
 
