@@ -246,6 +246,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         probe_failed = (
             probe_step(instance, defs, graph, order, settings, done_assets) if settings.collapse.probe and not failed else ""
         )
+        probe_failed = probe_failed or (
+            reference_step(instance, defs, graph, settings, done_assets) if settings.reference_model else ""
+        )
         settings.save()  # used successfully: `make ui`, the sensor and the next run see these settings
         with connect(settings.home, read_only=True) as con:
             summary(con, settings, time.perf_counter() - t0, done, done_assets)
@@ -274,6 +277,23 @@ def probe_step(instance, defs, graph, shards: list[str], settings: Settings, don
         print(f"collapse_probe: FAILED: {why_not}", file=sys.stderr, flush=True)
         return why_not
     done_assets.append("collapse_probe")
+    return ""
+
+
+def reference_step(instance, defs, graph, settings: Settings, done_assets: list[str]) -> str:
+    """Score every variant with the reference model when reference_perplexity is missing or out of date (opt-in)."""
+    from assets.reference import reference_out_of_date
+
+    why = reference_out_of_date(instance, graph)
+    if not why:
+        print("reference_perplexity: up to date", flush=True)
+        return ""
+    print(f"reference_perplexity: scoring every variant with {settings.reference_model}  ({why})", flush=True)
+    ok, why_not = _outcome(_materialize(defs, instance, ["reference_perplexity"]), "reference_perplexity")
+    if not ok:
+        print(f"reference_perplexity: FAILED: {why_not}", file=sys.stderr, flush=True)
+        return why_not
+    done_assets.append("reference_perplexity")
     return ""
 
 

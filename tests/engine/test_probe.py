@@ -319,3 +319,9 @@ def test_the_training_length_axis_trains_raw_and_synthetic_longer(data):
         for v in est
     }
     assert last["raw_long"] == 4 and last["raw"] == 2
+
+
+@pytest.mark.slow  # two spawned processes import torch
+def test_workers_change_the_time_not_the_numbers(data):
+    s = ProbeSettings(probe_seeds=2, probe_steps=2, probe_batch=2, probe_context=32, probe_eval_every=2)
+    assert run_probe(data, s).equals(run_probe(data, ProbeSettings(**{**s.__dict__, "probe_workers": 2})))
