@@ -375,15 +375,15 @@ def sweep_chart(rows: Sequence[Mapping[str, Any]]) -> str:
 
     return line_chart_svg(
         {
-            "tail lost (1 - tail_coverage)": series(lambda r: None if r["tail_coverage"] is None else 1 - r["tail_coverage"]),
-            "js_divergence_vs_raw (bits)": series(lambda r: r["js_divergence_vs_raw"]),
-            "top64_share - raw's": series(
+            "tail lost": series(lambda r: None if r["tail_coverage"] is None else 1 - r["tail_coverage"]),
+            "JS vs raw (bits)": series(lambda r: r["js_divergence_vs_raw"]),
+            "top64 - raw's": series(
                 lambda r: (
                     None if r["top64_share"] is None or raw["top64_share"] is None else r["top64_share"] - raw["top64_share"]
                 )
             ),
         },
-        "Edit sweep: what each point costs (whole corpus)",
+        "Edit sweep: what each point costs (whole corpus; tail lost = 1 - tail_coverage)",
         "changed share of scored tokens (%, log scale)",
         "share / bits",
         log_x=True,
