@@ -62,7 +62,7 @@ probe: install
 	$(BIN)/tledit run --home $(PROBE_HOME) --probe --probe-seeds $(PROBE_SEEDS) --synthetic-sample 1 \
 		--max-new-tokens $(PROBE_MAX_NEW_TOKENS) --probe-other $(PROBE_OTHER) --probe-edit-threshold $(PROBE_EDIT_THRESHOLD) \
 		--probe-long-steps $(PROBE_LONG_STEPS) --probe-workers $(PROBE_WORKERS) $(PROBE_ARGS); rc=$$?; \
-	[ $$rc -eq 0 ] && { $(BIN)/tledit sweep --home $(PROBE_HOME) --thresholds $(PROBE_SWEEP) || rc=$$?; }; \
+	$(BIN)/tledit sweep --home $(PROBE_HOME) --thresholds $(PROBE_SWEEP) || rc=$$?; \
 	echo "make probe: pipeline, probe and sweep in $$(( $$(date +%s) - start ))s"; \
 	$(BIN)/tledit probe --home $(PROBE_HOME) && exit $$rc
 
