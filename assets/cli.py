@@ -388,12 +388,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise RunFailed(why)
     health, _ = read_sweep(settings.home)
     rows = wide_table(health, wanted, checks=settings.checks)
+    probe = None
+    if args.sweep_probe:
+        from tledit_pipeline.prior import pick_device
+        from tledit_pipeline.probe import prior_codec
+        from tledit_pipeline.sweep import probe_points
+
+        p = settings.collapse
+        print(
+            f"sweep: collapse probe on raw and {len(wanted)} point(s), {p.probe_seeds} seed(s) x {p.probe_steps} steps",
+            flush=True,
+        )
+        codec = prior_codec(settings.model, settings.models_dir, settings.trust_remote_code)
+        probe = probe_points(settings.home, wanted, order, p, codec, pick_device(settings.scoring.device))
     print()
     print(
         f"edit sweep, whole corpus ({len(order)} shards; {time.perf_counter() - t0:.1f}s; table edit_sweep in {settings.duckdb_path})"
     )
-    print("\n".join(report_lines(rows)))
-    print(summary_json(rows))
+    print("\n".join(report_lines(rows, probe)))
+    print(summary_json(rows, probe))
     return 0
 
 
@@ -633,6 +646,13 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--drop-belows", help="also sweep low-probability deletion q (each below every threshold)")
             p.add_argument("--exclude-originals", help="also sweep exclude-original: off,on")
             p.add_argument("--force", action="store_true", help="re-materialize every requested point")
+            p.add_argument(
+                "--probe",
+                dest="sweep_probe",
+                action="store_true",
+                help="also train the collapse probe on raw and every point (the data directory's probe settings) and "
+                "print its held-out perplexity with a 95%% interval",
+            )
         elif name == "run":
             p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
             p.add_argument("--force", action="store_true", help="re-materialize every shard, not only missing or stale ones")

@@ -380,17 +380,21 @@ LONG = "_long"  # suffix of a variant trained for probe_long_steps (the training
 LONG_VARIANTS = ("raw", "synthetic")  # Table 15's pair: human against synthetic, at two training lengths
 
 
-def trainings(data: ProbeData, s: ProbeSettings) -> list[tuple[str, str, int]]:
-    """(table name, set, steps) of every training of one seed: each set at probe_steps, and raw and synthetic
-    also at probe_long_steps (as `raw_long`, `synthetic_long`) when it is set."""
-    out = [(v, v, s.probe_steps) for v in data.sets]
-    if s.probe_long_steps:
+def trainings(data: ProbeData, s: ProbeSettings, only: Sequence[str] | None = None) -> list[tuple[str, str, int]]:
+    """(table name, set, steps) of every training of one seed: each set (of `only`, when given) at probe_steps,
+    and raw and synthetic also at probe_long_steps (as `raw_long`, `synthetic_long`) when it is set."""
+    out = [(v, v, s.probe_steps) for v in data.sets if only is None or v in only]
+    if s.probe_long_steps and only is None:
         out += [(v + LONG, v, s.probe_long_steps) for v in LONG_VARIANTS if v in data.sets]
     return out
 
 
 def run_probe(
-    data: ProbeData | Mapping[int, ProbeData], s: ProbeSettings, device: str = "cpu", report: Report | None = None
+    data: ProbeData | Mapping[int, ProbeData],
+    s: ProbeSettings,
+    device: str = "cpu",
+    report: Report | None = None,
+    only: Sequence[str] | None = None,
 ) -> pa.Table:
     """Every training with every seed (seeds 0 .. probe_seeds-1), each seed on its own sets (its own held-out
     split) when `data` maps seeds to sets: the collapse_probe table."""
@@ -401,7 +405,7 @@ def run_probe(
         d = data if isinstance(data, ProbeData) else data[seed]
         jobs += [
             (name, seed, (d.sets[v], d.heldout, d.vocab, seed, replace(s, probe_steps=steps), device))
-            for name, v, steps in trainings(d, s)
+            for name, v, steps in trainings(d, s, only)
         ]
 
     def record(i: int, rows: list[tuple[int, float, float]]) -> None:

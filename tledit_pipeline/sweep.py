@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from tledit_pipeline.charts import line_chart_svg
 from tledit_pipeline.database import duckdb_connection
@@ -31,7 +32,7 @@ from tledit_pipeline.errors import TleditError
 from tledit_pipeline.health import CORPUS_NGRAM_SQL, SHARD_NGRAM_SQL, create_views
 from tledit_pipeline.lake import partition_file, partition_meta, read_partition, write_partition
 from tledit_pipeline.ngrams import profile
-from tledit_pipeline.settings import CheckSettings, EditSettings, SettingsError
+from tledit_pipeline.settings import CheckSettings, EditSettings, ProbeSettings, SettingsError
 from tledit_pipeline.storage import Location
 from tledit_pipeline.verdict import health_verdict
 
@@ -261,6 +262,35 @@ def read_sweep(home: Location) -> tuple[pl.DataFrame, dict]:
     frame = pl.from_arrow(read_partition(home, SWEEP_TABLE, SWEEP_KEY))
     assert isinstance(frame, pl.DataFrame)
     return frame, partition_meta(home, SWEEP_TABLE, SWEEP_KEY)
+
+
+def probe_points(
+    home: Location,
+    points: Sequence[str],
+    shards: Sequence[str],
+    p: ProbeSettings,
+    codec: tuple[Callable, Callable],
+    device: str = "cpu",
+    report: Callable[[str], None] | None = None,
+) -> dict[str, tuple[float, float]]:
+    """{raw and each point: (held-out perplexity mean, t-based 95 % half-width)}: the collapse probe (probe.py)
+    trained on raw and on each point's text, with the data directory's probe settings (seeds, steps, held-out
+    split per seed). Small models of its own: nothing here loads the prior (the tokenizer is only a tokenizer)."""
+    from tledit_pipeline.probe import build_sets, final_ppl, read_variants, run_probe
+
+    raw, _, synthetic = read_variants(home, shards, {})  # type: ignore[arg-type]  # a Location, as every lake read
+    edited = {
+        pt: pa.concat_tables(
+            [read_partition(home, SWEEP_EDITED, pair_key(pt, s), columns=["shard", "doc_id", "text"]) for s in shards]
+        )
+        for pt in points
+    }
+    tokenize, decode = codec
+    datas = {
+        seed: build_sets(raw, edited, synthetic, tokenize, p.probe_heldout, seed, decode=decode) for seed in range(p.probe_seeds)
+    }
+    est = final_ppl(run_probe(datas, p, device, report, only=[RAW, *points]))
+    return {v: (e.mean, e.ci95) for v, e in est.items()}
 
 
 # --- the table, the chart, the JSON line ---------------------------------------------------------------------

@@ -27,6 +27,7 @@ def test_sweep_is_model_free_with_lineage_and_one_json_line(tmp_path, small_sour
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
     run = ["run", "--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir)]
+    run += ["--probe-steps", "2", "--probe-batch", "2", "--probe-context", "32", "--probe-heldout", "0.5", "--probe-seeds", "2"]
     assert main(run) == 0
     # Thresholds from the stored probabilities themselves (the tiny model's are low): each point edits more.
     con = connect(home)
@@ -103,6 +104,14 @@ def test_sweep_is_model_free_with_lineage_and_one_json_line(tmp_path, small_sour
     assert "1 point(s) over 2 shard(s), 1 missing or stale" in out
     assert _json(out)["points"] == [point_key(EditSettings(threshold=t[2], strategy="top_p", top_p=0.5))]
     assert pq.read_table(partition_file(home, "edit_sweep", "all")).num_rows > 0
+
+    # With --probe: the collapse probe's small models on raw and every point (still no prior), 95 % intervals.
+    assert main(["sweep", "--home", str(home), "--thresholds", thresholds, "--probe"]) == 0
+    out = capsys.readouterr().out
+    assert "collapse probe on raw and 4 point(s), 2 seed(s) x 2 steps" in out and "probe ppl" in out
+    line = _json(out)
+    assert len(line["heldout_ppl"]) == len(line["heldout_ppl_ci95"]) == 4
+    assert all(v > 1 for v in line["heldout_ppl"]) and line["raw"]["heldout_ppl"] > 1
 
 
 def test_sweep_before_any_run_says_what_to_do(tmp_path, capsys, monkeypatch):
