@@ -363,7 +363,7 @@ def test_no_token_in_metadata_logs_or_files(lake, request, tmp_path, small_sourc
                 resources=build_resources(settings),
             )
             assert result.success
-        records = instance.get_event_records(dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION))
+        records = [r for k in instance.get_asset_keys() for r in instance.fetch_materializations(k, limit=1000).records]
         metadata = [r.asset_materialization.metadata for r in records]
         assert metadata and marker not in repr(metadata)
         logs = instance.all_logs(result.run_id)
