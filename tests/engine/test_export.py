@@ -23,7 +23,8 @@ def _lake(home, edit="p=0.99"):
             "when": [1, 2],
         }
     )
-    write_partition(home, "raw_corpus", "s", raw, meta={"source_columns": SOURCE_COLUMNS, "text_field": "body"})
+    meta = {"source_columns": SOURCE_COLUMNS, "text_field": "body", "source_file": "S.jsonl.gz"}
+    write_partition(home, "raw_corpus", "s", raw, meta=meta)
     edited = pa.table({"shard": ["s", "s"], "doc_id": ["b", "a"], "text": ["edited two", "raw one"]})
     write_partition(home, "edited_corpus", "s", edited, meta={"edit": edit})
 
