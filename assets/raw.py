@@ -33,7 +33,6 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         s = tledit.settings()
         discovery = discover_source(s.source, s.home)  # once per run, not per shard
         found = {sh.key: sh for sh in discovery.shards}
-        write_not_taken(s.home, discovery.not_taken)  # the source's files that are not shards, with the reason
 
         def read_one(key: str) -> dict:
             shard = found.get(key)
@@ -66,6 +65,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
             }
 
         done = for_each_shard(context, read_one)
+        write_not_taken(s.home, discovery.not_taken)  # the source's files that are not shards, with the reason
         # Dagster keeps one data version per step, not per partition: the source files' hash (of the one
         # file, or of all the run's files), so a changed file always gives its shard a new version.
         hashes = "\n".join(f"{k}:{m[SOURCE_SHA]}" for k, m in sorted(done.items()))
