@@ -192,6 +192,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     order = instance.get_dynamic_partitions(SHARDS)
     e = settings.edit
     print(f"tledit: {len(found)} shard(s) from {settings.source} -> {settings.home}  ({e.version()})", flush=True)
+    if discovery.not_taken:
+        names = ", ".join(n.name for n in discovery.not_taken)
+        print(f"tledit: not taken (not corpus files; reasons in the summary): {names}", flush=True)
     defs = build_defs(settings)
     graph = defs.resolve_asset_graph()
     t0 = time.perf_counter()
@@ -453,11 +456,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_shards(args: argparse.Namespace) -> int:
-    from tledit_pipeline.source import discover_shards
+    from tledit_pipeline.source import discover_source
 
     settings = _settings(args)
-    for s in discover_shards(settings.source, settings.home):
+    discovery = discover_source(settings.source, settings.home)
+    for s in discovery.shards:
         print(f"{s.key}\t{s.path}")
+    for n in discovery.not_taken:  # on stderr: stdout stays the list of shards
+        print(f"not taken\t{n.location}\t{n.reason}", file=sys.stderr)
     return 0
 
 

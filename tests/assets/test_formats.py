@@ -11,7 +11,7 @@ import pytest
 
 import tests.public_corpora as corpora
 from assets.cli import main
-from tledit_pipeline.source import REJECT_SCHEMA, Shard, read_shard
+from tledit_pipeline.source import FORMATS_READ, REJECT_SCHEMA, Shard, read_shard
 
 # The synthetic baseline is not what this test is about: a small one.
 CHEAP = ["--synthetic-sample", "0.1", "--max-new-tokens", "8", "--prefix-tokens", "4"]
@@ -49,3 +49,24 @@ def test_a_mixed_folder_of_public_corpora_is_taken_whole(tmp_path, tiny_model_di
         assert back.accepted.num_rows == len(source)
         total += back.accepted.num_rows
     assert total == 60
+
+
+def test_shards_lists_what_is_not_taken_and_a_source_without_shards_says_why(tmp_path, capsys):
+    src = tmp_path / "src"
+    corpora.mixed_folder(src)
+    (src / "notes.csv").write_text("text\nhello\n")
+    assert main(["shards", "--home", str(tmp_path / "home"), "--source", str(src)]) == 0
+    captured = capsys.readouterr()
+    assert len(captured.out.splitlines()) == 6
+    assert captured.err.splitlines() == [
+        f"not taken\t{src / 'notes.csv'}\tnot a corpus file (suffix '.csv'; tledit reads {FORMATS_READ})"
+    ]
+
+    only = tmp_path / "only"
+    only.mkdir()
+    (only / "README.md").write_text("# nothing to read\n")
+    (only / "corpus.tar").write_bytes(b"\0" * 512)
+    assert main(["run", "--home", str(tmp_path / "home"), "--source", str(only)]) == 2
+    err = capsys.readouterr().err
+    assert f"no shard files ({FORMATS_READ}) in source" in err
+    assert "; README.md: not a corpus file (suffix '.md'" in err and "; corpus.tar: not a corpus file (suffix '.tar'" in err
