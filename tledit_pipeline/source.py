@@ -22,6 +22,7 @@ import dataclasses
 import glob
 import gzip
 import hashlib
+import itertools
 import json
 import lzma
 import math
@@ -453,21 +454,15 @@ def _json_records(shard: Shard, path: Path) -> Iterator[tuple[str, Any, str | No
         yield from _json_lines(shard, blocks)
         return
     head = b""
-    checked = _checked(shard, blocks, lambda: "at its start")
-    for block in checked:  # enough of the start to see its first character
+    for block in _checked(shard, blocks, lambda: "at its start"):  # enough of the start to see its first character
         head += block
-        if head.lstrip(BOM + b" \t\r\n"):
+        if head.removeprefix(BOM).strip():
             break
-    if head.removeprefix(BOM).lstrip(b" \t\r\n").startswith(b"["):
-        rest = b"".join(_checked(shard, checked, lambda: "inside its JSON array"))
+    if head.removeprefix(BOM).lstrip().startswith(b"["):
+        rest = b"".join(_checked(shard, blocks, lambda: "inside its JSON array"))  # the blocks after the head
         yield from _json_array(shard, (head + rest).removeprefix(BOM))
     else:
-        yield from _json_lines(shard, _chain([head], blocks))
-
-
-def _chain(first: list[bytes], rest: Iterator[bytes]) -> Iterator[bytes]:
-    yield from first
-    yield from rest
+        yield from _json_lines(shard, itertools.chain([head], blocks))
 
 
 def _json_rows(shard: Shard, text_field: str, path: Path) -> _Rows:

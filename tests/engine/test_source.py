@@ -574,3 +574,12 @@ def test_zstd_files_of_several_frames_read_whole(tmp_path):
     path = tmp_path / "frames.jsonl.zst"
     path.write_bytes(b"".join(corpora.compress(corpora.json_lines([row]), ".zst") for row in rows))
     assert _read(path).accepted.column("text").to_pylist() == [row["text"] for row in rows]
+
+
+def test_a_json_array_cut_inside_its_compression_says_so(tmp_path):
+    rows = [{"text": t} for t in corpora.texts(200)] * 100  # several blocks (1 MiB each) of decompressed bytes
+    data = gzip.compress(json.dumps(rows).encode(), mtime=0)
+    path = tmp_path / "big.json.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError, match=r"big\.json\.gz: gzip stream ends early inside its JSON array: the file is truncated"):
+        _read(path)
