@@ -170,19 +170,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tledit_pipeline.database import connect
     from tledit_pipeline.lake import check_home
     from tledit_pipeline.prior import check_model
-    from tledit_pipeline.source import discover_shards
+    from tledit_pipeline.source import FORMATS_READ, discover_source, write_not_taken
 
     settings = _settings(args)
-    found = discover_shards(settings.source, settings.home)
+    discovery = discover_source(settings.source, settings.home)
+    found = discovery.shards
     if args.shard:
         unknown = set(args.shard) - {s.key for s in found}
         if unknown:
             raise TleditError(f"unknown shard(s) {sorted(unknown)}; the source has {[s.key for s in found]}")
         found = [s for s in found if s.key in args.shard]
     if not found:
-        raise TleditError(f"no shard files (.jsonl, .jsonl.gz, .parquet, .txt, .arrow) in source {settings.source!r}")
+        skipped = "".join(f"; {n.name}: {n.reason}" for n in discovery.not_taken)
+        raise TleditError(f"no shard files ({FORMATS_READ}) in source {settings.source!r}{skipped}")
     check_model(settings.model, settings.allow_pickle)
     check_home(settings.home)
+    write_not_taken(settings.home, discovery.not_taken)
     instance = prepare_instance(settings)
     for line in recover_dead_runs(instance):  # a killed run's pool slot would make this run wait forever
         print(f"tledit: {line}", flush=True)
@@ -193,6 +196,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     order = instance.get_dynamic_partitions(SHARDS)
     e = settings.edit
     print(f"tledit: {len(found)} shard(s) from {settings.source} -> {settings.home}  ({e.version()})", flush=True)
+    if discovery.not_taken:
+        names = ", ".join(n.name for n in discovery.not_taken)
+        print(f"tledit: not taken (not corpus files; reasons in the summary): {names}", flush=True)
     defs = build_defs(settings)
     graph = defs.resolve_asset_graph()
     t0 = time.perf_counter()
@@ -243,7 +249,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         settings.save()  # used successfully: `make ui`, the sensor and the next run see these settings
         with connect(settings.home, read_only=True) as con:
-            summary(con, settings, time.perf_counter() - t0, done, done_assets)
+            summary(con, settings, time.perf_counter() - t0, done, done_assets, discovery.not_taken)
     if failed:
         raise RunFailed(f"{len(failed)} of {len(found)} shard(s) failed:\n  " + "\n  ".join(failed.values()))
     if done and probe_failed:
@@ -331,15 +337,19 @@ def submit(instance, asset_graph, work: dict[str, tuple[tuple[str, ...], str]], 
     return 0
 
 
-def summary(con, settings: Settings, elapsed: float, keys: list[str], materialized: list[str] | None = None) -> None:
+def summary(
+    con, settings: Settings, elapsed: float, keys: list[str], materialized: list[str] | None = None, not_taken=()
+) -> None:
     """What a person wants after a run: counts, shares, and where to look next."""
-    from tledit_pipeline.summary import run_totals
+    from tledit_pipeline.summary import not_taken_lines, run_totals
 
     t = run_totals(con, keys)
     scored, eligible, changed, deleted = max(t.scored, 1), t.eligible, t.changed, t.deleted
     print()
     print("ToEdit run complete")
     print(f"  shards          {len(keys)}")
+    for line in not_taken_lines(not_taken):
+        print(line)
     print(f"  documents       {t.documents:,} accepted, {t.rejected:,} rejected (see view rejected_documents)")
     print(f"  tokens          {t.tokens:,}")
     print(f"  eligible share  {eligible / scored:.2%}  (P >= {settings.edit.threshold})")
@@ -450,11 +460,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_shards(args: argparse.Namespace) -> int:
-    from tledit_pipeline.source import discover_shards
+    from tledit_pipeline.source import discover_source
 
     settings = _settings(args)
-    for s in discover_shards(settings.source, settings.home):
+    discovery = discover_source(settings.source, settings.home)
+    for s in discovery.shards:
         print(f"{s.key}\t{s.path}")
+    for n in discovery.not_taken:  # on stderr: stdout stays the list of shards
+        print(f"not taken\t{n.location}\t{n.reason}", file=sys.stderr)
     return 0
 
 
@@ -505,7 +518,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--file", help="preview this file's text instead")
         elif name == "export":
             p.add_argument("--out", required=True, help="output folder (one file per shard)")
-            p.add_argument("--format", choices=["jsonl.gz", "parquet"], default="jsonl.gz", help="default jsonl.gz")
+            p.add_argument(
+                "--format",
+                choices=["source", "jsonl.gz", "parquet"],
+                default="source",
+                help="source: each shard in its own format and compression (default); or one format for every shard",
+            )
             p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
             p.add_argument(
                 "--generation",

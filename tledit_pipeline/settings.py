@@ -306,7 +306,7 @@ class Settings:
     )
     source: str = setting(
         "sample",
-        "`sample`; a folder / glob / file of `.jsonl`, `.jsonl.gz`, `.parquet`, `.txt`, `.arrow`, local or on an object store "
+        "`sample`; a folder / glob / file of `.jsonl`, `.json` (plain, `.gz`, `.zst`, `.bz2`, `.xz`), `.parquet`, `.txt`, `.arrow`, local or on an object store "
         "(`s3://bucket/prefix/*.jsonl.gz`, `gs://`, `az://`, `hf://datasets/...`); a `save_to_disk` folder; or "
         "`hf:NAME[:CONFIG[:SPLIT]]` from the local Hugging Face cache (one file = one shard = one partition; docs/storage.md)",
         commands=CORPUS,
