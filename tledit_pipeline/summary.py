@@ -51,7 +51,7 @@ def not_taken_lines(not_taken: Iterable[NotTaken]) -> list[str]:
     rows = list(not_taken)
     if not rows:
         return []
-    lines = [f"  not taken       {len(rows)} file(s) of the source, not read (lake table {REJECTED_FILES}):"]
+    lines = [f"  not taken       {len(rows)} file(s) of the source, not read (see view {REJECTED_FILES}):"]
     return lines + [f"                    {n.name}: {n.reason}" for n in rows]
 
 

@@ -5,12 +5,12 @@ README.md: every file is a shard or listed with its reason, every document reach
 writes each shard back in its own format.
 """
 
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 
 import tests.public_corpora as corpora
 from assets.cli import main
+from tledit_pipeline.database import connect
 from tledit_pipeline.source import FORMATS_READ, REJECT_SCHEMA, Shard, read_shard
 
 # The synthetic baseline is not what this test is about: a small one.
@@ -30,8 +30,9 @@ def test_a_mixed_folder_of_public_corpora_is_taken_whole(tmp_path, tiny_model_di
     assert "shards          6" in out and "60 accepted, 0 rejected" in out
     assert "not taken       1 file(s)" in out and "README.md: not a corpus file (suffix '.md'" in out
 
-    con = duckdb.connect(str(home / "tledit.duckdb"), read_only=True)
+    con = connect(home)
     assert con.execute("SELECT count(*) FROM raw_corpus").fetchone()[0] == 60
+    assert con.execute("SELECT source_file, shard FROM rejected_files").fetchall() == [("README.md", None)]
     by_file = dict(con.execute("SELECT shard, count(*) FROM edited_corpus GROUP BY shard").fetchall())
     assert sorted(by_file.values()) == [10] * 6
     not_taken = pq.read_table(home / "lake" / "rejected_files" / "data.parquet")
