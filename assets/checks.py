@@ -44,11 +44,16 @@ def _targets(
     }
 
 
+# Each per-shard check's verdict by check name: the rule alone, callable on a lake without Dagster (tests).
+VERDICTS: dict[str, Callable[[Settings, str], Verdict]] = {}
+
+
 def shard_check(asset: str, blocking: bool = False, severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR):
     """A per-shard check from `verdict(settings, shard) -> (passed, metadata, description)`."""
 
     def wrap(verdict: Callable[[Settings, str], Verdict]) -> dg.AssetChecksDefinition:
         name = verdict.__name__
+        VERDICTS[name] = verdict
 
         @dg.asset_check(asset=asset, name=name, partitions_def=shards, blocking=blocking, description=verdict.__doc__)
         def check(context: dg.AssetCheckExecutionContext, tledit: TleditResource) -> Iterator:

@@ -14,7 +14,7 @@ import polars as pl
 
 from tledit_pipeline.settings import CheckSettings
 
-# z of the count-aware bounds (kept_share_upper_bound, moved_share_lower_bound): about 1 in 1000 shards whose
+# z of the count-aware bounds (kept_share_upper_bound, js_lower_bound): about 1 in 1000 shards whose
 # true share is at the threshold would still be flagged.
 TAIL_Z = 3.0
 # Hashed features one changed or deleted word moves: its unigram and the two bigrams it sits in (fewer at a
@@ -46,7 +46,7 @@ def kept_share_upper_bound(share: float, n: int, z: float = 3.0) -> float:
     return _wilson(share, n, z)[1]
 
 
-def moved_share_lower_bound(js: float, features: int, z: float = 3.0) -> float:
+def js_lower_bound(js: float, features: int, z: float = 3.0) -> float:
     """Wilson score lower bound of the JS divergence of a shard with `features` hashed features: how low the
     divergence an edit causes may plausibly be, given what this shard shows.
 
@@ -78,7 +78,7 @@ def health_verdict(health: pl.DataFrame, variant: str, shard: str, t: CheckSetti
     bound = None if ratio is None else kept_share_upper_bound(ratio, rare, z)
     tail_ok = ratio is None or bound is None or ratio >= t.min_tail_coverage or bound >= t.min_tail_coverage
     features = int(v.get(("raw", "hashed_features")) or 0)
-    js_bound = None if js is None else moved_share_lower_bound(js, features, z)
+    js_bound = None if js is None else js_lower_bound(js, features, z)
     js_ok = js is None or js_bound is None or js <= t.max_js_divergence or js_bound <= t.max_js_divergence
     meta = {
         "tail_coverage": cov,

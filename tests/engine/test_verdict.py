@@ -8,7 +8,7 @@ import pytest
 from tledit_pipeline.health import ngram_health
 from tledit_pipeline.ngrams import profile
 from tledit_pipeline.settings import CheckSettings
-from tledit_pipeline.verdict import health_verdict, kept_share_upper_bound, moved_share_lower_bound
+from tledit_pipeline.verdict import health_verdict, js_lower_bound, kept_share_upper_bound
 
 
 def _health(kept: int, rare: int, js: float = 0.0, shard: str = "s", features: int | None = None) -> pl.DataFrame:
@@ -74,8 +74,8 @@ def test_a_failure_is_one_line_with_measured_and_allowed_values():
 
 
 def test_the_js_bound_narrows_with_the_count():
-    assert moved_share_lower_bound(0.03, 0) == 0.03  # no count stored: the JS itself
-    gaps = [0.02 - moved_share_lower_bound(0.02, n) for n in (100, 1000, 10**4, 10**6)]
+    assert js_lower_bound(0.03, 0) == 0.03  # no count stored: the JS itself
+    gaps = [0.02 - js_lower_bound(0.02, n) for n in (100, 1000, 10**4, 10**6)]
     assert gaps == sorted(gaps, reverse=True) and gaps[-1] < 0.001
 
 
