@@ -230,10 +230,16 @@ class SyntheticSettings:
 
 @dataclass(frozen=True)
 class CheckSettings:
-    """Thresholds of the distribution-health checks (edited must stay close to raw)."""
+    """Thresholds of the distribution-health checks (edited must stay close to raw), each judged against what a
+    shard of its size can show (tledit_pipeline/verdict.py)."""
 
-    min_tail_coverage: float = setting(0.98, "check: edited tail_coverage / raw's must be at least this")
-    max_js_divergence: float = setting(0.01, "check: edited js_divergence_vs_raw (hashed features, bits) must be at most this")
+    min_tail_coverage: float = setting(
+        0.98, "check: edited tail_coverage / raw's must be at least this (its upper bound on a small shard: docs/health.md)"
+    )
+    max_js_divergence: float = setting(
+        0.01,
+        "check: edited js_divergence_vs_raw (hashed features, bits) must be at most this (its lower bound on a small shard: docs/health.md)",
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_tail_coverage <= 1.0:

@@ -81,7 +81,6 @@ def test_one_run_per_range_with_lineage_per_shard(tmp_path, three_shards, tiny_m
         for name in (
             "every_token_scored",
             "every_raw_document_edited",
-            "edit_shares",
             "edited_keeps_the_tail",
             "synthetic_collapse_signal",
         )
