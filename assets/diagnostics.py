@@ -31,7 +31,7 @@ from tledit_pipeline.probe import probe_view
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.source import REJECTED_FILES
 
-ENGINE_VERSION = "4"  # 3: n_scored shares, deleted_share, every generation; 4: each shard's rows of distribution_health stored beside its counts
+ENGINE_VERSION = "5"  # 3: n_scored shares, deleted_share, every generation; 4: each shard's rows of distribution_health stored beside its counts; 5: hashed_features (the count-aware JS bound)
 HEALTH_SHARDS_PER_PASS = 50
 
 # Metrics shown per shard and as top-level numbers: the ones the checks and the paper's claims are about.

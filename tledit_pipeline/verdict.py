@@ -73,6 +73,8 @@ def health_verdict(health: pl.DataFrame, variant: str, shard: str, t: CheckSetti
     raw_cov = v.get(("raw", "tail_coverage"))
     cov = v.get((variant, "tail_coverage"))
     js = v.get((variant, "js_divergence_vs_raw"))
+    if cov is None and raw_cov is not None and any(var == variant for var, _ in v):
+        cov = 0.0  # the variant has rows but not one word left (every token deleted): none of raw's tail either
     rare = int(v.get(("raw", "rare_bigrams")) or 0)
     ratio = None if raw_cov is None or cov is None else cov / raw_cov
     bound = None if ratio is None else kept_share_upper_bound(ratio, rare, z)

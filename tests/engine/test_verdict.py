@@ -111,3 +111,13 @@ def test_js_verdict_accounts_for_the_shard_size(js, features, passed):
     ok, meta, _ = health_verdict(_health(50, 50, js=js, features=features), "edited", "s", CheckSettings())
     assert ok is passed
     assert meta["hashed_features"] == features and meta["js_divergence_lower_bound"] <= js
+
+
+def test_a_variant_with_no_word_left_fails():
+    """Every token deleted: the edited text has no n-grams, so no tail metric at all; that is a lost tail, not a pass."""
+    health = _tiny_shard_health(["", ""]).filter(pl.col("variant") == "raw")
+    health = pl.concat([health, pl.DataFrame([("edited", "tiny", "deleted_share", 1.0)], schema=health.schema, orient="row")])
+    passed, meta, line = health_verdict(health, "edited", "tiny", CheckSettings())
+    assert not passed and meta["tail_coverage"] == 0.0 and line.startswith("edited keeps 0.0000 of raw's tail")
+    # A variant with no rows at all (a baseline that sampled none of the shard's documents) is not judged here.
+    assert health_verdict(health.filter(pl.col("variant") == "raw"), "synthetic", "tiny", CheckSettings())[0]
