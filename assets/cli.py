@@ -51,10 +51,11 @@ def _materialize(defs, instance, selection: list[str], keys: list[str] | None = 
     """One in-process run: the selected assets (and their checks) for one shard or a contiguous range."""
     import dagster as dg
 
+    from assets.instance import owner_tags
     from assets.staleness import range_tags
 
     job = defs.resolve_implicit_global_asset_job_def()
-    tags = range_tags(keys) if keys and len(keys) > 1 else {}
+    tags = owner_tags() | (range_tags(keys) if keys and len(keys) > 1 else {})  # owner: see recover_dead_runs
     return job.execute_in_process(
         instance=instance,
         partition_key=keys[0] if keys and len(keys) == 1 else None,

@@ -114,3 +114,4 @@ def small_source(tmp_path) -> Path:
 
 
 from tests.s3 import s3, s3_server  # noqa: E402,F401  (fixtures: a real S3-compatible server, a fresh bucket)
+from tests.postgres import postgres_server, postgres_url  # noqa: E402,F401  (fixtures: a real PostgreSQL server, a fresh database)
