@@ -1,6 +1,6 @@
-"""The Dagster instance on a real PostgreSQL server (tests/postgres.py): the whole graph, a threshold backfill
-without the prior, a changed shard refreshing only itself, the plan from the indexes (and the same plan
-without them), dead-run recovery that never touches another machine's run, and two runs at once."""
+"""The Dagster instance on a real PostgreSQL server (tests/postgres.py): two runs at once, the whole graph, a
+threshold backfill without the prior, a changed shard refreshing only itself, the plan from the indexes (and
+the same plan without them), and dead-run recovery that never touches another machine's run."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from assets.dagster_internals import EngineEventData
 from assets.definitions import build_defs
 from assets.instance import BOOT_TAG, HOST_TAG, IndexedEventLog, owner_tags, prepare_instance, recover_dead_runs
 from assets.partitions import PER_SHARD
-from tests.assets.test_scale import SHARDS, three_shards  # noqa: F401  (fixture)
 from tests.assets.test_staleness import _forbid_the_model
+from tests.conftest import THREE_SHARDS as SHARDS
 from tests.conftest import write_jsonl
 from tests.postgres import SECRET
 from tledit_pipeline.settings import Settings
@@ -29,33 +29,54 @@ from tledit_pipeline.source import discover_shards
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _instance(home: Path) -> dg.DagsterInstance:
-    return dg.DagsterInstance.from_config(str(home / "dagster_home"))
+def _run_apart(home: Path, dagster_home: Path, source: Path, model: Path, url: str, shards: list[str]) -> subprocess.Popen:
+    args = ["run", "--home", str(home), "--dagster-home", str(dagster_home), "--source", str(source), "--model", str(model)]
+    args += ["--dagster-postgres-url", url, "--synthetic-sample", "1.0", "--max-new-tokens", "8"]
+    env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "PGPASSWORD")}
+    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    return subprocess.Popen(
+        [sys.executable, "-m", "assets.cli", *args, *(f"--shard={k}" for k in shards)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.slow
-def test_whole_graph_backfill_and_one_changed_shard_on_postgres(
+def test_whole_graph_concurrent_runs_backfill_and_one_changed_shard_on_postgres(
     tmp_path, three_shards, tiny_model_dir, postgres_url, capsys, monkeypatch
 ):
+    """Two `tledit run`s at once on different shards, as two machines would (each its own Dagster home, one
+    PostgreSQL instance, one lake); then, from a third Dagster home, a threshold backfill without the prior and
+    one changed shard refreshing only itself."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     monkeypatch.delenv("PGPASSWORD", raising=False)
     home = tmp_path / "home"
-    args = ["run", "--home", str(home), "--source", str(three_shards), "--model", str(tiny_model_dir)]
-    assert main([*args, "--dagster-postgres-url", postgres_url, "--synthetic-sample", "1.0", "--max-new-tokens", "8"]) == 0
-    out = capsys.readouterr().out
-    assert "[run 1/1] 3 shards s0 .. s2: materializing raw_corpus, token_scores" in out
-    yaml = (home / "dagster_home" / "dagster.yaml").read_text()
+    procs = [
+        _run_apart(home, tmp_path / f"machine-{i}", three_shards, tiny_model_dir, postgres_url, keys)
+        for i, keys in enumerate((["s0"], ["s1", "s2"]))
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err
+        assert "lock" not in (out + err).lower() and "ToEdit run complete" in out
+        assert SECRET not in out + err
+    assert "[run 1/1] 2 shards s1 .. s2: materializing raw_corpus, token_scores" in outputs[1][0]
+    yaml = (tmp_path / "machine-0" / "dagster.yaml").read_text()
     assert "IndexedPostgresEventLogStorage" in yaml and "PostgresRunStorage" in yaml and "base_dir" not in yaml
-    instance = _instance(home)
+    monkeypatch.setenv("PGPASSWORD", SECRET)  # later runs get the URL from settings.json, without its password
+    instance = dg.DagsterInstance.from_config(str(tmp_path / "machine-1"))
     assert type(instance.event_log_storage).__name__ == "IndexedPostgresEventLogStorage"
-    for asset in PER_SHARD:  # the whole graph, one materialization per shard, in PostgreSQL
+    for asset in PER_SHARD:  # the whole graph, one materialization per shard, nothing lost
         assert instance.get_materialized_partitions(dg.AssetKey(asset)) == set(SHARDS)
     assert instance.get_latest_materialization_event(dg.AssetKey("distribution_health")) is not None
-    (run,) = [r for r in instance.get_runs() if r.asset_selection and dg.AssetKey("raw_corpus") in r.asset_selection]
-    assert {k: run.tags[k] for k in (HOST_TAG, BOOT_TAG)} == owner_tags()
+    runs = instance.get_runs()
+    assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+    assert all({k: r.tags[k] for k in (HOST_TAG, BOOT_TAG)} == owner_tags() for r in runs)
 
     # A threshold backfill: edited_corpus and ngram_profile of every shard, with the prior refused everywhere.
-    monkeypatch.setenv("PGPASSWORD", SECRET)  # later runs get the URL from settings.json, without its password
     step_process_ran = _forbid_the_model(monkeypatch, tmp_path / "forbid")
     assert main(["run", "--home", str(home), "--threshold", "0.5", "--apart-from-shards", "0"]) == 0
     out = capsys.readouterr().out
@@ -127,38 +148,4 @@ def test_recovery_touches_only_this_machines_dead_runs(postgres_url, tmp_path, m
     holders = {s.run_id for s in instance.event_log_storage.get_concurrency_info("prior").claimed_slots}
     assert holders == {other, ui, alive, other_done}  # the dead runs' slots are freed, nobody else's
     assert sorted(line[4:12] for line in lines if "marked failed" in line) == sorted(r[:8] for r in failed)
-    instance.dispose()
-
-
-@pytest.mark.slow
-def test_two_concurrent_runs_on_one_postgres_instance(tmp_path, small_source, tiny_model_dir, postgres_url):
-    """Two `tledit run`s at once, as two machines would: each its own data directory and Dagster home, one
-    PostgreSQL instance; both finish, every materialization is recorded, no lock error."""
-    env = os.environ | {"PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    env.pop("DAGSTER_HOME", None)
-    env.pop("PGPASSWORD", None)
-    homes = {key: tmp_path / f"home-{key}" for key in ("alpha", "beta")}
-    procs = {
-        key: subprocess.Popen(
-            [sys.executable, "-m", "assets.cli", "run", "--home", str(home), "--source", str(small_source), "--shard", key]
-            + ["--model", str(tiny_model_dir), "--threshold", "0.5", "--dagster-postgres-url", postgres_url],
-            env=env,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for key, home in homes.items()
-    }
-    outputs = {key: p.communicate(timeout=300) for key, p in procs.items()}
-    for key, (out, err) in outputs.items():
-        assert procs[key].returncode == 0, err
-        assert "lock" not in (out + err).lower() and "ToEdit run complete" in out
-        assert SECRET not in out + err
-    os.environ["PGPASSWORD"] = SECRET
-    instance = _instance(homes["alpha"])
-    for asset in PER_SHARD:
-        assert instance.get_materialized_partitions(dg.AssetKey(asset)) == {"alpha", "beta"}
-    runs = instance.get_runs()
-    assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     instance.dispose()
