@@ -374,3 +374,61 @@ def recover_dead_runs(instance) -> list[str]:
                 storage.free_concurrency_slots_for_run(run_id)
                 lines.append(f"run {run_id[:8]}: freed its pool slots ({run.status.value if run else 'run deleted'})")
     return lines
+
+
+def copy_history(source: dg.DagsterInstance, target: dg.DagsterInstance) -> tuple[int, int]:
+    """Copy every run, its events and the shards' partition keys from `source` to `target` (the move of a local
+    SQLite home to PostgreSQL, `tledit move-instance`); returns (runs, events) copied.
+
+    What `dagster debug export` / `dagster debug import` do for one run, for all of them, with public instance
+    methods: snapshots, the run, its events (so the target indexes them as it writes: the stale plan's tags,
+    the latest materialization per partition). Events go in the order they happened across runs (their
+    timestamps), so the target's storage ids keep the order the plan compares. A run already in the target is
+    skipped; schedules' and sensors' ticks and backfill records are not copied.
+    """
+    from datetime import UTC, datetime
+
+    from assets.partitions import SHARDS
+
+    target.add_dynamic_partitions(SHARDS, list(source.get_dynamic_partitions(SHARDS)))
+    runs = [r for r in reversed(source.get_runs()) if not target.has_run(r.run_id)]  # oldest first
+    events: list[tuple[float, int, int, EventLogEntry]] = []
+    for order, run in enumerate(runs):
+        for snapshot_id, get in (
+            (run.execution_plan_snapshot_id, source.get_execution_plan_snapshot),
+            (run.job_snapshot_id, source.get_job_snapshot),
+        ):
+            if snapshot_id and not target.has_snapshot(snapshot_id):
+                target.add_snapshot(get(snapshot_id))
+        target.add_run(run)
+        cursor = None
+        while True:
+            page = source.event_log_storage.get_records_for_run(run.run_id, cursor=cursor, limit=5000)
+            events += [(r.event_log_entry.timestamp, order, r.storage_id, r.event_log_entry) for r in page.records]
+            if not page.has_more:
+                break
+            cursor = page.cursor
+    events.sort(key=lambda e: e[:3])
+    batchable = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED}
+    batch: list[EventLogEntry] = []
+
+    def flush() -> None:
+        if batch:
+            target.event_log_storage.store_event_batch(list(batch))
+            batch.clear()
+
+    for *_, entry in events:
+        kind = entry.dagster_event_type
+        if kind in batchable and (not batch or (batch[0].run_id, batch[0].dagster_event_type) == (entry.run_id, kind)):
+            batch.append(entry)
+            continue
+        flush()
+        if kind in batchable:
+            batch.append(entry)
+            continue
+        target.event_log_storage.store_event(entry)
+        if entry.dagster_event is not None and entry.dagster_event.is_job_event:  # start and end times, status
+            when = datetime.fromtimestamp(entry.timestamp, UTC)
+            target.run_storage.handle_run_event(entry.run_id, entry.dagster_event, update_timestamp=when)
+    flush()
+    return len(runs), len(events)

@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,64 +50,61 @@ class PostgresServer:
         secret = f":{self.password}" if password else ""
         return f"postgresql://{self.user}{secret}@{self.host}:{self.port}/{database}"
 
-    def execute(self, sql: str) -> None:
+    def query(self, sql: str, database: str = "postgres") -> list[tuple]:
         import psycopg2
 
-        conn = psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password, dbname="postgres")
+        conn = psycopg2.connect(host=self.host, port=self.port, user=self.user, password=self.password, dbname=database)
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
                 cur.execute(sql)
+                return cur.fetchall() if cur.description else []
         finally:
             conn.close()
 
-    def create_database(self) -> str:
-        name = f"t_{uuid.uuid4().hex[:12]}"
-        self.execute(f"CREATE DATABASE {name}")
+    def create_database(self, name: str | None = None) -> str:
+        name = name or f"t_{uuid.uuid4().hex[:12]}"
+        self.query(f"CREATE DATABASE {name}")
         return name
+
+
+@contextmanager
+def throwaway_server(password: str = SECRET) -> Iterator[PostgresServer]:
+    """A PostgreSQL server in a temporary folder on a free port of 127.0.0.1, removed on exit (also make scale's)."""
+    binaries = server_binaries()
+    as_user = {}
+    folder = Path(tempfile.mkdtemp(prefix="tledit-pg-"))  # not under pytest's 0700 tmp folders: `nobody` must enter it
+    try:
+        if os.geteuid() == 0:
+            nobody = pwd.getpwnam("nobody")
+            as_user = {"user": nobody.pw_uid, "group": nobody.pw_gid}
+            os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+            folder.chmod(0o755)
+        (folder / "pw").write_text(password + "\n")
+        if as_user:
+            os.chown(folder / "pw", as_user["user"], as_user["group"])
+        data, port = folder / "data", free_port()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | {"LC_ALL": "C"}
+        run = dict(env=env, cwd=folder, capture_output=True, text=True, timeout=120, **as_user)
+        initdb = [binaries / "initdb", "-D", data, "-U", USER, f"--pwfile={folder / 'pw'}", "--auth=scram-sha-256", "-E", "UTF8"]
+        done = subprocess.run([*initdb, "--no-sync"], **run)
+        assert done.returncode == 0, done.stdout + done.stderr
+        # fsync off: a throwaway server; the socket in the short-named folder (a socket path has a length limit).
+        options = f"-p {port} -h 127.0.0.1 -k {folder} -F -c max_connections=200"
+        done = subprocess.run([binaries / "pg_ctl", "-D", data, "-o", options, "-l", folder / "server.log", "-w", "start"], **run)
+        assert done.returncode == 0, done.stdout + done.stderr + (folder / "server.log").read_text()
+        try:
+            yield PostgresServer("127.0.0.1", port, USER, password)
+        finally:
+            subprocess.run([binaries / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], **run)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    binaries = server_binaries()
-    as_user = {}
-    folder = Path(tempfile.mkdtemp(prefix="tledit-pg-"))  # not under pytest's 0700 tmp folders: `nobody` must enter it
-    if os.geteuid() == 0:
-        nobody = pwd.getpwnam("nobody")
-        as_user = {"user": nobody.pw_uid, "group": nobody.pw_gid}
-        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
-    folder.chmod(0o700 if not as_user else 0o755)
-    (folder / "pw").write_text(SECRET + "\n")
-    if as_user:
-        os.chown(folder / "pw", as_user["user"], as_user["group"])
-    data, port = folder / "data", free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")} | {"LC_ALL": "C"}
-    run = dict(env=env, cwd=folder, capture_output=True, text=True, timeout=120, **as_user)
-    initdb = subprocess.run(
-        [
-            binaries / "initdb",
-            "-D",
-            data,
-            "-U",
-            USER,
-            f"--pwfile={folder / 'pw'}",
-            "--auth=scram-sha-256",
-            "-E",
-            "UTF8",
-            "--no-sync",
-        ],
-        **run,
-    )
-    assert initdb.returncode == 0, initdb.stdout + initdb.stderr
-    # fsync off: a throwaway server; the socket in the short-named folder (a socket path has a length limit).
-    options = f"-p {port} -h 127.0.0.1 -k {folder} -F -c max_connections=200"
-    start = subprocess.run([binaries / "pg_ctl", "-D", data, "-o", options, "-l", folder / "server.log", "-w", "start"], **run)
-    assert start.returncode == 0, start.stdout + start.stderr + (folder / "server.log").read_text()
-    try:
-        yield PostgresServer("127.0.0.1", port, USER, SECRET)
-    finally:
-        subprocess.run([binaries / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], **run)
-        shutil.rmtree(folder, ignore_errors=True)
+    with throwaway_server() as server:
+        yield server
 
 
 @pytest.fixture

@@ -28,7 +28,8 @@ SETTINGS_FILE = "settings.json"
 ENV_PREFIX = "TLEDIT_"
 
 # Which `tledit` commands take a setting's flag.
-ALL = ("run", "preview", "export", "shards", "ui", "health", "probe")
+ALL = ("run", "preview", "export", "shards", "ui", "health", "probe", "move-instance")
+INSTANCE = ("run", "ui", "move-instance")  # settings of the Dagster instance
 RUN = ("run",)
 PRIOR = ("run", "preview")  # settings that change what the prior computes or how its scores are edited
 CORPUS = ("run", "export", "shards")
@@ -351,14 +352,14 @@ class Settings:
     dagster_home: Path | None = setting(
         None,
         "the Dagster instance's home (runs, event log; always local, or PostgreSQL per docs/deploy.md)",
-        commands=("run", "ui"),
+        commands=INSTANCE,
         shown_default="$TLEDIT_HOME/dagster_home; for an object-store home ~/.local/state/tledit/<home>/dagster_home",
     )
     dagster_postgres_url: str | None = setting(
         None,
         "the Dagster instance (runs, event log, schedules) on PostgreSQL: a `postgresql://user@host:port/db` URL; the "
         "password from the URL or PGPASSWORD (or ~/.pgpass), never stored; unset: local SQLite under dagster_home (docs/deploy.md)",
-        commands=("run", "ui"),
+        commands=INSTANCE,
         shown_default="unset (SQLite)",
     )
     refresh_cron: str = setting("@daily", "cron of the refresh schedule (docs/operating.md)")

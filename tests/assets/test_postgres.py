@@ -19,7 +19,7 @@ from assets.dagster_internals import EngineEventData
 from assets.definitions import build_defs
 from assets.instance import BOOT_TAG, HOST_TAG, IndexedEventLog, owner_tags, prepare_instance, recover_dead_runs
 from assets.partitions import PER_SHARD
-from tests.assets.test_staleness import _forbid_the_model
+from tests.assets.test_staleness import REFUSE_IN_STEP_PROCESSES
 from tests.conftest import THREE_SHARDS as SHARDS
 from tests.conftest import write_jsonl
 from tests.postgres import SECRET
@@ -29,65 +29,70 @@ from tledit_pipeline.source import discover_shards
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _run_apart(home: Path, dagster_home: Path, source: Path, model: Path, url: str, shards: list[str]) -> subprocess.Popen:
-    args = ["run", "--home", str(home), "--dagster-home", str(dagster_home), "--source", str(source), "--model", str(model)]
-    args += ["--dagster-postgres-url", url, "--synthetic-sample", "1.0", "--max-new-tokens", "8"]
+def _run_apart(home: Path, machine: Path, url: str, shards: list[str], path: str) -> subprocess.Popen:
+    """`tledit run` on `shards` in a process of its own, with its own Dagster home (another machine)."""
+    args = ["run", "--home", str(home), "--dagster-home", str(machine), "--dagster-postgres-url", url]
+    args += ["--threshold", "0.5", "--apart-from-shards", "0", *(f"--shard={k}" for k in shards)]
     env = {k: v for k, v in os.environ.items() if k not in ("DAGSTER_HOME", "PGPASSWORD")}
-    env.update(PYTHONPATH=str(ROOT), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    env.update(PYTHONPATH=path, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     return subprocess.Popen(
-        [sys.executable, "-m", "assets.cli", *args, *(f"--shard={k}" for k in shards)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        [sys.executable, "-m", "assets.cli", *args], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
 
 
 @pytest.mark.slow
-def test_whole_graph_concurrent_runs_backfill_and_one_changed_shard_on_postgres(
+def test_moved_home_concurrent_backfills_and_one_changed_shard_on_postgres(
     tmp_path, three_shards, tiny_model_dir, postgres_url, capsys, monkeypatch
 ):
-    """Two `tledit run`s at once on different shards, as two machines would (each its own Dagster home, one
-    PostgreSQL instance, one lake); then, from a third Dagster home, a threshold backfill without the prior and
-    one changed shard refreshing only itself."""
+    """A local SQLite home moved to PostgreSQL (nothing re-scored), then two `tledit run`s at once on different
+    shards, as two machines would (each its own Dagster home, one instance, one lake): a threshold backfill with
+    the prior refused; then one changed shard refreshing only itself, the whole graph, on PostgreSQL."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     monkeypatch.delenv("PGPASSWORD", raising=False)
     home = tmp_path / "home"
+    args = ["run", "--home", str(home), "--source", str(three_shards), "--model", str(tiny_model_dir)]
+    assert main([*args, "--synthetic-sample", "1.0", "--max-new-tokens", "8"]) == 0
+    capsys.readouterr()
+
+    # The move: runs, events and shards copied; every shard stays current, the health table too.
+    assert main(["move-instance", "--home", str(home), "--dagster-postgres-url", postgres_url]) == 0
+    out = capsys.readouterr().out
+    assert "moved 2 run(s)" in out and SECRET not in out
+    yaml = (home / "dagster_home" / "dagster.yaml").read_text()
+    assert "IndexedPostgresEventLogStorage" in yaml and "PostgresRunStorage" in yaml and "base_dir" not in yaml
+    monkeypatch.setenv("PGPASSWORD", SECRET)  # from here the URL comes from settings.json, without its password
+    assert main(["run", "--home", str(home)]) == 0
+    out = capsys.readouterr().out
+    assert "plan: 0 of 3 shard(s) missing or stale, 3 up to date" in out and "distribution_health: up to date" in out
+
+    # Two machines at once, a threshold backfill each, the prior refused in every process they start.
+    forbid = tmp_path / "forbid"
+    forbid.mkdir()
+    (forbid / "sitecustomize.py").write_text(REFUSE_IN_STEP_PROCESSES)
+    path = os.pathsep.join((str(forbid), str(ROOT)))
     procs = [
-        _run_apart(home, tmp_path / f"machine-{i}", three_shards, tiny_model_dir, postgres_url, keys)
-        for i, keys in enumerate((["s0"], ["s1", "s2"]))
+        _run_apart(home, tmp_path / f"machine-{i}", postgres_url, keys, path) for i, keys in enumerate((["s0"], ["s1", "s2"]))
     ]
     outputs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, err
         assert "lock" not in (out + err).lower() and "ToEdit run complete" in out
         assert SECRET not in out + err
-    assert "[run 1/1] 2 shards s1 .. s2: materializing raw_corpus, token_scores" in outputs[1][0]
-    yaml = (tmp_path / "machine-0" / "dagster.yaml").read_text()
-    assert "IndexedPostgresEventLogStorage" in yaml and "PostgresRunStorage" in yaml and "base_dir" not in yaml
-    monkeypatch.setenv("PGPASSWORD", SECRET)  # later runs get the URL from settings.json, without its password
-    instance = dg.DagsterInstance.from_config(str(tmp_path / "machine-1"))
+    assert "[run 1/1] s0: materializing edited_corpus, ngram_profile" in outputs[0][0]
+    assert "[run 1/1] 2 shards s1 .. s2: materializing edited_corpus, ngram_profile" in outputs[1][0]
+    instance = dg.DagsterInstance.from_config(str(home / "dagster_home"))
     assert type(instance.event_log_storage).__name__ == "IndexedPostgresEventLogStorage"
-    for asset in PER_SHARD:  # the whole graph, one materialization per shard, nothing lost
+    for asset in PER_SHARD:  # nothing lost: every shard of every asset, the moved and the new
         assert instance.get_materialized_partitions(dg.AssetKey(asset)) == set(SHARDS)
-    assert instance.get_latest_materialization_event(dg.AssetKey("distribution_health")) is not None
+    edited = instance.fetch_materializations(dg.AssetKey("edited_corpus"), limit=10).records
+    assert sorted(r.partition_key for r in edited) == sorted(SHARDS * 2)
+    scores = instance.fetch_materializations(dg.AssetKey("token_scores"), limit=10).records
+    assert sorted(r.partition_key for r in scores) == SHARDS  # nothing rescored
     runs = instance.get_runs()
     assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-    assert all({k: r.tags[k] for k in (HOST_TAG, BOOT_TAG)} == owner_tags() for r in runs)
-
-    # A threshold backfill: edited_corpus and ngram_profile of every shard, with the prior refused everywhere.
-    step_process_ran = _forbid_the_model(monkeypatch, tmp_path / "forbid")
-    assert main(["run", "--home", str(home), "--threshold", "0.5", "--apart-from-shards", "0"]) == 0
-    out = capsys.readouterr().out
-    assert "3 shards s0 .. s2: materializing edited_corpus, ngram_profile  (edited_corpus has a new code version)" in out
-    assert step_process_ran.exists()  # distribution_health's own process read the instance on PostgreSQL too
-    assert (
-        sorted(r.partition_key for r in instance.fetch_materializations(dg.AssetKey("token_scores"), limit=10).records) == SHARDS
+    assert all(
+        {k: r.tags[k] for k in (HOST_TAG, BOOT_TAG)} == owner_tags() for r in runs if r.tags.get("dagster/backfill") is None
     )
-    monkeypatch.undo()
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
-    monkeypatch.setenv("PGPASSWORD", SECRET)
 
     # One changed source file: the plan (from the indexes, no record read) redoes its shard only; without the
     # indexed tags (a partition recorded without them) it reads the records and plans the same.
