@@ -490,7 +490,7 @@ def cmd_move_instance(args: argparse.Namespace) -> int:
         runs, events = copy_history(source, target)
     settings.save()  # later runs, `tledit ui` and the daemon use PostgreSQL (the URL is remembered, never the password)
     print(f"tledit: moved {runs} run(s), {events} event(s) to {settings.dagster_postgres_url}")
-    print(f"tledit: the SQLite files stay in {settings.instance_dir / 'history'} (remove them once satisfied)")
+    print(f"tledit: the SQLite files stay in {settings.instance_dir} (history/, schedules/; remove them once satisfied)")
     return 0
 
 
@@ -517,7 +517,11 @@ def main(argv: list[str] | None = None) -> int:
         ("ui", cmd_ui, "open the Dagster UI (dagster dev) on this data directory's instance"),
         ("health", cmd_health, "print the whole corpus's distribution health (raw, edited, synthetic)"),
         ("probe", cmd_probe, "print the collapse probe's held-out perplexities (after `tledit run --probe`) and a JSON line"),
-        ("move-instance", cmd_move_instance, "copy this data directory's local SQLite instance to PostgreSQL and use it from then on"),
+        (
+            "move-instance",
+            cmd_move_instance,
+            "copy this data directory's local SQLite instance to PostgreSQL and use it from then on",
+        ),
     ):
         p = sub.add_parser(name, help=help_)
         p.set_defaults(fn=fn)
