@@ -26,7 +26,7 @@ with warnings.catch_warnings():
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
     from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
 
-from assets.dagster_internals import EventLogEntry, SqlEventLogStorageTable
+from assets.dagster_internals import EventLogEntry, SqlEventLogStorageTable, db_result
 from assets.instance import IndexedEventLog
 
 __all__ = ["IndexedPostgresEventLogStorage", "PostgresRunStorage", "PostgresScheduleStorage"]
@@ -72,8 +72,8 @@ class IndexedPostgresEventLogStorage(IndexedEventLog, PostgresEventLogStorage):
         planned = dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
         if not events or len({e.run_id for e in events}) != 1 or not all(e.dagster_event_type == planned for e in events):
             return super().store_event_batch(events)
-        with self._connect() as conn:
-            rows = conn.execute(self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id))
+        statement = self.prepare_insert_event_batch(events).returning(SqlEventLogStorageTable.c.id)
+        with self._connect() as conn, db_result(conn, statement) as rows:
             ids = [int(row[0]) for row in rows.fetchall()]
         with self.index_transaction() as conn:
             self._store_asset_event_tags(conn, events, ids)
