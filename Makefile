@@ -78,7 +78,9 @@ bench: install
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 # Pipeline cost against the number of shards (N = 10 100 1000, small prior): table, log-log chart
-# (scale.png beside scale.json in SCALE_OUT), last line JSON. SCALE_ARGS="--shards 10 100" changes N.
+# (scale.png beside scale.json in SCALE_OUT), last line JSON. SCALE_ARGS="--shards 10 100" changes N;
+# SCALE_ARGS="--instance postgres" keeps the instance on a PostgreSQL server it starts and stops itself,
+# "--instance sqlite postgres" measures both side by side (docs/deploy.md).
 SCALE_OUT ?= $(TLEDIT_HOME)/scale
 scale: install
 	$(PIP) install -c $(LOCK) -e '.[dev,bench]'
