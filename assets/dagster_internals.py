@@ -23,6 +23,7 @@ from dagster._core.storage.event_log import SqliteEventLogStorage
 from dagster._core.storage.event_log.base import EventLogRecord
 from dagster._core.storage.event_log.schema import SqlEventLogStorageTable
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._core.storage.runs import SqliteRunStorage
 from dagster._core.storage.sqlalchemy_compat import db_result
 from dagster._core.utils import make_new_backfill_id
 from dagster._utils.schedules import is_valid_cron_string
@@ -42,6 +43,7 @@ __all__ = [
     "PartitionBackfill",
     "SqlEventLogStorageTable",
     "SqliteEventLogStorage",
+    "SqliteRunStorage",
     "db_result",
     "is_valid_cron_string",
     "make_new_backfill_id",

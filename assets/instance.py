@@ -41,6 +41,7 @@ from assets.dagster_internals import (
     SQLITE_BUSY_TIMEOUT_SECONDS,
     EventLogEntry,
     SqliteEventLogStorage,
+    SqliteRunStorage,
     db_result,
 )
 from tledit_pipeline.settings import Settings
@@ -291,8 +292,8 @@ def owner_tags() -> dict[str, str]:
 
 
 def is_shared(instance) -> bool:
-    """Whether other machines may use the instance: any storage but the local SQLite one."""
-    return not isinstance(instance.event_log_storage, SqliteEventLogStorage)
+    """Whether other machines may use the instance: any run storage but a local SQLite one."""
+    return not isinstance(instance.run_storage, SqliteRunStorage)
 
 
 def _ours(run, shared: bool) -> bool | None:

@@ -85,7 +85,8 @@ def postgres_url(url: str) -> str:
         )
     if parts.password is not None:
         os.environ["PGPASSWORD"] = unquote(parts.password)
-    netloc = (parts.username + "@" if parts.username else "") + parts.hostname + (f":{port}" if port else "")
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 address keeps its brackets
+    netloc = (parts.username + "@" if parts.username else "") + host + (f":{port}" if port else "")
     return urlunsplit(("postgresql", netloc, parts.path, parts.query, ""))
 
 
