@@ -30,6 +30,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -436,6 +437,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     summaries: dict[str, dict[str, Any]] = {}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped benchmark still stops its PostgreSQL server
     for name in args.instance:
         with server_for(name) as server:
             instance = Instance(name, server)
