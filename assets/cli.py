@@ -51,10 +51,11 @@ def _materialize(defs, instance, selection: list[str], keys: list[str] | None = 
     """One in-process run: the selected assets (and their checks) for one shard or a contiguous range."""
     import dagster as dg
 
+    from assets.instance import owner_tags
     from assets.staleness import range_tags
 
     job = defs.resolve_implicit_global_asset_job_def()
-    tags = range_tags(keys) if keys and len(keys) > 1 else {}
+    tags = owner_tags() | (range_tags(keys) if keys and len(keys) > 1 else {})  # owner: see recover_dead_runs
     return job.execute_in_process(
         instance=instance,
         partition_key=keys[0] if keys and len(keys) == 1 else None,
@@ -484,6 +485,28 @@ def cmd_ui(args: argparse.Namespace) -> int:
     os.execv(str(dagster), [str(dagster), "dev", "-w", str(workspace), *args.dagster_args])
 
 
+def cmd_move_instance(args: argparse.Namespace) -> int:
+    """Move this data directory's local SQLite instance (runs, events, shards) to PostgreSQL, then use it."""
+    import dagster as dg
+
+    from assets.instance import copy_history, is_shared, prepare_instance
+
+    settings = _settings(args)
+    if not settings.dagster_postgres_url:
+        raise TleditError("move-instance needs the PostgreSQL instance: --dagster-postgres-url or TLEDIT_DAGSTER_POSTGRES_URL")
+    if not (settings.instance_dir / "dagster.yaml").exists():
+        raise TleditError(f"no Dagster instance at {settings.instance_dir} to move")
+    with dg.DagsterInstance.from_config(str(settings.instance_dir)) as source:
+        if is_shared(source):
+            raise TleditError(f"the instance at {settings.instance_dir} is not a local SQLite one (already moved?)")
+        target = prepare_instance(settings)  # dagster.yaml now names PostgreSQL
+        runs, events = copy_history(source, target)
+    settings.save()  # later runs, `tledit ui` and the daemon use PostgreSQL (the URL is remembered, never the password)
+    print(f"tledit: moved {runs} run(s), {events} event(s) to {settings.dagster_postgres_url}")
+    print(f"tledit: the SQLite files stay in {settings.instance_dir} (history/, schedules/; remove them once satisfied)")
+    return 0
+
+
 def quiet() -> None:
     """The terminal gets tledit's progress lines and warnings, not the libraries' chatter."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
@@ -507,6 +530,11 @@ def main(argv: list[str] | None = None) -> int:
         ("ui", cmd_ui, "open the Dagster UI (dagster dev) on this data directory's instance"),
         ("health", cmd_health, "print the whole corpus's distribution health (raw, edited, synthetic)"),
         ("probe", cmd_probe, "print the collapse probe's held-out perplexities (after `tledit run --probe`) and a JSON line"),
+        (
+            "move-instance",
+            cmd_move_instance,
+            "copy this data directory's local SQLite instance to PostgreSQL and use it from then on",
+        ),
     ):
         p = sub.add_parser(name, help=help_)
         p.set_defaults(fn=fn)

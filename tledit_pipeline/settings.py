@@ -28,7 +28,8 @@ SETTINGS_FILE = "settings.json"
 ENV_PREFIX = "TLEDIT_"
 
 # Which `tledit` commands take a setting's flag.
-ALL = ("run", "preview", "export", "shards", "ui", "health", "probe")
+ALL = ("run", "preview", "export", "shards", "ui", "health", "probe", "move-instance")
+INSTANCE = ("run", "ui", "move-instance")  # settings of the Dagster instance
 RUN = ("run",)
 PRIOR = ("run", "preview")  # settings that change what the prior computes or how its scores are edited
 CORPUS = ("run", "export", "shards")
@@ -61,6 +62,32 @@ def data_dir(value: "str | os.PathLike | RemotePath") -> "Path | RemotePath":
         return location(value)
     except StorageError as exc:
         raise SettingsError(f"TLEDIT_HOME: {exc}") from None
+
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def postgres_url(url: str) -> str:
+    """The instance's PostgreSQL URL without its password, which goes to PGPASSWORD (libpq's own variable, read
+    by this process and inherited by `dagster dev`, the daemon and a run's subprocesses) so that settings.json,
+    run configs, metadata and dagster.yaml never hold it."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise SettingsError(f"TLEDIT_DAGSTER_POSTGRES_URL: not a valid URL ({exc})") from None
+    if parts.scheme not in POSTGRES_SCHEMES or not parts.hostname or not parts.path.strip("/"):
+        raise SettingsError(
+            "TLEDIT_DAGSTER_POSTGRES_URL must look like postgresql://user@host:port/database, "
+            f"got scheme {parts.scheme!r}, host {parts.hostname!r}, database {parts.path.strip('/')!r}"
+        )
+    if parts.password is not None:
+        os.environ["PGPASSWORD"] = unquote(parts.password)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 address keeps its brackets
+    netloc = (parts.username + "@" if parts.username else "") + host + (f":{port}" if port else "")
+    return urlunsplit(("postgresql", netloc, parts.path, parts.query, ""))
 
 
 @dataclass(frozen=True)
@@ -332,8 +359,15 @@ class Settings:
     dagster_home: Path | None = setting(
         None,
         "the Dagster instance's home (runs, event log; always local, or PostgreSQL per docs/deploy.md)",
-        commands=("run", "ui"),
+        commands=INSTANCE,
         shown_default="$TLEDIT_HOME/dagster_home; for an object-store home ~/.local/state/tledit/<home>/dagster_home",
+    )
+    dagster_postgres_url: str | None = setting(
+        None,
+        "the Dagster instance (runs, event log, schedules) on PostgreSQL: a `postgresql://user@host:port/db` URL; the "
+        "password from the URL or PGPASSWORD (or ~/.pgpass), never stored; unset: local SQLite under dagster_home (docs/deploy.md)",
+        commands=INSTANCE,
+        shown_default="unset (SQLite)",
     )
     refresh_cron: str = setting("@daily", "cron of the refresh schedule (docs/operating.md)")
     trust_remote_code: bool = setting(False, "run a model repository's own Python code (opt-in)", commands=PRIOR)
@@ -366,6 +400,8 @@ class Settings:
         for name in ("model_cache", "dagster_home"):  # local by nature: never an object store
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)).expanduser().absolute())
+        if self.dagster_postgres_url is not None:
+            object.__setattr__(self, "dagster_postgres_url", postgres_url(self.dagster_postgres_url))
         if self.edit.top_k > self.scoring.candidates:
             raise SettingsError(
                 f"top_k={self.edit.top_k} exceeds the {self.scoring.candidates} candidates stored per "
