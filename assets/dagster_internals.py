@@ -7,7 +7,7 @@ PostgreSQL) and tests/assets/test_submit.py (backfills).
 
 Private methods of Dagster's SQL event log storages that assets/instance.py (IndexedEventLog, both storages;
 BatchedSqliteEventLogStorage) and assets/instance_postgres.py override or call, checked against
-dagster 1.13.28 and dagster-postgres 0.29.27: `_tags_for_asset_event`, `_store_asset_event_tags`,
+dagster 1.13.27 and dagster-postgres 0.29.27: `_tags_for_asset_event`, `_store_asset_event_tags`,
 `_store_asset_event`, `_connect`, `_initdb`, `_initialized_dbs`, `_db_lock` (SQLite only),
 `prepare_insert_event`, `prepare_insert_event_batch`.
 """

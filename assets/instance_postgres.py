@@ -12,19 +12,13 @@ dagster-postgres stays an optional extra (`pip install .[postgres]`).
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 
 import dagster as dg
 from sqlalchemy.pool import QueuePool
 
-# dagster-postgres 0.29.27 is the newest release and pins dagster 1.13.27; the lock pairs it with dagster
-# 1.13.28 (installed without its dependencies by `make install`), the pair tests/assets/test_postgres.py runs.
-# Dagster warns about any such pair on import; this one is known.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", message=r"Found version mismatch between `dagster-shared`.*dagster-postgres")
-    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
-    from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
+from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
+from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
 
 from assets.dagster_internals import EventLogEntry, SqlEventLogStorageTable, db_result
 from assets.instance import IndexedEventLog
