@@ -87,9 +87,10 @@ def pack_batches(
 
     With `pack`, best-fit decreasing: each window goes into the open row with the least room that holds it
     (ties: the earliest row), else opens a row (ROW_WIDTH wide for a short window), so short windows fill
-    rows and long windows' rounding slack; padding is what the last rows of each width leave. Without it
-    every window has a row of its own, rounded up to `step`. Widths come from a bounded set (multiples of
-    step up to the window). Deterministic: the result depends only on the windows, not on their order.
+    rows and long windows' rounding slack; a row then ends as wide as its windows, rounded up to `step`, so
+    padding is what that rounding leaves. Without it every window has a row of its own, rounded up to `step`.
+    Widths come from a bounded set (multiples of step up to the window). Deterministic: the result depends
+    only on the windows, not on their order.
     """
     from bisect import bisect_left, insort
 
@@ -97,7 +98,6 @@ def pack_batches(
     least = min(ROW_WIDTH, cap) if pack else 0
     ordered = sorted(windows, key=lambda w: (-w.length, w.doc, w.start))
     rows: list[list[Window]] = []
-    widths: list[int] = []
     room: list[tuple[int, int]] = []  # (free tokens, row index) of open rows, sorted
     for w in ordered:
         if pack:
@@ -110,15 +110,16 @@ def pack_batches(
                 continue
         width = row_width(w.length, max(cap, w.length), step, least)
         rows.append([w])
-        widths.append(width)
         if pack and width > w.length:
             insort(room, (width - w.length, len(rows) - 1))
-    # Rows open in order of non-increasing width: consecutive rows of one width make its batches.
+    # A row ends as wide as what it holds, rounded up (the last rows opened at ROW_WIDTH are rarely full);
+    # rows of one width, widest first, then make that width's batches.
+    final = [row_width(sum(w.length for w in row), max(cap, row[0].length), step) for row in rows]
     batches: list[Batch] = []
-    for r, row in enumerate(rows):
+    for r in sorted(range(len(rows)), key=lambda r: (-final[r], r)):
         last = batches[-1] if batches else None
-        if last is not None and last.width == widths[r] and (len(last.rows) + 1) * widths[r] <= batch_tokens:
-            last.rows.append(row)
+        if last is not None and last.width == final[r] and (len(last.rows) + 1) * final[r] <= batch_tokens:
+            last.rows.append(rows[r])
         else:
-            batches.append(Batch(widths[r], [row]))
+            batches.append(Batch(final[r], [rows[r]]))
     return batches

@@ -174,9 +174,10 @@ def test_short_windows_share_rows_and_fill_long_rows_slack():
     first = batches[0]
     assert first.width == 1024 and first.rows[0][0] == long and [w.length for w in first.rows[0][1:]] == [12, 12]
     rest = [row for b in batches[1:] for row in b.rows]
-    assert sum(len(r) for r in rest) == 37 and len(rest) == 1  # 37 x 12 tokens in one row of ROW_WIDTH
+    assert sum(len(r) for r in rest) == 37 and len(rest) == 1  # 37 x 12 tokens in one row opened at ROW_WIDTH,
+    assert batches[1].width == 448  # which ends as wide as they are, rounded up to 64
     padding = sum(b.padded_tokens for b in batches) - sum(w.length for w in [long, *short])
-    assert padding == 512 - 37 * 12
+    assert padding == 448 - 37 * 12
     unpacked = pack_batches([long, *short], 8192, window=2048, pack=False)
     assert all(len(row) == 1 for b in unpacked for row in b.rows)
     assert sum(b.padded_tokens for b in unpacked) == 1024 + 39 * 64
