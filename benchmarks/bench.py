@@ -314,7 +314,14 @@ def full_size(settings: Settings) -> Settings:
     return settings.with_overrides(synthetic_sample=1.0, max_new_tokens=0)
 
 
-def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool, lake: str | None = None) -> dict[str, Any]:
+def run(
+    settings: Settings,
+    naive_every: int,
+    memory_tokens: int,
+    profile: bool,
+    lake: str | None = None,
+    synthetic_baseline: bool = True,
+) -> dict[str, Any]:
     from tledit_pipeline import storage
     from tledit_pipeline.lake import read_partition
     from tledit_pipeline.prior import cached_prior, describe, document_start_id, measure_dtype, native_bf16, pick_dtype
@@ -379,10 +386,11 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool,
             naive_s += time.perf_counter() - t
             n, seconds, f, param_flops = _forward_only(scorer, home, key)
             model_tokens, model_s, flops = model_tokens + n, model_s + seconds, flops + f
-            raw = read_partition(home, "raw_corpus", key, columns=["doc_id", "text"])
-            t = time.perf_counter()
-            syn_stats.append(synthesize(prior, key, raw, syn_settings, start_token=syn_start)[1])
-            syn_s += time.perf_counter() - t
+            if synthetic_baseline:
+                raw = read_partition(home, "raw_corpus", key, columns=["doc_id", "text"])
+                t = time.perf_counter()
+                syn_stats.append(synthesize(prior, key, raw, syn_settings, start_token=syn_start)[1])
+                syn_s += time.perf_counter() - t
         tokens = sum(s.tokens for s in stats)
         assert fwd_tokens == model_tokens == tokens, (fwd_tokens, model_tokens, tokens)
 
@@ -400,7 +408,6 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool,
     naive = naive_tokens / naive_s
     flops_per_token = flops / tokens
     reedit = reedit_tokens / reedit_s
-    synthetic = sum(s.new_tokens for s in syn_stats) / syn_s
     out = {
         "tokens": tokens,
         "documents": sum(s.documents for s in stats),
@@ -429,12 +436,6 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool,
         "reread_share": round(1 - sum(s.scored for s in stats) / max(sum(s.fed_tokens for s in stats), 1), 4),
         "reedit_tokens_per_s": round(reedit, 1),
         "reedit_speedup_vs_scoring": round(reedit / pipeline, 1),
-        "synthetic_tokens_per_s": round(synthetic, 1),
-        "synthetic_vs_pipeline": round(synthetic / pipeline, 3),
-        "synthetic_tokens": sum(s.new_tokens for s in syn_stats),
-        "synthetic_pieces": sum(s.pieces for s in syn_stats),
-        "synthetic_steps": sum(s.steps for s in syn_stats),
-        "synthetic_settings": syn_settings.version(),
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "device": dev,
         "dtype": prior.dtype,
@@ -444,6 +445,16 @@ def run(settings: Settings, naive_every: int, memory_tokens: int, profile: bool,
         "model": info["model"],
         "params": info["params"],
     }
+    if syn_s:
+        synthetic = sum(s.new_tokens for s in syn_stats) / syn_s
+        out |= {
+            "synthetic_tokens_per_s": round(synthetic, 1),
+            "synthetic_vs_pipeline": round(synthetic / pipeline, 3),
+            "synthetic_tokens": sum(s.new_tokens for s in syn_stats),
+            "synthetic_pieces": sum(s.pieces for s in syn_stats),
+            "synthetic_steps": sum(s.steps for s in syn_stats),
+            "synthetic_settings": syn_settings.version(),
+        }
     if store is not None:
         store_tokens, store_s, store_wait = store_totals
         assert store_tokens == tokens, (store_tokens, tokens)
@@ -585,14 +596,23 @@ def report(fig: dict[str, Any]) -> str:
         ),
         ("padding / re-read share", f"{fig['padding_share']:.1%} / {fig['reread_share']:.1%}"),
         ("re-edit tokens/s", f"{fig['reedit_tokens_per_s']:,.0f}"),
-        (
-            "synthetic tokens/s",
-            f"{fig['synthetic_tokens_per_s']:,.1f}  ({fig['synthetic_tokens']:,} tokens generated in "
-            f"{fig['synthetic_pieces']:,} pieces, {fig['synthetic_steps']:,} decode steps; {fig['synthetic_settings']})",
+        *(
+            [
+                (
+                    "synthetic tokens/s",
+                    f"{fig['synthetic_tokens_per_s']:,.1f}  ({fig['synthetic_tokens']:,} tokens generated in "
+                    f"{fig['synthetic_pieces']:,} pieces, {fig['synthetic_steps']:,} decode steps; "
+                    f"{fig['synthetic_settings']})",
+                )
+            ]
+            if "synthetic_tokens_per_s" in fig
+            else []
         ),
         ("peak RSS", f"{fig['peak_rss_mb']:,.0f} MB"),
     ]
     for name, (minimum, what) in TARGETS.items():
+        if name not in fig:  # --no-synthetic
+            continue
         value = fig[name]
         rows.append((name, f"{value:g}  {'ok' if value >= minimum else 'MISSED'} (target >= {minimum:g}: {what})"))
         if name == "pipeline_vs_naive":
@@ -651,6 +671,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile", action="store_true", help="also print a torch.profiler table of one shard")
     parser.add_argument(
+        "--no-synthetic", action="store_true", help="skip the synthetic baseline (half the bench's time on a CPU)"
+    )
+    parser.add_argument(
         "--lake",
         help="also time the pipeline with its lake on this object store (e.g. s3://bucket/scratch; "
         "a scratch prefix under it is removed after)",
@@ -673,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.memory_probe:
             print(json.dumps(memory_probe(settings, args.memory_probe, args.memory_repeat)))
             return 0
-        fig = run(settings, max(args.naive_every, 1), args.memory_tokens, args.profile, args.lake)
+        fig = run(settings, max(args.naive_every, 1), args.memory_tokens, args.profile, args.lake, not args.no_synthetic)
     except TleditError as exc:
         print(f"bench: {exc}", file=sys.stderr)
         return 2

@@ -82,13 +82,19 @@ def test_main_prints_json_last(tiny_settings, monkeypatch, capsys):
         monkeypatch.setenv(var, value)
     out = tiny_settings.home.parent / "fig.json"
     assert (
-        bench.main(["--source", tiny_settings.source, "--model", tiny_settings.model, "--memory-tokens", "0", "--json", str(out)])
+        bench.main(
+            [
+                *("--source", tiny_settings.source, "--model", tiny_settings.model, "--memory-tokens", "0"),
+                *("--no-synthetic", "--json", str(out)),
+            ]
+        )
         == 0
     )
     lines = capsys.readouterr().out.strip().splitlines()
     fig = json.loads(lines[-1])
     assert fig == json.loads(out.read_text())
     assert fig["tokens"] > 0 and "naive tokens/s" in "\n".join(lines) and "dtype probe" in "\n".join(lines)
+    assert "synthetic_tokens_per_s" not in fig and "synthetic" not in "\n".join(lines)  # --no-synthetic
 
 
 def test_memory_probe_scores_about_the_tokens_asked(tiny_settings):
