@@ -156,8 +156,9 @@ class ScoringSettings:
     device: str = setting("auto", "`auto` (CUDA if present), `cpu`, `cuda`", commands=PRIOR)
     dtype: str = setting(
         "auto",
-        "`auto`: bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX-512 BF16 or AMX), "
-        "float32 otherwise; or force `float32` / `bfloat16`. Recorded in token_scores' metadata",
+        "`auto`: on a CPU the faster of bf16 and float32, measured once per machine by a timed probe (kept in "
+        "~/.cache/tledit/dtype-probe.json); on CUDA bf16 where supported; or force `float32` / `bfloat16`. "
+        "Recorded in token_scores' metadata",
         commands=PRIOR,
         choices=("auto", "float32", "bfloat16"),
     )
