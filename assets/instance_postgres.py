@@ -15,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import dagster as dg
-from sqlalchemy.pool import QueuePool
-
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 from dagster_postgres.utils import create_pg_engine, get_token_provider_from_config, pg_url_from_config
+from sqlalchemy.pool import QueuePool
 
 from assets.dagster_internals import EventLogEntry, SqlEventLogStorageTable, db_result
 from assets.instance import IndexedEventLog
