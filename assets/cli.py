@@ -183,6 +183,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise TleditError(f"no shard files (.jsonl, .jsonl.gz, .parquet, .txt, .arrow) in source {settings.source!r}")
     check_model(settings.model, settings.allow_pickle)
     check_home(settings.home)
+    if settings.engine == "ray":  # join the cluster now: a bad address or a lake its nodes cannot reach is one line
+        from tledit_pipeline.cluster import connect
+
+        connect(settings)
     instance = prepare_instance(settings)
     for line in recover_dead_runs(instance):  # a killed run's pool slot would make this run wait forever
         print(f"tledit: {line}", flush=True)
