@@ -21,6 +21,7 @@ from tledit_pipeline.settings import SETTINGS_FILE, SPECS, Settings
 # open, and the results we convert are small aggregates, so the copy is kept and this one advice silenced.
 DUCKDB_ARROW_COPY = r"Arrow output on a DB-API result makes an extra copy"
 
+PRIOR_STEPS = ("token_scores", "synthetic_corpus")  # and token_scores_g*: the steps the `ray` engine runs on a cluster
 SUBMITTED_RUN_CONFIG = {"execution": {"config": {"in_process": {}}}}
 
 
@@ -183,10 +184,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise TleditError(f"no shard files (.jsonl, .jsonl.gz, .parquet, .txt, .arrow) in source {settings.source!r}")
     check_model(settings.model, settings.allow_pickle)
     check_home(settings.home)
-    if settings.engine == "ray":  # join the cluster now: a bad address or a lake its nodes cannot reach is one line
-        from tledit_pipeline.cluster import connect
-
-        connect(settings)
     instance = prepare_instance(settings)
     for line in recover_dead_runs(instance):  # a killed run's pool slot would make this run wait forever
         print(f"tledit: {line}", flush=True)
@@ -207,6 +204,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         work = {w.key: (w.assets, w.reason) for w in plan(instance, graph, settings, found)}
     todo = [k for k, (assets, _) in work.items() if assets]
     print(f"plan: {len(todo)} of {len(found)} shard(s) missing or stale, {len(found) - len(todo)} up to date", flush=True)
+    if settings.engine == "ray" and any(a in PRIOR_STEPS or a.startswith("token_scores_g") for k in todo for a in work[k][0]):
+        from tledit_pipeline import cluster  # joined before any run: a bad address or an unreachable lake is one line
+
+        cluster.connect(settings)
     if getattr(args, "submit", False):
         return submit(instance, graph, work, settings)
     failed: dict[str, str] = {}  # shard key -> what went wrong

@@ -130,10 +130,42 @@ def child(argv: list[str], report: str) -> int:
         for attr, value in list(vars(module).items()):
             if isinstance(value, types.FunctionType) and (value.__module__ or "").startswith("tledit_pipeline."):
                 setattr(module, attr, timed(value))
+    _time_ray_pool(spent)
     t0 = time.perf_counter()
     code = cli.main(argv)
     Path(report).write_text(json.dumps({"engine_s": spent["s"], "wall_in_process_s": time.perf_counter() - t0, "code": code}))
     return code
+
+
+def _time_ray_pool(spent: dict) -> None:
+    """Engine `ray`: the driver's wait for the scoring actors' shards is engine time (the actors do the work)."""
+    try:
+        from tledit_pipeline.cluster import Pool
+    except ImportError:
+        return
+    real = Pool.run
+
+    def run(self, *a, **k):
+        shards = real(self, *a, **k)
+        while True:
+            t = time.perf_counter()
+            try:
+                item = next(shards)
+            except StopIteration:
+                return
+            finally:
+                spent["s"] += time.perf_counter() - t
+            yield item
+
+    Pool.run = run  # type: ignore[method-assign]
+
+
+def _first(pattern: str, log: Path, last: bool = False) -> int | None:
+    """An integer a run printed (the summary's tokens, the Ray pool's prior loads)."""
+    import re
+
+    found = re.findall(pattern, log.read_text(errors="replace")) if log.exists() else []
+    return int(found[-1 if last else 0].replace(",", "")) if found else None
 
 
 def run_phase(argv: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
@@ -247,20 +279,30 @@ def time_ui(env: dict[str, str], log: Path, asset: str = "ngram_profile", repeat
 # --- the benchmark ---------------------------------------------------------------------------------------
 
 
-def measure(n: int, work: Path, prior: Path, docs: list[str], base_env: dict[str, str], ui: bool) -> dict[str, Any]:
+def measure(
+    n: int, work: Path, prior: Path, docs: list[str], base_env: dict[str, str], ui: bool, ray_address: str | None = None
+) -> dict[str, Any]:
     home, source = work / f"n{n}" / "home", work / f"n{n}" / "source"
     shutil.rmtree(work / f"n{n}", ignore_errors=True)
     files = write_corpus(source, n, docs)
     env = base_env | {"TLEDIT_HOME": str(home)}
     common = ["run", "--home", str(home)]
+    first = ["--source", str(source), "--model", str(prior), "--threshold", str(THRESHOLD)]
+    result: dict[str, Any] = {"shards": n, "phases": {}}
+    if ray_address:  # the same first run on the local engine, beside it: what going through Ray costs
+        local = work / f"n{n}" / "local-home"
+        r = run_phase(["run", "--home", str(local), *first], base_env | {"TLEDIT_HOME": str(local)}, work / f"n{n}" / "local.log")
+        r["tokens"] = _first(r"tokens\s+([\d,]+)", work / f"n{n}" / "local.log")
+        result["local_first_run"] = r
+        print(f"  N={n:>5} {'local first':<12} {r['wall_s']:8.1f} s wall {r['engine_s']:7.1f} s engine", flush=True)
+        first += ["--engine", "ray", "--ray-address", ray_address]
     argvs = {
-        "first_run": common + ["--source", str(source), "--model", str(prior), "--threshold", str(THRESHOLD)],
+        "first_run": common + first,
         "noop": common,
         "backfill": common + ["--threshold", str(BACKFILL_THRESHOLD)],
         "refresh_one": common,
         "health": common,
     }
-    result: dict[str, Any] = {"shards": n, "phases": {}}
     for phase in PHASES:
         if phase == "refresh_one":  # one source file changed: a document replaced
             rows = [json.loads(line) for line in files[0].read_text().splitlines()]
@@ -277,6 +319,8 @@ def measure(n: int, work: Path, prior: Path, docs: list[str], base_env: dict[str
             + ("" if r["code"] == 0 else f"  exit {r['code']} (see {work / f'n{n}' / f'{phase}.log'})"),
             flush=True,
         )
+    result["tokens"] = _first(r"tokens\s+([\d,]+)", work / f"n{n}" / "first_run.log")
+    result["prior_loads"] = _first(r"prior loaded (\d+) time", work / f"n{n}" / "first_run.log", last=True)
     result["dagster_home_mb"] = tree_mb(home / "dagster_home")
     result["lake_mb"] = tree_mb(home / "lake")
     result["runs"] = len(list((home / "dagster_home" / "history" / "runs").glob("*.db"))) - 1  # less index.db
@@ -328,6 +372,19 @@ def summary_json(results: list[dict]) -> dict[str, Any]:
     out["lake_mb"] = [round(r["lake_mb"], 1) for r in results]
     out["runs"] = [r["runs"] for r in results]
     out["exit_codes"] = {p: [r["phases"][p]["code"] for r in results] for p in PHASES}
+    out["first_run_tokens_per_s"] = [
+        round(r["tokens"] / r["phases"]["first_run"]["wall_s"], 1) if r.get("tokens") else None for r in results
+    ]
+    if "local_first_run" in results[0]:  # engine ray: the local engine's first run beside it
+        loc = [r["local_first_run"] for r in results]
+        out["local_first_run_s"] = [round(x["wall_s"], 2) for x in loc]
+        out["local_first_run_tokens_per_s"] = [round(x["tokens"] / x["wall_s"], 1) if x.get("tokens") else None for x in loc]
+        out["ray_vs_local_first_run"] = [round(x["wall_s"] / r["phases"]["first_run"]["wall_s"], 3) for x, r in zip(loc, results)]
+        # What going through Ray adds per shard: the first run's extra wall seconds over the local engine's, per shard.
+        out["ray_extra_per_shard_s"] = [
+            round((r["phases"]["first_run"]["wall_s"] - x["wall_s"]) / r["shards"], 4) for x, r in zip(loc, results)
+        ]
+        out["prior_loads"] = [r.get("prior_loads") for r in results]
     if "ui" in results[-1]:
         out["ui_at_shards"] = results[-1]["shards"]
         out["ui"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in results[-1]["ui"].items()}
@@ -363,6 +420,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="where corpora and data directories go (default: a temporary folder)")
     parser.add_argument("--no-ui", action="store_true", help="skip the GraphQL timings at the largest N")
     parser.add_argument("--layers", type=int, default=2, help="layers of the small prior (default 2)")
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: the prior's steps on a local one-node Ray cluster started for the benchmark (CPU actors, as many "
+        "threads as the local engine), with the local engine's first run beside it for comparison",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -384,11 +448,27 @@ def main(argv: list[str] | None = None) -> int:
         f"on {os.cpu_count()} CPU(s) ({cpu}); work folder {work}",
         flush=True,
     )
-    results = [measure(n, work, prior, docs, env, ui=not args.no_ui and n == max(args.shards)) for n in sorted(args.shards)]
+    ray = None
+    if args.engine == "ray":  # one head node on loopback, as many CPUs as this machine, no GPU
+        from benchmarks.cluster import LocalCluster
+
+        t = time.perf_counter()
+        ray = LocalCluster(env=env, cpus=os.cpu_count() or 1, gpus=0)
+        ray.start_head()
+        print(f"make scale: Ray head {ray.address} up in {time.perf_counter() - t:.1f}s", flush=True)
+    try:
+        results = [
+            measure(n, work, prior, docs, env, ui=not args.no_ui and n == max(args.shards), ray_address=ray and ray.address)
+            for n in sorted(args.shards)
+        ]
+    finally:
+        if ray is not None:
+            ray.stop()
     print()
     print(table(results))
     data = summary_json(results)
     data["cpu"] = f"{os.cpu_count()} x {cpu}"
+    data["engine"] = args.engine
     if "ui" in data:
         print(f"\nGraphQL at N={data['ui_at_shards']} ({data['ui']})")
     (out / "scale.json").write_text(json.dumps(data, indent=2) + "\n")

@@ -96,6 +96,11 @@ def connect(settings: Settings) -> list[dict]:
             kwargs["job_config"] = ray.job_config.JobConfig(code_search_path=[root])
         if not address:
             kwargs["include_dashboard"] = False
+        host = (address or "").removeprefix("ray://").rpartition(":")[0]
+        if host.startswith("127.") and not address.startswith("ray://"):
+            # A cluster on this machine's loopback (make cluster, the tests): Ray would take this driver's node
+            # address from its interface and find no node there.
+            kwargs["_node_ip_address"] = host
         try:
             ray.init(address=address, **kwargs)
         except Exception as exc:  # ConnectionError, RuntimeError, ValueError: all one line for the user
@@ -326,6 +331,16 @@ class Pool:
                 log.info("[%s] %s on node %s (actor %d, pid %d)", job.key, job.asset, out["ip"], i, out["pid"])
                 yield job.key, out["meta"]
             dispatch()
+        nodes = {p.node for p in self.placements if p.actor >= 0}
+        log.info(
+            "ray: %d shard(s) done on %d node(s) (%s); prior loaded %d time(s) by %d actor(s) in this process, %d replaced",
+            len(self.placements),
+            len(nodes),
+            ", ".join(sorted(nodes)),
+            self.prior_loads,
+            len({p.actor for p in self.placements if p.loaded}),
+            self.replaced,
+        )
 
 
 _POOLS: dict[tuple, Pool] = {}
