@@ -62,8 +62,7 @@ def ray_cluster(s3_server, tmp_path_factory):
     )
     cluster = RayCluster(env=env, holds=holds)
     try:
-        cluster.start_head()
-        cluster.start_worker()
+        cluster.start_both()
         yield cluster
     finally:
         cluster.stop()

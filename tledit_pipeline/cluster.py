@@ -97,7 +97,7 @@ def connect(settings: Settings) -> list[dict]:
         if not address:
             kwargs["include_dashboard"] = False
         host = (address or "").removeprefix("ray://").rpartition(":")[0]
-        if host.startswith("127.") and not address.startswith("ray://"):
+        if host.startswith("127.") and not (address or "").startswith("ray://"):
             # A cluster on this machine's loopback (make cluster, the tests): Ray would take this driver's node
             # address from its interface and find no node there.
             kwargs["_node_ip_address"] = host
@@ -264,7 +264,7 @@ class Pool:
     ) -> Iterator[tuple[str, dict[str, Any] | Exception]]:
         """Stream the jobs to the free actors; yields (shard, metadata or its failure) as each shard ends."""
         ray = _ray()
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import RayError, RayTaskError
 
         flat = s.flat()
         recorded = recorded or {}
@@ -286,6 +286,7 @@ class Pool:
                 busy[self.actors[i].run.remote(flat, job, code_version, run_id)] = (i, job, attempt)
 
         def replace(i: int) -> None:
+            ray.kill(self.actors[i], no_restart=True)  # a dead one already; an unreachable one is ended
             self.replaced += 1
             self._start(i)
 
@@ -306,14 +307,18 @@ class Pool:
                 try:
                     ray.get(ref)
                     self.ready.append(i)
-                except RayActorError:  # died while being placed (its node went away): place another
+                except RayError:  # died while being placed (its node went away): place another
                     replace(i)
                 dispatch()
                 continue
             i, job, attempt = busy.pop(ref)
             try:
                 out = ray.get(ref)
-            except RayActorError as exc:  # the actor's process or node died: replace it, try the shard elsewhere
+            except RayTaskError as exc:  # the step itself failed (bad input, ...): that shard's error, as in process
+                self.ready.append(i)
+                cause = getattr(exc, "cause", None)
+                yield job.key, cause if isinstance(cause, Exception) else ClusterError(_one_line(exc))
+            except RayError as exc:  # the actor's process or node died (or is unreachable): replace it, try elsewhere
                 replace(i)
                 why = f"its scoring actor died {attempt} time(s): {_one_line(exc)}"
                 if attempt < ATTEMPTS:
@@ -321,10 +326,6 @@ class Pool:
                     queue.appendleft((job, attempt + 1))
                 else:
                     yield job.key, ClusterError(why)
-            except RayTaskError as exc:  # the step itself failed (bad input, ...): that shard's error, as in process
-                self.ready.append(i)
-                cause = getattr(exc, "cause", None)
-                yield job.key, cause if isinstance(cause, Exception) else ClusterError(_one_line(exc))
             else:
                 self.ready.append(i)
                 self.placements.append(Placement(job.asset, job.key, out["ip"], i, out["loaded"]))

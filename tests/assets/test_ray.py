@@ -9,7 +9,6 @@ unreachable-lake errors; an actor and then a whole worker node killed mid-shard 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -147,51 +146,6 @@ def test_whole_graph_through_ray_with_the_lake_on_s3(ray_cluster, s3, corpus, re
         remote.dispose()
 
 
-def test_a_rerun_after_a_killed_driver_redoes_only_unfinished_shards(ray_cluster, corpus, reference, tiny_model_dir, tmp_path):  # noqa: F811
-    home = tmp_path / "home"
-    env = subprocess_env(tmp_path, "http://127.0.0.1:9")
-    args = _flags(tiny_model_dir, str(corpus), str(home), *_ray_flags(ray_cluster, "--shared-home"))
-    ray_cluster.hold("any")  # the first shard an actor finishes stays unpublished
-    driver = _tledit(args, env)
-    try:
-        held = ray_cluster.held_pid("any")
-        receipts = home / "receipts"
-        deadline = time.monotonic() + 120
-        while not (receipts.exists() and any(receipts.rglob("*.json"))):  # another shard was finished meanwhile
-            assert time.monotonic() < deadline and driver.poll() is None, "no shard finished beside the held one"
-            time.sleep(0.05)
-        driver.send_signal(signal.SIGKILL)
-    finally:
-        driver.kill()
-        driver.communicate()
-    _wait_gone(held)  # Ray ends a dead driver's actors, the held one too
-    time.sleep(1.0)
-    finished = sorted(f"{p.parent.name}/{p.stem.removeprefix('shard=')}" for p in (home / "receipts").rglob("*.json"))
-    assert finished
-
-    rc, log = _finish(_tledit(args, env))
-    assert rc == 0, log
-    reused = sorted(re.findall(r"\[(\w+)\] (\w+): finished by an unrecorded earlier run", log))
-    assert [f"{a}/{k}" for k, a in reused] == finished, log
-    redone = sorted(f"{a}/{k}" for k, a, _ in _placements(log))
-    assert not set(redone) & set(finished)
-    assert sorted(redone + finished) == sorted(f"{a}/{k}" for a in PRIOR_ASSETS for k in SHARDS)
-    assert _lake(lambda key: (home / key).read_bytes()) == _lake(lambda key: (reference / key).read_bytes())
-    for asset in PRIOR_ASSETS:
-        assert _materializations(home / "dagster_home", asset) == list(SHARDS)  # recorded once, by the rerun
-
-
-def _wait_gone(pid: int, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"process {pid} still alive")
-
-
 def test_cluster_errors_are_one_line_and_exit_2(ray_cluster, corpus, tiny_model_dir, tmp_path, capsys, monkeypatch):  # noqa: F811
     from tledit_pipeline import cluster
 
@@ -218,28 +172,62 @@ def test_cluster_errors_are_one_line_and_exit_2(ray_cluster, corpus, tiny_model_
     assert not (tmp_path / "home" / "lake").exists()
 
 
-def test_an_actor_and_a_worker_node_killed_mid_shard_lose_nothing(ray_cluster, corpus, reference, tiny_model_dir, tmp_path):  # noqa: F811
-    """Last in this module: the worker node stays gone."""
+def _wait_gone(pid: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"process {pid} still alive")
+
+
+def test_a_killed_driver_actor_and_worker_node_lose_nothing(ray_cluster, corpus, reference, tiny_model_dir, tmp_path):  # noqa: F811
+    """A driver killed mid-run, then its rerun with an actor and the whole worker node killed mid-shard: every
+    shard once, the finished ones not redone, the bytes of an uninterrupted local run. Last: the node stays gone."""
     home = tmp_path / "home"
     env = subprocess_env(tmp_path, "http://127.0.0.1:9")
     args = _flags(tiny_model_dir, str(corpus), str(home), *_ray_flags(ray_cluster, "--shared-home"))
+
+    # 1. The driver is killed while one actor holds a written, not yet visible partition and another shard is done.
+    ray_cluster.hold("any")
+    driver = _tledit(args, env)
+    try:
+        held = ray_cluster.held_pid("any")
+        receipts = home / "receipts"
+        deadline = time.monotonic() + 180
+        while not (receipts.exists() and any(receipts.rglob("*.json"))):
+            assert time.monotonic() < deadline and driver.poll() is None, "no shard finished beside the held one"
+            time.sleep(0.05)
+        driver.send_signal(signal.SIGKILL)
+    finally:
+        driver.kill()
+        driver.communicate()
+    _wait_gone(held)  # Ray ends a dead driver's actors, the held one too
+    time.sleep(1.0)
+    finished = sorted(f"{p.parent.name}/{p.stem.removeprefix('shard=')}" for p in receipts.rglob("*.json"))
+
+    # 2. The rerun: an actor's process killed mid-shard, then the whole worker node while one of its actors is.
     ray_cluster.hold("any")
     ray_cluster.hold("worker")
     driver = _tledit(args, env)
     try:
-        os.kill(ray_cluster.held_pid("any"), signal.SIGKILL)  # an actor's process, its partition written, not yet visible
+        os.kill(ray_cluster.held_pid("any"), signal.SIGKILL)
         ray_cluster.held_pid("worker")
-        ray_cluster.kill("worker")  # the whole worker node, while one of its actors is mid-shard
+        ray_cluster.kill("worker")
         rc, log = _finish(driver)
     finally:
         driver.kill()
     assert rc == 0, log
     assert log.count("trying again on another actor") == 2, log
+    reused = sorted(f"{a}/{k}" for k, a in re.findall(r"\[(\w+)\] (\w+): finished by an unrecorded earlier run", log))
+    assert reused == finished, log  # what the killed driver's run finished is not scored again
+    redone = sorted(f"{a}/{k}" for k, a, _ in _placements(log))
+    assert sorted(redone + finished) == sorted(f"{a}/{k}" for a in PRIOR_ASSETS for k in SHARDS)
 
     # Every shard exactly once: one materialization each, the bytes of an uninterrupted local run, no temporaries.
     for asset in PRIOR_ASSETS:
         assert _materializations(home / "dagster_home", asset) == list(SHARDS)
     assert _lake(lambda key: (home / key).read_bytes()) == _lake(lambda key: (reference / key).read_bytes())
     assert not [p for p in (home / "lake").rglob("*") if p.name.endswith(".tmp")]
-    meta = json.loads((home / "settings.json").read_text())
-    assert meta["engine"] == "ray"
