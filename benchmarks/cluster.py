@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
         print("which node did what (ray engine):")
         for pool in engine.pools():
             for p in pool.placements:
-                print(f"  {p.asset:<18} {p.key:<24} node {p.node:<10} actor {p.actor}")
+                print(f"  {p.asset:<18} {p.key:<32} node {p.node:<10} actor {p.actor}")
             nodes = {p.node for p in pool.placements if p.actor >= 0}
             print(
                 f"  {len(pool.placements)} shard steps on {len(nodes)} node(s) by {len(pool.actors)} actor(s) "
