@@ -42,7 +42,8 @@ LINES = [
 ]
 
 
-@pytest.fixture(scope="module")
+# Session-scoped: under xdist other modules' tests run in between, which would rebuild a module's fixtures.
+@pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
     """Four shards of real text (one long document each: several scoring windows)."""
     src = tmp_path_factory.mktemp("ray-corpus")
@@ -98,7 +99,7 @@ def _materializations(instance_dir: Path, asset: str) -> list[str]:
         instance.dispose()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(corpus, tiny_model_dir, tmp_path_factory) -> Path:
     """An uninterrupted run of the local engine: the bytes every Ray run must reproduce."""
     home = tmp_path_factory.mktemp("ray-reference") / "home"
