@@ -21,6 +21,7 @@ from tledit_pipeline.settings import SETTINGS_FILE, SPECS, Settings
 # open, and the results we convert are small aggregates, so the copy is kept and this one advice silenced.
 DUCKDB_ARROW_COPY = r"Arrow output on a DB-API result makes an extra copy"
 
+PRIOR_STEPS = ("token_scores", "synthetic_corpus")  # and token_scores_g*: the steps the `ray` engine runs on a cluster
 SUBMITTED_RUN_CONFIG = {"execution": {"config": {"in_process": {}}}}
 
 
@@ -210,6 +211,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         work = {w.key: (w.assets, w.reason) for w in plan(instance, graph, settings, found)}
     todo = [k for k, (assets, _) in work.items() if assets]
     print(f"plan: {len(todo)} of {len(found)} shard(s) missing or stale, {len(found) - len(todo)} up to date", flush=True)
+    if settings.engine == "ray" and any(a in PRIOR_STEPS or a.startswith("token_scores_g") for k in todo for a in work[k][0]):
+        from tledit_pipeline import cluster  # joined before any run: a bad address or an unreachable lake is one line
+
+        cluster.connect(settings)
     if getattr(args, "submit", False):
         return submit(instance, graph, work, settings)
     failed: dict[str, str] = {}  # shard key -> what went wrong

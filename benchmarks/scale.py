@@ -137,10 +137,42 @@ def child(argv: list[str], report: str) -> int:
         for attr, value in list(vars(module).items()):
             if isinstance(value, types.FunctionType) and (value.__module__ or "").startswith("tledit_pipeline."):
                 setattr(module, attr, timed(value))
+    _time_ray_pool(spent)
     t0 = time.perf_counter()
     code = cli.main(argv)
     Path(report).write_text(json.dumps({"engine_s": spent["s"], "wall_in_process_s": time.perf_counter() - t0, "code": code}))
     return code
+
+
+def _time_ray_pool(spent: dict) -> None:
+    """Engine `ray`: the driver's wait for the scoring actors' shards is engine time (the actors do the work)."""
+    try:
+        from tledit_pipeline.cluster import Pool
+    except ImportError:
+        return
+    real = Pool.run
+
+    def run(self, *a, **k):
+        shards = real(self, *a, **k)
+        while True:
+            t = time.perf_counter()
+            try:
+                item = next(shards)
+            except StopIteration:
+                return
+            finally:
+                spent["s"] += time.perf_counter() - t
+            yield item
+
+    Pool.run = run  # type: ignore[method-assign]
+
+
+def _first(pattern: str, log: Path, last: bool = False) -> int | None:
+    """An integer a run printed (the summary's tokens, the Ray pool's prior loads)."""
+    import re
+
+    found = re.findall(pattern, log.read_text(errors="replace")) if log.exists() else []
+    return int(found[-1 if last else 0].replace(",", "")) if found else None
 
 
 def run_phase(argv: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
@@ -281,7 +313,14 @@ class Instance:
 
 
 def measure(
-    n: int, work: Path, prior: Path, docs: list[str], base_env: dict[str, str], ui: bool, instance: Instance | None = None
+    n: int,
+    work: Path,
+    prior: Path,
+    docs: list[str],
+    base_env: dict[str, str],
+    ui: bool,
+    instance: Instance | None = None,
+    ray_address: str | None = None,
 ) -> dict[str, Any]:
     instance = instance or Instance("sqlite")
     folder = work / instance.name / f"n{n}"
@@ -291,14 +330,22 @@ def measure(
     extra, instance_env = instance.setup(n)
     env = base_env | {"TLEDIT_HOME": str(home)} | instance_env
     common = ["run", "--home", str(home)]
+    first = ["--source", str(source), "--model", str(prior), "--threshold", str(THRESHOLD)]
+    result: dict[str, Any] = {"shards": n, "phases": {}}
+    if ray_address:  # the same first run on the local engine, beside it: what going through Ray costs
+        local = folder / "local-home"
+        r = run_phase(["run", "--home", str(local), *first], base_env | {"TLEDIT_HOME": str(local)}, folder / "local.log")
+        r["tokens"] = _first(r"tokens\s+([\d,]+)", folder / "local.log")
+        result["local_first_run"] = r
+        print(f"  N={n:>5} {'local first':<12} {r['wall_s']:8.1f} s wall {r['engine_s']:7.1f} s engine", flush=True)
+        first += ["--engine", "ray", "--ray-address", ray_address]
     argvs = {
-        "first_run": common + ["--source", str(source), "--model", str(prior), "--threshold", str(THRESHOLD), *extra],
+        "first_run": common + first + extra,
         "noop": common,
         "backfill": common + ["--threshold", str(BACKFILL_THRESHOLD)],
         "refresh_one": common,
         "health": common,
     }
-    result: dict[str, Any] = {"shards": n, "phases": {}}
     for phase in PHASES:
         if phase == "refresh_one":  # one source file changed: a document replaced
             rows = [json.loads(line) for line in files[0].read_text().splitlines()]
@@ -319,6 +366,8 @@ def measure(
             + ("" if r["code"] == 0 else f"  exit {r['code']} (see {folder / f'{phase}.log'})"),
             flush=True,
         )
+    result["tokens"] = _first(r"tokens\s+([\d,]+)", folder / "first_run.log")
+    result["prior_loads"] = _first(r"prior loaded (\d+) time", folder / "first_run.log", last=True)
     result["dagster_home_mb"] = instance.size_mb(home)  # on PostgreSQL: the database plus the local dagster_home
     result["lake_mb"] = tree_mb(home / "lake")
     result["runs"] = instance.runs(home)
@@ -373,6 +422,19 @@ def summary_json(results: list[dict]) -> dict[str, Any]:
     out["lake_mb"] = [round(r["lake_mb"], 1) for r in results]
     out["runs"] = [r["runs"] for r in results]
     out["exit_codes"] = {p: [r["phases"][p]["code"] for r in results] for p in PHASES}
+    out["first_run_tokens_per_s"] = [
+        round(r["tokens"] / r["phases"]["first_run"]["wall_s"], 1) if r.get("tokens") else None for r in results
+    ]
+    if "local_first_run" in results[0]:  # engine ray: the local engine's first run beside it
+        loc = [r["local_first_run"] for r in results]
+        out["local_first_run_s"] = [round(x["wall_s"], 2) for x in loc]
+        out["local_first_run_tokens_per_s"] = [round(x["tokens"] / x["wall_s"], 1) if x.get("tokens") else None for x in loc]
+        out["ray_vs_local_first_run"] = [round(x["wall_s"] / r["phases"]["first_run"]["wall_s"], 3) for x, r in zip(loc, results)]
+        # What going through Ray adds per shard: the first run's extra wall seconds over the local engine's, per shard.
+        out["ray_extra_per_shard_s"] = [
+            round((r["phases"]["first_run"]["wall_s"] - x["wall_s"]) / r["shards"], 4) for x, r in zip(loc, results)
+        ]
+        out["prior_loads"] = [r.get("prior_loads") for r in results]
     if "ui" in results[-1]:
         out["ui_at_shards"] = results[-1]["shards"]
         out["ui"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in results[-1]["ui"].items()}
@@ -415,6 +477,13 @@ def main(argv: list[str] | None = None) -> int:
         default=["sqlite"],
         help="where the Dagster instance lives: local SQLite (default), a PostgreSQL server started here, or both side by side",
     )
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: the prior's steps on a local one-node Ray cluster started for the benchmark (CPU actors, as many "
+        "threads as the local engine), with the local engine's first run beside it for comparison",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -436,25 +505,47 @@ def main(argv: list[str] | None = None) -> int:
         f"on {os.cpu_count()} CPU(s) ({cpu}); work folder {work}",
         flush=True,
     )
+    ray = None
+    if args.engine == "ray":  # one head node on loopback, as many CPUs as this machine, no GPU
+        from benchmarks.cluster import LocalCluster
+
+        t = time.perf_counter()
+        ray = LocalCluster(env=env, cpus=os.cpu_count() or 1, gpus=0)
+        ray.start_head()
+        print(f"make scale: Ray head {ray.address} up in {time.perf_counter() - t:.1f}s", flush=True)
     summaries: dict[str, dict[str, Any]] = {}
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped benchmark still stops its PostgreSQL server
-    for name in args.instance:
-        with server_for(name) as server:
-            instance = Instance(name, server)
-            results = [
-                measure(n, work, prior, docs, env, ui=not args.no_ui and n == max(args.shards), instance=instance)
-                for n in sorted(args.shards)
-            ]
-        print(f"\n{name}")
-        print(table(results))
-        summaries[name] = summary_json(results) | {"instance": name}
-        if "ui" in summaries[name]:
-            print(f"\nGraphQL at N={summaries[name]['ui_at_shards']} ({summaries[name]['ui']})")
-        png = chart(results, out / ("scale.png" if len(args.instance) == 1 else f"scale-{name}.png"))
-        if png:
-            print(f"chart: {png}")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped benchmark still stops its servers
+    try:
+        for name in args.instance:
+            with server_for(name) as server:
+                instance = Instance(name, server)
+                results = [
+                    measure(
+                        n,
+                        work,
+                        prior,
+                        docs,
+                        env,
+                        ui=not args.no_ui and n == max(args.shards),
+                        instance=instance,
+                        ray_address=ray and ray.address,
+                    )
+                    for n in sorted(args.shards)
+                ]
+            print(f"\n{name}")
+            print(table(results))
+            summaries[name] = summary_json(results) | {"instance": name}
+            if "ui" in summaries[name]:
+                print(f"\nGraphQL at N={summaries[name]['ui_at_shards']} ({summaries[name]['ui']})")
+            png = chart(results, out / ("scale.png" if len(args.instance) == 1 else f"scale-{name}.png"))
+            if png:
+                print(f"chart: {png}")
+    finally:
+        if ray is not None:
+            ray.stop()
     (data,) = summaries.values() if len(summaries) == 1 else ({"instances": summaries},)
     data["cpu"] = f"{os.cpu_count()} x {cpu}"
+    data["engine"] = args.engine
     (out / "scale.json").write_text(json.dumps(data, indent=2) + "\n")
     print(json.dumps(data))
     return 0

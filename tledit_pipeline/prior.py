@@ -353,16 +353,58 @@ def _file_hash(path: Path) -> str:
     return _FILE_HASHES[key]
 
 
+FINGERPRINT_FILE = ".tledit-fingerprint.json"  # beside the model's files: their recorded content hashes
+
+
+def _recorded_hashes(files: dict[str, Path], record: Path) -> dict[str, str]:
+    """{name: sha256} of `files`, read from `record` for every file whose size and mtime are the recorded ones.
+
+    A file is hashed once, by the first process that sees it with that size and mtime, and the record
+    rewritten (atomically; a read-only folder is hashed in each process instead). Every later process, on
+    any node that sees the same files, stats them and reads one small JSON file: a 70B model's 140 GB are
+    not read again to compute a code version. Weights replaced in place get a new mtime: hashed again.
+    """
+    try:
+        known = json.loads(record.read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        known = {}
+    out: dict[str, str] = {}
+    fresh: dict[str, list] = {}
+    for name, f in files.items():
+        st = f.stat()
+        seen = known.get(name)
+        if isinstance(seen, list) and len(seen) == 3 and seen[:2] == [st.st_size, st.st_mtime_ns]:
+            out[name] = str(seen[2])
+        else:
+            out[name] = _file_hash(f)
+        fresh[name] = [st.st_size, st.st_mtime_ns, out[name]]
+    if fresh != known:
+        tmp = record.parent / f".{record.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            tmp.write_text(json.dumps({"files": fresh}, indent=1, sort_keys=True))
+            os.replace(tmp, record)
+        except OSError:  # a read-only model folder: nothing recorded
+            tmp.unlink(missing_ok=True)
+    return out
+
+
 def _fingerprint(path: str) -> str:
-    """Changes with the content of any file of a local model folder (weights replaced in place included)."""
-    h = hashlib.sha256(path.encode())
+    """Changes with the content of any file of a local model folder (weights replaced in place included).
+
+    The content only, not where the folder is: every process and node that sees the same files gets the
+    same fingerprint, whatever its mount point. A model id (not a folder) is fingerprinted by the id.
+    """
     p = Path(path)
-    if p.is_dir():
-        files = sorted(
-            f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
-        )
-        for f in files:
-            h.update(f"{f.relative_to(p).as_posix()}:{_file_hash(f)}\n".encode())
+    if not p.is_dir():
+        return hashlib.sha256(path.encode()).hexdigest()[:12]
+    files = {
+        f.relative_to(p).as_posix(): f
+        for f in sorted(p.rglob("*"))
+        if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+    }
+    h = hashlib.sha256(b"model-folder\n")
+    for name, digest in _recorded_hashes(files, p / FINGERPRINT_FILE).items():
+        h.update(f"{name}:{digest}\n".encode())
     return h.hexdigest()[:12]
 
 
@@ -371,12 +413,20 @@ def model_version(model: str, models_dir: Path) -> str:
 
     Loads and converts nothing: the bundled prior is versioned by its GGUF file, a local folder by the
     content of its files, a Hugging Face id by the id alone (pin a revision or use a folder to track it).
+    Content hashes are recorded beside the files (_recorded_hashes), so the version is a few stats per
+    process and the same on every node: a Ray actor checks its prior against the driver's (cluster.py).
     """
     if model == BUNDLED_MODEL:
         try:
-            return "gguf-" + _file_hash(_bundled_gguf())[:12]
+            gguf = _bundled_gguf()
         except PriorError:
             return "missing"
+        record = Path(models_dir) / f".{BUNDLED_DIR}.gguf{FINGERPRINT_FILE}"
+        try:
+            Path(models_dir).mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass
+        return "gguf-" + _recorded_hashes({gguf.name: gguf}, record)[gguf.name][:12]
     return _fingerprint(model) if Path(model).is_dir() else model
 
 

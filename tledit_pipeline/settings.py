@@ -24,6 +24,7 @@ if typing.TYPE_CHECKING:
 
 BUNDLED_MODEL = "bundled:smollm2-135m"
 STRATEGIES = ("top_k", "top_p")
+ENGINES = ("local", "ray")
 SETTINGS_FILE = "settings.json"
 ENV_PREFIX = "TLEDIT_"
 
@@ -392,6 +393,32 @@ class Settings:
         "in the run's own process, which saves the 3 s or so a process start costs; 0: always apart",
     )
 
+    engine: str = setting(
+        "local",
+        "where the prior's steps (token_scores, synthetic_corpus, token_scores_g*) run: `local`, in the run's process; "
+        "`ray`, on a pool of long-lived scoring actors of a Ray cluster, one prior load per actor (`pip install .[ray]`; docs/deploy.md)",
+        choices=ENGINES,
+    )
+    ray_address: str | None = setting(
+        None,
+        "engine `ray`: the cluster, `auto` (the one this machine belongs to), `host:port` or `ray://host:10001`; "
+        "none: a local Ray started for the run and stopped after it",
+        shown_default="none",
+    )
+    ray_actors: int = setting(
+        0, "engine `ray`: scoring actors; 0 = one per GPU of the cluster, or one per node on a cluster without GPUs"
+    )
+    ray_threads: int = setting(
+        0,
+        "engine `ray`: torch threads (and Ray CPUs) of each CPU scoring actor; 0 = the CPUs of the smallest node "
+        "divided by its share of the actors (a GPU actor takes 1)",
+    )
+    shared_home: bool = setting(
+        False,
+        "engine `ray`: vouch that every node of a multi-node cluster sees the local data directory at the same path "
+        "(a shared file system); without it a local home on such a cluster is refused (an object-store home needs nothing)",
+    )
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", data_dir(self.home))
         if self.generations < 1:
@@ -408,6 +435,10 @@ class Settings:
                 f"top_k={self.edit.top_k} exceeds the {self.scoring.candidates} candidates stored per "
                 "token; raise TLEDIT_CANDIDATES (this rescores the corpus)"
             )
+        if self.engine not in ENGINES:
+            raise SettingsError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.ray_actors < 0 or self.ray_threads < 0:
+            raise SettingsError(f"ray_actors and ray_threads must be >= 0, got {self.ray_actors} and {self.ray_threads}")
         if self.apart_from_shards < 0:
             raise SettingsError(f"apart_from_shards must be >= 0, got {self.apart_from_shards}")
         if not self.text_field:
