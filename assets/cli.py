@@ -33,10 +33,15 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings.load(**{spec.name: getattr(args, spec.name, None) for spec in SPECS})
 
 
+# `tledit sweep` takes the data directory, the edit rule (the base every point varies) and the checks' bounds.
+SWEEP_GROUPS = ("edit", "checks")
+
+
 def add_setting_flags(parser: argparse.ArgumentParser, command: str) -> None:
     """One flag per declared setting that `command` takes (tledit_pipeline.settings is the only list)."""
     for spec in SPECS:
-        if command not in spec.commands:
+        takes = spec.group in SWEEP_GROUPS or spec.name == "home" if command == "sweep" else command in spec.commands
+        if not takes:
             continue
         help_ = f"{spec.help} ({spec.env}, default {spec.doc_default()})".replace("%", "%%")
         kw: dict = {"dest": spec.name, "default": None, "help": help_}
@@ -253,6 +258,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         probe_failed = (
             probe_step(instance, defs, graph, order, settings, done_assets) if settings.collapse.probe and not failed else ""
         )
+        probe_failed = probe_failed or (
+            reference_step(instance, defs, graph, settings, done_assets) if settings.reference_model else ""
+        )
         settings.save()  # used successfully: `make ui`, the sensor and the next run see these settings
         with connect(settings.home, read_only=True) as con:
             summary(con, settings, time.perf_counter() - t0, done, done_assets, discovery.not_taken)
@@ -284,6 +292,23 @@ def probe_step(instance, defs, graph, shards: list[str], settings: Settings, don
     return ""
 
 
+def reference_step(instance, defs, graph, settings: Settings, done_assets: list[str]) -> str:
+    """Score every variant with the reference model when reference_perplexity is missing or out of date (opt-in)."""
+    from assets.reference import reference_out_of_date
+
+    why = reference_out_of_date(instance, graph)
+    if not why:
+        print("reference_perplexity: up to date", flush=True)
+        return ""
+    print(f"reference_perplexity: scoring every variant with {settings.reference_model}  ({why})", flush=True)
+    ok, why_not = _outcome(_materialize(defs, instance, ["reference_perplexity"]), "reference_perplexity")
+    if not ok:
+        print(f"reference_perplexity: FAILED: {why_not}", file=sys.stderr, flush=True)
+        return why_not
+    done_assets.append("reference_perplexity")
+    return ""
+
+
 def cmd_probe(args: argparse.Namespace) -> int:
     """The collapse probe's table (mean and sd over seeds per training set), then one JSON line (read-only)."""
     from tledit_pipeline.probe import read_probe, report_lines, summary_json
@@ -295,6 +320,92 @@ def cmd_probe(args: argparse.Namespace) -> int:
         raise TleditError(str(exc)) from None
     print("\n".join(report_lines(table, meta)))
     print(summary_json(table, meta))
+    return 0
+
+
+# --- the edit sweep: several edit settings from the stored scores, each measured (assets/sweep.py) ---
+
+
+def _floats(text: str | None, flag: str) -> list[float]:
+    if not text:
+        return []
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise TleditError(f"{flag} {text!r}: give numbers separated by commas, e.g. 0.5,0.9,0.99") from None
+
+
+def _switches(text: str | None) -> list[bool]:
+    from tledit_pipeline.settings import boolean
+
+    try:
+        return [boolean(x) for x in text.split(",") if x.strip()] if text else []
+    except ValueError:
+        raise TleditError(f"--exclude-originals {text!r}: give off,on (or one of them)") from None
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    """Materialize the sweep's points that are missing or stale (sweep_edited, one range per run), then
+    edit_sweep; print the table of the requested points (whole corpus) and one JSON line. Never loads the prior."""
+    from assets.definitions import build_defs
+    from assets.instance import prepare_instance
+    from assets.partitions import SHARDS
+    from assets.sweep import SWEEP_POINTS, multi_key, runs, stale_points
+    from tledit_pipeline.lake import is_shard_key, partition_file
+    from tledit_pipeline.sweep import (
+        SWEEP_TABLE,
+        point_key,
+        read_sweep,
+        report_lines,
+        summary_json,
+        sweep_grid,
+        wide_table,
+    )
+
+    settings = _settings(args)
+    grid = sweep_grid(
+        settings.edit,
+        _floats(args.thresholds, "--thresholds"),
+        top_ps=_floats(args.top_ps, "--top-ps"),
+        drop_belows=_floats(args.drop_belows, "--drop-belows"),
+        exclude_original=_switches(args.exclude_originals),
+    )
+    wanted = [point_key(e) for e in grid]
+    instance = prepare_instance(settings)
+    order = [k for k in instance.get_dynamic_partitions(SHARDS) if is_shard_key(k)]
+    lacking = [k for k in order if not partition_file(settings.home, "ngram_profile", k).exists()]
+    if not order or lacking:
+        what = f"shard(s) {', '.join(lacking[:5])} have no ngram_profile" if lacking else "no shard is registered"
+        raise TleditError(f"{what} in {settings.home}: a sweep edits stored scores; run `tledit run` first")
+    known = set(instance.get_dynamic_partitions(SWEEP_POINTS))
+    new = [p for p in wanted if p not in known]
+    if new:
+        instance.add_dynamic_partitions(SWEEP_POINTS, new)
+    defs = build_defs(settings)
+    graph = defs.resolve_asset_graph()
+    t0 = time.perf_counter()
+    stale = {p: "--force" for p in wanted} if args.force else stale_points(instance, graph, wanted, order)
+    print(f"sweep: {len(wanted)} point(s) over {len(order)} shard(s), {len(stale)} missing or stale", flush=True)
+    groups = runs(list(stale), instance.get_dynamic_partitions(SWEEP_POINTS))
+    for i, group in enumerate(groups, 1):
+        keys = [multi_key(group[0], order[0]), multi_key(group[-1], order[-1])]
+        what = group[0] if len(group) == 1 else f"{len(group)} points {group[0]} .. {group[-1]}"
+        print(f"[sweep {i}/{len(groups)}] {what} x {len(order)} shard(s): sweep_edited  ({stale[group[0]]})", flush=True)
+        result = _materialize(defs, instance, ["sweep_edited"], keys if keys[0] != keys[1] else keys[:1])
+        if not result.success:
+            raise RunFailed(f"sweep_edited: {_root_cause(result)} (run {result.run_id[:8]}, see `make ui`)")
+    if groups or not partition_file(settings.home, SWEEP_TABLE, "all").exists():
+        ok, why = _outcome(_materialize(defs, instance, [SWEEP_TABLE]), SWEEP_TABLE)
+        if not ok:
+            raise RunFailed(why)
+    health, _ = read_sweep(settings.home)
+    rows = wide_table(health, wanted, checks=settings.checks)
+    print()
+    print(
+        f"edit sweep, whole corpus ({len(order)} shards; {time.perf_counter() - t0:.1f}s; table edit_sweep in {settings.duckdb_path})"
+    )
+    print("\n".join(report_lines(rows)))
+    print(summary_json(rows))
     return 0
 
 
@@ -540,6 +651,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd_move_instance,
             "copy this data directory's local SQLite instance to PostgreSQL and use it from then on",
         ),
+        ("sweep", cmd_sweep, "edit the corpus at several thresholds from its stored scores (no model) and measure each"),
     ):
         p = sub.add_parser(name, help=help_)
         p.set_defaults(fn=fn)
@@ -564,6 +676,14 @@ def main(argv: list[str] | None = None) -> int:
                 default=1,
                 help="which generation's edited text (1: edited_corpus; g: edited_corpus_g{g}; default 1)",
             )
+        elif name == "sweep":
+            p.add_argument(
+                "--thresholds", required=True, help="thresholds p to sweep, comma-separated (e.g. 0.5,0.7,0.9,0.95,0.99)"
+            )
+            p.add_argument("--top-ps", help="also sweep the nucleus mass: each point with strategy top_p at each of these")
+            p.add_argument("--drop-belows", help="also sweep low-probability deletion q (each below every threshold)")
+            p.add_argument("--exclude-originals", help="also sweep exclude-original: off,on")
+            p.add_argument("--force", action="store_true", help="re-materialize every requested point")
         elif name == "run":
             p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
             p.add_argument("--force", action="store_true", help="re-materialize every shard, not only missing or stale ones")

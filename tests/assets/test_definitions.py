@@ -33,6 +33,8 @@ def test_graph_shape():
         "ngram_profile",
         "distribution_health",
         "collapse_probe",
+        "sweep_edited",
+        "edit_sweep",
     }
     assert graph.get(dg.AssetKey("synthetic_corpus")).parent_keys == {dg.AssetKey("raw_corpus")}
     assert graph.get(dg.AssetKey("edited_corpus")).parent_keys == {dg.AssetKey("raw_corpus"), dg.AssetKey("token_scores")}
@@ -42,3 +44,8 @@ def test_graph_shape():
     assert probe.partitions_def is None
     assert probe.parent_keys == {dg.AssetKey("raw_corpus"), dg.AssetKey("edited_corpus"), dg.AssetKey("synthetic_corpus")}
     assert graph.get(dg.AssetKey("token_scores")).partitions_def.name == "shards"
+    # The edit sweep (tledit sweep): one partition per (point, shard), read from the shard's scores and counts.
+    sweep = graph.get(dg.AssetKey("sweep_edited"))
+    assert sweep.partitions_def.partition_dimension_names == ["point", "shard"]
+    assert sweep.parent_keys == {dg.AssetKey(a) for a in ("raw_corpus", "token_scores", "ngram_profile")}
+    assert graph.get(dg.AssetKey("edit_sweep")).parent_keys == {dg.AssetKey("sweep_edited")}

