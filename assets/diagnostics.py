@@ -8,7 +8,7 @@ from assets.partitions import RANGES, SHARDS, for_each_shard, shards
 from assets.resources import TleditResource
 from assets.staleness import REGISTERED, shards_digest
 from tledit_pipeline.charts import line_chart_svg, svg_markdown
-from tledit_pipeline.database import duckdb_connection, rebuild_database, refresh_views
+from tledit_pipeline.database import duckdb_connection, lake_table_view, rebuild_database, refresh_views
 from tledit_pipeline.generations import later_assets, refresh_generation_views, text_asset, variant
 from tledit_pipeline.health import (
     GENERATION_METRICS,
@@ -29,8 +29,9 @@ from tledit_pipeline.lake import is_shard_key, partition_file, partition_meta, r
 from tledit_pipeline.ngrams import profile
 from tledit_pipeline.probe import probe_view
 from tledit_pipeline.settings import Settings
+from tledit_pipeline.source import REJECTED_FILES
 
-ENGINE_VERSION = "4"  # 3: n_scored shares, deleted_share, every generation; 4: each shard's rows of distribution_health stored beside its counts
+ENGINE_VERSION = "5"  # 3: n_scored shares, deleted_share, every generation; 4: each shard's rows of distribution_health stored beside its counts; 5: hashed_features (the count-aware JS bound)
 HEALTH_SHARDS_PER_PASS = 50
 
 # Metrics shown per shard and as top-level numbers: the ones the checks and the paper's claims are about.
@@ -178,6 +179,7 @@ def build_health(context: dg.AssetExecutionContext, s: Settings) -> dg.Materiali
             raise FileNotFoundError("distribution_health needs ngram_profile for at least one shard; materialize it first")
         create_views(con, s.home, stored)
         views += list(SHARD_TABLES)
+        views += [REJECTED_FILES] if lake_table_view(con, s.home, REJECTED_FILES) else []  # the source's files not taken
         views += ["collapse_probe"] if probe_view(con, s.home) else []  # the probe's lake table, once it has run
         health = build_health_table_from_shards(con)
         zipf = rank_frequency(con, n=1)

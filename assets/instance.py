@@ -21,6 +21,7 @@ still does.
 from __future__ import annotations
 
 import os
+import socket
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -40,6 +41,7 @@ from assets.dagster_internals import (
     SQLITE_BUSY_TIMEOUT_SECONDS,
     EventLogEntry,
     SqliteEventLogStorage,
+    SqliteRunStorage,
     db_result,
 )
 from tledit_pipeline.settings import Settings
@@ -60,8 +62,27 @@ _INDEXED_TAGS = frozenset({CODE_VERSION_TAG, *(metadata_tag(n) for n in INDEXED_
 EVENT_BATCH_SIZE = "1000"
 
 
-def instance_yaml(dagster_home: Path) -> str:
-    """dagster.yaml: no telemetry, one `prior` step at a time, the batched event log under history/runs."""
+def instance_yaml(dagster_home: Path, postgres_url: str | None = None) -> str:
+    """dagster.yaml: no telemetry, one `prior` step at a time, the batched event log under history/runs, or
+    every storage on PostgreSQL (the URL has no password: libpq reads PGPASSWORD or ~/.pgpass itself)."""
+    if postgres_url:
+        # psycopg2 named: SQLAlchemy 2.1 reads a plain postgresql:// as psycopg 3, which dagster-postgres does not use.
+        url = postgres_url.replace("postgresql://", "postgresql+psycopg2://", 1)
+        config = f"""  config:
+    postgres_url: "{url}"
+"""
+        storages = (
+            f"run_storage:\n  module: assets.instance_postgres\n  class: PostgresRunStorage\n{config}"
+            f"schedule_storage:\n  module: assets.instance_postgres\n  class: PostgresScheduleStorage\n{config}"
+            f"event_log_storage:\n  module: assets.instance_postgres\n  class: IndexedPostgresEventLogStorage\n{config}"
+        )
+    else:
+        storages = f"""event_log_storage:
+  module: assets.instance
+  class: BatchedSqliteEventLogStorage
+  config:
+    base_dir: {dagster_home / "history" / "runs"}
+"""
     return f"""{MARKER}
 telemetry:
   enabled: false
@@ -74,18 +95,13 @@ concurrency:
     default_limit: 1
   runs:
     max_concurrent_runs: 2
-event_log_storage:
-  module: assets.instance
-  class: BatchedSqliteEventLogStorage
-  config:
-    base_dir: {dagster_home / "history" / "runs"}
-"""
+{storages}"""
 
 
-def write_instance_yaml(dagster_home: Path) -> Path:
+def write_instance_yaml(dagster_home: Path, postgres_url: str | None = None) -> Path:
     """Write dagster.yaml unless a person wrote their own (one without tledit's marker line)."""
     path = Path(dagster_home) / "dagster.yaml"
-    want = instance_yaml(Path(dagster_home))
+    want = instance_yaml(Path(dagster_home), postgres_url)
     if not path.exists() or (path.read_text().startswith(MARKER) and path.read_text() != want):
         tmp = path.with_name(f".dagster.yaml.{os.getpid()}.tmp")
         tmp.write_text(want)
@@ -105,16 +121,15 @@ def _wal(dbapi_conn, _record) -> None:
     cur.close()
 
 
-class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
-    """SqliteEventLogStorage that writes a batch of events in one transaction per database."""
+class IndexedEventLog:
+    """What tledit adds to an SQL event log storage (mixed into the SQLite one here and the PostgreSQL one in
+    assets/instance_postgres.py): the indexed tags the plan reads, the partition-key snapshot of a ranged step
+    and the table-exists cache. The private hooks it overrides are listed in assets/dagster_internals.py."""
 
-    KEEP_ENGINES = 4  # the index and the few runs this process is writing
-
-    def __init__(self, base_dir: str, inst_data=None):
-        self._engines: OrderedDict[str, object] = OrderedDict()
+    def __init__(self, *args, **kwargs):
         self._tables: set[str] = set()
         self._partitions: dict[str, tuple[list[str], set[str]]] | None = None  # see partitions_snapshot
-        super().__init__(base_dir, inst_data)
+        super().__init__(*args, **kwargs)
 
     @contextmanager
     def partitions_snapshot(self) -> Iterator[None]:
@@ -148,13 +163,38 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
 
     def has_table(self, table_name: str) -> bool:
         """Dagster asks before every dynamic-partition lookup and check evaluation, each time through a new
-        engine and connection (about 2 ms); a table, once there, stays, so a yes is remembered."""
+        connection (about 2 ms on SQLite, a connection and its authentication on PostgreSQL); a table, once
+        there, stays, so a yes is remembered."""
         if table_name in self._tables:
             return True
         found = super().has_table(table_name)
         if found:
             self._tables.add(table_name)
         return found
+
+    def get_asset_tags_to_index(self, tag_keys: set[str]) -> set[str]:
+        return super().get_asset_tags_to_index(tag_keys) | (set(tag_keys) & _INDEXED_TAGS)
+
+    def _tags_for_asset_event(self, event: EventLogEntry) -> Mapping[str, str]:
+        tags = dict(super()._tags_for_asset_event(event))
+        dagster_event = event.dagster_event
+        if dagster_event is not None and dagster_event.is_step_materialization:
+            metadata = dagster_event.step_materialization_data.materialization.metadata
+            for name in INDEXED_SOURCE:
+                value = metadata.get(name)
+                if value is not None and getattr(value, "value", None) is not None:
+                    tags[metadata_tag(name)] = str(value.value)
+        return tags
+
+
+class BatchedSqliteEventLogStorage(IndexedEventLog, SqliteEventLogStorage):
+    """SqliteEventLogStorage that writes a batch of events in one transaction per database."""
+
+    KEEP_ENGINES = 4  # the index and the few runs this process is writing
+
+    def __init__(self, base_dir: str, inst_data=None):
+        self._engines: OrderedDict[str, object] = OrderedDict()
+        super().__init__(base_dir, inst_data)
 
     @classmethod
     def from_config_value(cls, inst_data, config_value):
@@ -184,20 +224,6 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
             with engine.connect() as conn:
                 with conn.begin():
                     yield conn
-
-    def get_asset_tags_to_index(self, tag_keys: set[str]) -> set[str]:
-        return super().get_asset_tags_to_index(tag_keys) | (set(tag_keys) & _INDEXED_TAGS)
-
-    def _tags_for_asset_event(self, event: EventLogEntry) -> Mapping[str, str]:
-        tags = dict(super()._tags_for_asset_event(event))
-        dagster_event = event.dagster_event
-        if dagster_event is not None and dagster_event.is_step_materialization:
-            metadata = dagster_event.step_materialization_data.materialization.metadata
-            for name in INDEXED_SOURCE:
-                value = metadata.get(name)
-                if value is not None and getattr(value, "value", None) is not None:
-                    tags[metadata_tag(name)] = str(value.value)
-        return tags
 
     def dispose(self) -> None:
         for engine in self._engines.values():
@@ -232,16 +258,53 @@ class BatchedSqliteEventLogStorage(SqliteEventLogStorage):
 
 
 def prepare_instance(settings: Settings) -> dg.DagsterInstance:
-    """The Dagster instance under <home>/dagster_home (or TLEDIT_DAGSTER_HOME), the same one `make ui` opens."""
+    """The Dagster instance under <home>/dagster_home (or TLEDIT_DAGSTER_HOME), the same one `make ui` opens;
+    its storages on PostgreSQL when dagster_postgres_url is set."""
     home = settings.instance_dir
     home.mkdir(parents=True, exist_ok=True)
     os.environ["DAGSTER_HOME"] = str(home)
     enable_event_batches()
     # Two `tledit run`s starting at once on a new home would both create the instance's SQLite schema
     # ("table ... already exists"): the first open is serialized by a lock file; later opens just wait briefly.
+    # (On PostgreSQL Dagster creates the schema itself; two machines creating it at once is retried by Dagster.)
     with FileLock(home / ".instance.lock"):
-        write_instance_yaml(home)
+        write_instance_yaml(home, settings.dagster_postgres_url)
         return dg.DagsterInstance.get()
+
+
+HOST_TAG = "tledit/host"
+BOOT_TAG = "tledit/boot_id"
+
+
+def boot_id() -> str:
+    """This machine's current boot: the kernel's boot id, else the boot time (a reboot ends every process)."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        import psutil
+
+        return f"boot-{int(psutil.boot_time())}"
+
+
+def owner_tags() -> dict[str, str]:
+    """Run tags naming the machine and boot a `tledit run` executes on: dead-run recovery touches only its own."""
+    return {HOST_TAG: socket.gethostname(), BOOT_TAG: boot_id()}
+
+
+def is_shared(instance) -> bool:
+    """Whether other machines may use the instance: any run storage but a local SQLite one."""
+    return not isinstance(instance.run_storage, SqliteRunStorage)
+
+
+def _ours(run, shared: bool) -> bool | None:
+    """True: this machine and boot started the run; False: this machine before a reboot (so it is dead);
+    None: another machine's, or unknown on a shared instance (a run launched from the UI or the daemon)."""
+    host = run.tags.get(HOST_TAG)
+    if host is None:
+        return None if shared else True  # a local SQLite instance is one machine's: every run is ours
+    if host != socket.gethostname():
+        return None
+    return run.tags.get(BOOT_TAG) == boot_id()
 
 
 def _worker_pid(instance, run_id: str) -> int | None:
@@ -273,20 +336,29 @@ def recover_dead_runs(instance) -> list[str]:
     the step ends, and for launched runs its run-monitoring daemon fails runs whose worker died and frees
     slots of finished runs (free_slots_after_run_end_seconds). `tledit run` executes in process, with no
     daemon, so it does the same at start-up, or the next run waits for the slot forever. A run counts as
-    dead only when the process its steps ran in (Dagster's pid engine event) no longer exists on this
-    machine; a local SQLite instance is one machine's. Returns one line per recovered run.
+    dead only when it was started on this machine (its host tag, owner_tags) and the process its steps ran in
+    (Dagster's pid engine event) no longer exists, or this machine rebooted since (its boot-id tag). A run of
+    another machine is never touched, nor, on a shared (PostgreSQL) instance, a run without tledit's host tag
+    (launched from the UI or by a daemon, whose run monitoring watches it); on a local SQLite instance every
+    run is this machine's. Pool slots likewise: freed only for this machine's finished runs (every finished
+    run's on SQLite). Returns one line per recovered run.
     """
     lines: list[str] = []
+    shared = is_shared(instance)
     live = instance.get_run_records(
         filters=dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.CANCELING])
     )
     for record in live:
         run = record.dagster_run
-        pid = _worker_pid(instance, run.run_id)
-        if pid is None or _alive(pid, record.start_time):
+        ours = _ours(run, shared)
+        if ours is None:
             continue
-        instance.report_run_failed(run, f"the process running it (pid {pid}) is gone: killed or crashed")
-        lines.append(f"run {run.run_id[:8]}: its process {pid} is gone; marked failed")
+        pid = _worker_pid(instance, run.run_id)
+        if ours and (pid is None or _alive(pid, record.start_time)):
+            continue
+        gone = f"the process running it (pid {pid}) is gone" if ours else "this machine rebooted since it started"
+        instance.report_run_failed(run, f"{gone}: killed or crashed")
+        lines.append(f"run {run.run_id[:8]}: {gone}; marked failed")
     storage = instance.event_log_storage
     if not storage.supports_global_concurrency_limits:
         return lines
@@ -297,7 +369,67 @@ def recover_dead_runs(instance) -> list[str]:
         finished = {r.run_id: r for r in instance.get_runs(filters=dg.RunsFilter(run_ids=list(holders)))}
         for run_id in sorted(holders):
             run = finished.get(run_id)
-            if run is None or run.status in FINISHED_STATUSES:
+            if (run is None and not shared) or (
+                run is not None and run.status in FINISHED_STATUSES and _ours(run, shared) is not None
+            ):
                 storage.free_concurrency_slots_for_run(run_id)
                 lines.append(f"run {run_id[:8]}: freed its pool slots ({run.status.value if run else 'run deleted'})")
     return lines
+
+
+def copy_history(source: dg.DagsterInstance, target: dg.DagsterInstance) -> tuple[int, int]:
+    """Copy every run, its events and the shards' partition keys from `source` to `target` (the move of a local
+    SQLite home to PostgreSQL, `tledit move-instance`); returns (runs, events) copied.
+
+    What `dagster debug export` / `dagster debug import` do for one run, for all of them, with public instance
+    methods: snapshots, the run, its events (so the target indexes them as it writes: the stale plan's tags,
+    the latest materialization per partition). Events go in the order they happened across runs (their
+    timestamps), so the target's storage ids keep the order the plan compares. A run already in the target is
+    skipped; schedules' and sensors' ticks and backfill records are not copied.
+    """
+    from datetime import UTC, datetime
+
+    from assets.partitions import SHARDS
+
+    target.add_dynamic_partitions(SHARDS, list(source.get_dynamic_partitions(SHARDS)))
+    runs = [r for r in reversed(source.get_runs()) if not target.has_run(r.run_id)]  # oldest first
+    events: list[tuple[float, int, int, EventLogEntry]] = []
+    for order, run in enumerate(runs):
+        for snapshot_id, get in (
+            (run.execution_plan_snapshot_id, source.get_execution_plan_snapshot),
+            (run.job_snapshot_id, source.get_job_snapshot),
+        ):
+            if snapshot_id and not target.has_snapshot(snapshot_id):
+                target.add_snapshot(get(snapshot_id))
+        target.add_run(run)
+        cursor = None
+        while True:
+            page = source.event_log_storage.get_records_for_run(run.run_id, cursor=cursor, limit=5000)
+            events += [(r.event_log_entry.timestamp, order, r.storage_id, r.event_log_entry) for r in page.records]
+            if not page.has_more:
+                break
+            cursor = page.cursor
+    events.sort(key=lambda e: e[:3])
+    batchable = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED}
+    batch: list[EventLogEntry] = []
+
+    def flush() -> None:
+        if batch:
+            target.event_log_storage.store_event_batch(list(batch))
+            batch.clear()
+
+    for *_, entry in events:
+        kind = entry.dagster_event_type
+        if kind in batchable and (not batch or (batch[0].run_id, batch[0].dagster_event_type) == (entry.run_id, kind)):
+            batch.append(entry)
+            continue
+        flush()
+        if kind in batchable:
+            batch.append(entry)
+            continue
+        target.event_log_storage.store_event(entry)
+        if entry.dagster_event is not None and entry.dagster_event.is_job_event:  # start and end times, status
+            when = datetime.fromtimestamp(entry.timestamp, UTC)
+            target.run_storage.handle_run_event(entry.run_id, entry.dagster_event, update_timestamp=when)
+    flush()
+    return len(runs), len(events)

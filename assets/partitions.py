@@ -8,13 +8,14 @@ that shard's metadata, and reports the shards that failed by name, so the others
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import nullcontext
 from typing import Any
 
 import dagster as dg
 
 from tledit_pipeline.generations import generation_of, later_assets
+from tledit_pipeline.steps import Markdown, PathValue, Text
 
 SHARDS = "shards"
 shards = dg.DynamicPartitionsDefinition(name=SHARDS)
@@ -60,23 +61,43 @@ def for_each_shard(
     failed shard and why (its files were not made visible: lake writes are atomic).
     """
     keys = list(context.partition_keys) if keys is None else keys
+
+    def outcomes() -> Iterator[tuple[str, dict[str, Any] | Exception]]:
+        for key in keys:
+            try:
+                yield key, work(key)
+            except Exception as exc:  # reported per shard by record_shards, by name and reason
+                yield key, exc
+
+    return record_shards(context, outcomes(), len(keys))
+
+
+def record_shards(
+    context: dg.AssetExecutionContext, outcomes: Iterable[tuple[str, dict[str, Any] | Exception]], total: int
+) -> dict[str, dict[str, Any]]:
+    """One materialization's metadata per finished shard, in the order they finish (in process, or streamed
+    back from the Ray engine's actors); then ShardsFailed naming every shard that failed."""
     done: dict[str, dict[str, Any]] = {}
     failed: dict[str, str] = {}
     # Dagster checks each add_asset_metadata's shard against every partition key: read them once (assets/instance.py).
     snapshot = getattr(context.instance.event_log_storage, "partitions_snapshot", None)
     with snapshot() if snapshot is not None else nullcontext():
-        for key in keys:
-            try:
-                meta = work(key)
-            except Exception as exc:  # reported per shard below, by name and reason
-                failed[key] = " ".join(str(exc).split()) or type(exc).__name__
+        for key, meta in outcomes:
+            if isinstance(meta, Exception):
+                failed[key] = " ".join(str(meta).split()) or type(meta).__name__
                 context.log.error(f"shard {key}: {failed[key]}")
                 continue
             done[key] = meta
-            context.add_asset_metadata(meta, partition_key=key)
+            context.add_asset_metadata(dagster_metadata(meta), partition_key=key)
     if failed:
-        raise ShardsFailed(failed, len(keys))
+        raise ShardsFailed(failed, total)
     return done
+
+
+def dagster_metadata(meta: dict[str, Any]) -> dict[str, Any]:
+    """An engine step's plain metadata (tledit_pipeline.steps) with its marked values as Dagster's kinds."""
+    kinds = {Markdown: dg.MetadataValue.md, PathValue: dg.MetadataValue.path, Text: dg.MetadataValue.text}
+    return {k: kinds[type(v)](str(v)) if type(v) in kinds else v for k, v in meta.items()}
 
 
 def per_shard(generations: int = 1) -> list[str]:

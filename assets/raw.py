@@ -11,7 +11,7 @@ from assets.resources import TleditResource
 from tledit_pipeline import storage
 from tledit_pipeline.lake import partition_file, write_partition
 from tledit_pipeline.settings import Settings
-from tledit_pipeline.source import SourceError, discover_shards, read_shard
+from tledit_pipeline.source import SourceError, discover_source, read_shard, write_not_taken
 
 ENGINE_VERSION = "2"  # 2: the source schema is recorded for `tledit export`
 
@@ -36,7 +36,8 @@ def build(settings: Settings) -> dg.AssetsDefinition:
     def raw_corpus(context: dg.AssetExecutionContext, tledit: TleditResource) -> dg.MaterializeResult:
         """Documents of each source shard of the run; every row is accepted or rejected with a reason."""
         s = run_settings(tledit, "raw_corpus", settings, code_version)
-        found = {sh.key: sh for sh in discover_shards(s.source, s.home)}  # once per run, not per shard
+        discovery = discover_source(s.source, s.home)  # once per run, not per shard
+        found = {sh.key: sh for sh in discovery.shards}
 
         def read_one(key: str) -> dict:
             shard = found.get(key)
@@ -69,10 +70,15 @@ def build(settings: Settings) -> dg.AssetsDefinition:
             }
 
         done = for_each_shard(context, read_one)
+        write_not_taken(s.home, discovery.not_taken)  # the source's files that are not shards, with the reason
         # Dagster keeps one data version per step, not per partition: the source files' hash (of the one
         # file, or of all the run's files), so a changed file always gives its shard a new version.
         hashes = "\n".join(f"{k}:{m[SOURCE_SHA]}" for k, m in sorted(done.items()))
         version = next(iter(done.values()))[SOURCE_SHA] if len(done) == 1 else hashlib.sha256(hashes.encode()).hexdigest()[:16]
-        return dg.MaterializeResult(metadata={"shards_in_run": len(done)}, data_version=dg.DataVersion(version))
+        not_taken = {n.name: n.reason for n in discovery.not_taken}
+        return dg.MaterializeResult(
+            metadata={"shards_in_run": len(done), "source_files_not_taken": dg.MetadataValue.json(not_taken)},
+            data_version=dg.DataVersion(version),
+        )
 
     return raw_corpus

@@ -10,8 +10,10 @@ from typing import Any
 import dagster as dg
 from pydantic import create_model
 
+from assets.partitions import for_each_shard, record_shards
 from tledit_pipeline.prior import Prior, cached_prior, model_version
 from tledit_pipeline.settings import SPECS, Settings, Spec
+from tledit_pipeline.steps import ShardJob, run_job
 
 
 class _TleditConfig(dg.ConfigurableResource):
@@ -80,3 +82,22 @@ def reporter(context: dg.AssetExecutionContext, key: str | None = None) -> Calla
 def prior_code_version(settings: Settings) -> str:
     """The prior's part of a model-running asset's code version: its name and a hash of its files."""
     return f"model={settings.model}@{model_version(settings.model, settings.models_dir)}"
+
+
+def prior_step(
+    context: dg.AssetExecutionContext, s: Settings, prior: PriorResource, job: Callable[[str], ShardJob], version: str
+) -> int:
+    """A ranged step of the prior (token_scores, synthetic_corpus, token_scores_g*) on the run's engine:
+    in this process (`local`), or streamed to the Ray cluster's scoring actors (`ray`, tledit_pipeline.cluster).
+    Either way one materialization per shard with the same metadata; returns how many shards were done."""
+    keys = list(context.partition_keys)
+    if s.engine != "ray":
+        return len(for_each_shard(context, lambda key: run_job(prior.load, s, job(key), reporter(context, key))))
+    from assets.staleness import latest_materializations
+    from tledit_pipeline import cluster
+
+    jobs = [job(k) for k in keys]
+    pool = cluster.pool(s, model_version(s.model, s.models_dir))
+    # Which run recorded each shard last: a receipt of a run that never recorded its shards is reused.
+    recorded = {k: r.run_id for k, r in latest_materializations(context.instance, jobs[0].asset, keys).items()} if jobs else {}
+    return len(record_shards(context, pool.run(s, jobs, version, context.run_id, recorded), len(keys)))

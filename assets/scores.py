@@ -7,15 +7,11 @@ tledit_pipeline.generations): one asset per generation, so each generation's lin
 import dagster as dg
 
 from assets.lineage import run_settings
-from assets.partitions import RANGES, for_each_shard, shards
-from assets.resources import PriorResource, TleditResource, prior_code_version, reporter
+from assets.partitions import RANGES, shards
+from assets.resources import PriorResource, TleditResource, prior_code_version, prior_step
 from tledit_pipeline.generations import scores_asset, text_asset
-from tledit_pipeline.health import histogram_chart
-from tledit_pipeline.lake import partition_digest, partition_file
-from tledit_pipeline.prior import describe
-from tledit_pipeline.scoring import score_partition
 from tledit_pipeline.settings import Settings
-from tledit_pipeline.vocab import write_vocab
+from tledit_pipeline.steps import SCORES, ShardJob
 
 ENGINE_VERSION = "1"
 
@@ -45,37 +41,8 @@ def build(settings: Settings, generation: int = 0) -> dg.AssetsDefinition:
     def token_scores(context: dg.AssetExecutionContext, tledit: TleditResource, prior: PriorResource) -> dg.MaterializeResult:
         """One teacher-forced pass of the prior; long documents in overlapping windows, nothing truncated."""
         s = run_settings(tledit, scores_asset(generation), settings, code_version)
-
-        def score_one(key: str) -> dict:
-            partition_digest(s.home, source, key)  # first: a bad key or missing text writes nothing
-            model = prior.load()
-            vocab = write_vocab(s.home, model)
-            info = describe(model) | {"vocab": vocab.name, "scoring": s.scoring.version()}  # + which text: score_partition
-            # Streamed: documents are read, scored and written chunk by chunk.
-            stats = score_partition(
-                model, s.home, key, s.scoring, meta=info, report=reporter(context, key), generation=generation
-            )
-            hist = stats.shares
-            return {
-                "documents": stats.documents,
-                "tokens": stats.tokens,
-                "windows": stats.windows,
-                "batches": stats.batches,
-                "padding_share": round(stats.padding_share, 4),
-                "tokens_per_s": round(stats.tokens / max(stats.seconds, 1e-9), 1),
-                "inexact_documents": stats.inexact_documents,
-                "share_p_ge_0.99": round(hist.get("prob_bin_099", 0.0), 4),
-                "device": model.device,
-                "dtype": model.dtype,
-                "threads": stats.threads,
-                "model": model.name,
-                "prior_fingerprint": model.fingerprint,
-                "probability_histogram": dg.MetadataValue.md(histogram_chart(hist)),
-                "generation": generation,
-                "perplexity": round(float(stats.perplexity), 3),
-                "path": dg.MetadataValue.path(str(partition_file(s.home, scores_asset(generation), key))),
-            }
-
-        return dg.MaterializeResult(metadata={"shards_in_run": len(for_each_shard(context, score_one))})
+        # The work of one shard: tledit_pipeline.steps.score_shard, here or on a Ray scoring actor (engine setting).
+        done = prior_step(context, s, prior, lambda key: ShardJob(SCORES, key, generation), code_version(s))
+        return dg.MaterializeResult(metadata={"shards_in_run": done})
 
     return token_scores

@@ -16,14 +16,21 @@ overhead per shard ((wall - engine) / N: Dagster, planning, bookkeeping) and the
 At the largest N it also starts `dagster-webserver` on the instance and times the GraphQL queries behind
 an asset's page and its partition health bar. It prints a table, writes a log-log chart (seconds per
 phase against N) as a PNG beside the JSON file, and ends with one JSON line.
+
+`--instance postgres` keeps the Dagster instance on a PostgreSQL server it starts and stops itself (the
+tests' throwaway server, tests/postgres.py: a fresh database per N); `--instance sqlite postgres` measures both
+in one run, side by side (then the JSON line holds one set of keys per instance under "instances"). The
+instance's size is reported per shard and per backfill (what the backfill phase added).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -130,10 +137,42 @@ def child(argv: list[str], report: str) -> int:
         for attr, value in list(vars(module).items()):
             if isinstance(value, types.FunctionType) and (value.__module__ or "").startswith("tledit_pipeline."):
                 setattr(module, attr, timed(value))
+    _time_ray_pool(spent)
     t0 = time.perf_counter()
     code = cli.main(argv)
     Path(report).write_text(json.dumps({"engine_s": spent["s"], "wall_in_process_s": time.perf_counter() - t0, "code": code}))
     return code
+
+
+def _time_ray_pool(spent: dict) -> None:
+    """Engine `ray`: the driver's wait for the scoring actors' shards is engine time (the actors do the work)."""
+    try:
+        from tledit_pipeline.cluster import Pool
+    except ImportError:
+        return
+    real = Pool.run
+
+    def run(self, *a, **k):
+        shards = real(self, *a, **k)
+        while True:
+            t = time.perf_counter()
+            try:
+                item = next(shards)
+            except StopIteration:
+                return
+            finally:
+                spent["s"] += time.perf_counter() - t
+            yield item
+
+    Pool.run = run  # type: ignore[method-assign]
+
+
+def _first(pattern: str, log: Path, last: bool = False) -> int | None:
+    """An integer a run printed (the summary's tokens, the Ray pool's prior loads)."""
+    import re
+
+    found = re.findall(pattern, log.read_text(errors="replace")) if log.exists() else []
+    return int(found[-1 if last else 0].replace(",", "")) if found else None
 
 
 def run_phase(argv: list[str], env: dict[str, str], log: Path) -> dict[str, Any]:
@@ -247,20 +286,66 @@ def time_ui(env: dict[str, str], log: Path, asset: str = "ngram_profile", repeat
 # --- the benchmark ---------------------------------------------------------------------------------------
 
 
-def measure(n: int, work: Path, prior: Path, docs: list[str], base_env: dict[str, str], ui: bool) -> dict[str, Any]:
-    home, source = work / f"n{n}" / "home", work / f"n{n}" / "source"
-    shutil.rmtree(work / f"n{n}", ignore_errors=True)
+class Instance:
+    """Where the Dagster instance of one measurement lives: local SQLite, or a database on a PostgreSQL server."""
+
+    def __init__(self, name: str, server=None):
+        self.name, self.server = name, server
+
+    def setup(self, n: int) -> tuple[list[str], dict[str, str]]:
+        """The first run's extra arguments and the environment every phase gets (the password as PGPASSWORD)."""
+        if self.server is None:
+            return [], {}
+        self.database = self.server.create_database(f"scale_n{n}_{os.getpid()}")
+        return ["--dagster-postgres-url", self.server.url(self.database, password=False)], {"PGPASSWORD": self.server.password}
+
+    def size_mb(self, home: Path) -> float:
+        local = tree_mb(home / "dagster_home")
+        if self.server is None:
+            return local
+        (size,) = self.server.query(f"SELECT pg_database_size('{self.database}')")[0]
+        return local + size / 2**20
+
+    def runs(self, home: Path) -> int:
+        if self.server is None:
+            return len(list((home / "dagster_home" / "history" / "runs").glob("*.db"))) - 1  # less index.db
+        return self.server.query("SELECT count(*) FROM runs", self.database)[0][0]
+
+
+def measure(
+    n: int,
+    work: Path,
+    prior: Path,
+    docs: list[str],
+    base_env: dict[str, str],
+    ui: bool,
+    instance: Instance | None = None,
+    ray_address: str | None = None,
+) -> dict[str, Any]:
+    instance = instance or Instance("sqlite")
+    folder = work / instance.name / f"n{n}"
+    home, source = folder / "home", folder / "source"
+    shutil.rmtree(folder, ignore_errors=True)
     files = write_corpus(source, n, docs)
-    env = base_env | {"TLEDIT_HOME": str(home)}
+    extra, instance_env = instance.setup(n)
+    env = base_env | {"TLEDIT_HOME": str(home)} | instance_env
     common = ["run", "--home", str(home)]
+    first = ["--source", str(source), "--model", str(prior), "--threshold", str(THRESHOLD)]
+    result: dict[str, Any] = {"shards": n, "phases": {}}
+    if ray_address:  # the same first run on the local engine, beside it: what going through Ray costs
+        local = folder / "local-home"
+        r = run_phase(["run", "--home", str(local), *first], base_env | {"TLEDIT_HOME": str(local)}, folder / "local.log")
+        r["tokens"] = _first(r"tokens\s+([\d,]+)", folder / "local.log")
+        result["local_first_run"] = r
+        print(f"  N={n:>5} {'local first':<12} {r['wall_s']:8.1f} s wall {r['engine_s']:7.1f} s engine", flush=True)
+        first += ["--engine", "ray", "--ray-address", ray_address]
     argvs = {
-        "first_run": common + ["--source", str(source), "--model", str(prior), "--threshold", str(THRESHOLD)],
+        "first_run": common + first + extra,
         "noop": common,
         "backfill": common + ["--threshold", str(BACKFILL_THRESHOLD)],
         "refresh_one": common,
         "health": common,
     }
-    result: dict[str, Any] = {"shards": n, "phases": {}}
     for phase in PHASES:
         if phase == "refresh_one":  # one source file changed: a document replaced
             rows = [json.loads(line) for line in files[0].read_text().splitlines()]
@@ -268,21 +353,27 @@ def measure(n: int, work: Path, prior: Path, docs: list[str], base_env: dict[str
             files[0].write_text("".join(json.dumps(r) + "\n" for r in rows))
         if phase == "health":
             (home / "tledit.duckdb").unlink(missing_ok=True)
-        r = run_phase(argvs[phase], env, work / f"n{n}" / f"{phase}.log")
+        if phase == "backfill":
+            before_backfill = instance.size_mb(home)
+        r = run_phase(argvs[phase], env, folder / f"{phase}.log")
+        if phase == "backfill":
+            result["backfill_instance_mb"] = instance.size_mb(home) - before_backfill
         r["overhead_per_shard_s"] = (r["wall_s"] - r["engine_s"]) / n
         result["phases"][phase] = r
         print(
-            f"  N={n:>5} {phase:<12} {r['wall_s']:8.1f} s wall {r['engine_s']:7.1f} s engine "
+            f"  {instance.name:<8} N={n:>5} {phase:<12} {r['wall_s']:8.1f} s wall {r['engine_s']:7.1f} s engine "
             f"{r['overhead_per_shard_s'] * 1000:8.1f} ms/shard overhead {r['peak_rss_mb']:7.0f} MB"
-            + ("" if r["code"] == 0 else f"  exit {r['code']} (see {work / f'n{n}' / f'{phase}.log'})"),
+            + ("" if r["code"] == 0 else f"  exit {r['code']} (see {folder / f'{phase}.log'})"),
             flush=True,
         )
-    result["dagster_home_mb"] = tree_mb(home / "dagster_home")
+    result["tokens"] = _first(r"tokens\s+([\d,]+)", folder / "first_run.log")
+    result["prior_loads"] = _first(r"prior loaded (\d+) time", folder / "first_run.log", last=True)
+    result["dagster_home_mb"] = instance.size_mb(home)  # on PostgreSQL: the database plus the local dagster_home
     result["lake_mb"] = tree_mb(home / "lake")
-    result["runs"] = len(list((home / "dagster_home" / "history" / "runs").glob("*.db"))) - 1  # less index.db
+    result["runs"] = instance.runs(home)
     if ui:
         try:
-            result["ui"] = time_ui(env | {"DAGSTER_HOME": str(home / "dagster_home")}, work / f"n{n}" / "webserver.log")
+            result["ui"] = time_ui(env | {"DAGSTER_HOME": str(home / "dagster_home")}, folder / "webserver.log")
         except Exception as exc:  # reported, not fatal: the phases above are the benchmark
             result["ui"] = {"error": str(exc)}
     return result
@@ -325,9 +416,25 @@ def summary_json(results: list[dict]) -> dict[str, Any]:
     out["peak_rss_mb"] = [round(max(r["phases"][p]["peak_rss_mb"] for p in PHASES), 1) for r in results]
     out["overhead_per_shard_s"] = {p: [round(r["phases"][p]["overhead_per_shard_s"], 4) for r in results] for p in PHASES}
     out["dagster_home_mb"] = [round(r["dagster_home_mb"], 1) for r in results]
+    out["instance_kb_per_shard"] = [round(r["dagster_home_mb"] * 1024 / r["shards"], 1) for r in results]
+    out["backfill_instance_mb"] = [round(r["backfill_instance_mb"], 2) for r in results]
+    out["backfill_instance_kb_per_shard"] = [round(r["backfill_instance_mb"] * 1024 / r["shards"], 1) for r in results]
     out["lake_mb"] = [round(r["lake_mb"], 1) for r in results]
     out["runs"] = [r["runs"] for r in results]
     out["exit_codes"] = {p: [r["phases"][p]["code"] for r in results] for p in PHASES}
+    out["first_run_tokens_per_s"] = [
+        round(r["tokens"] / r["phases"]["first_run"]["wall_s"], 1) if r.get("tokens") else None for r in results
+    ]
+    if "local_first_run" in results[0]:  # engine ray: the local engine's first run beside it
+        loc = [r["local_first_run"] for r in results]
+        out["local_first_run_s"] = [round(x["wall_s"], 2) for x in loc]
+        out["local_first_run_tokens_per_s"] = [round(x["tokens"] / x["wall_s"], 1) if x.get("tokens") else None for x in loc]
+        out["ray_vs_local_first_run"] = [round(x["wall_s"] / r["phases"]["first_run"]["wall_s"], 3) for x, r in zip(loc, results)]
+        # What going through Ray adds per shard: the first run's extra wall seconds over the local engine's, per shard.
+        out["ray_extra_per_shard_s"] = [
+            round((r["phases"]["first_run"]["wall_s"] - x["wall_s"]) / r["shards"], 4) for x, r in zip(loc, results)
+        ]
+        out["prior_loads"] = [r.get("prior_loads") for r in results]
     if "ui" in results[-1]:
         out["ui_at_shards"] = results[-1]["shards"]
         out["ui"] = {k: (round(v, 3) if isinstance(v, float) else v) for k, v in results[-1]["ui"].items()}
@@ -350,8 +457,8 @@ def table(results: list[dict]) -> str:
                 f"{x['overhead_per_shard_s'] * 1000:12.1f} ms {x['peak_rss_mb']:12.0f}"
             )
         lines.append(
-            f"{r['shards']:>6} {'dagster home':<12} {r['dagster_home_mb']:9.1f} MB in {r['runs']} run databases; "
-            f"lake {r['lake_mb']:.1f} MB"
+            f"{r['shards']:>6} {'instance':<12} {r['dagster_home_mb']:9.1f} MB, {r['runs']} runs "
+            f"({r['backfill_instance_mb']:.2f} MB added by the backfill); lake {r['lake_mb']:.1f} MB"
         )
     return "\n".join(lines)
 
@@ -363,6 +470,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", default=None, help="where corpora and data directories go (default: a temporary folder)")
     parser.add_argument("--no-ui", action="store_true", help="skip the GraphQL timings at the largest N")
     parser.add_argument("--layers", type=int, default=2, help="layers of the small prior (default 2)")
+    parser.add_argument(
+        "--instance",
+        nargs="+",
+        choices=("sqlite", "postgres"),
+        default=["sqlite"],
+        help="where the Dagster instance lives: local SQLite (default), a PostgreSQL server started here, or both side by side",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="ray: the prior's steps on a local one-node Ray cluster started for the benchmark (CPU actors, as many "
+        "threads as the local engine), with the local engine's first run beside it for comparison",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--report", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -384,19 +505,63 @@ def main(argv: list[str] | None = None) -> int:
         f"on {os.cpu_count()} CPU(s) ({cpu}); work folder {work}",
         flush=True,
     )
-    results = [measure(n, work, prior, docs, env, ui=not args.no_ui and n == max(args.shards)) for n in sorted(args.shards)]
-    print()
-    print(table(results))
-    data = summary_json(results)
+    ray = None
+    if args.engine == "ray":  # one head node on loopback, as many CPUs as this machine, no GPU
+        from benchmarks.cluster import LocalCluster
+
+        t = time.perf_counter()
+        ray = LocalCluster(env=env, cpus=os.cpu_count() or 1, gpus=0)
+        ray.start_head()
+        print(f"make scale: Ray head {ray.address} up in {time.perf_counter() - t:.1f}s", flush=True)
+    summaries: dict[str, dict[str, Any]] = {}
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a stopped benchmark still stops its servers
+    try:
+        for name in args.instance:
+            with server_for(name) as server:
+                instance = Instance(name, server)
+                results = [
+                    measure(
+                        n,
+                        work,
+                        prior,
+                        docs,
+                        env,
+                        ui=not args.no_ui and n == max(args.shards),
+                        instance=instance,
+                        ray_address=ray and ray.address,
+                    )
+                    for n in sorted(args.shards)
+                ]
+            print(f"\n{name}")
+            print(table(results))
+            summaries[name] = summary_json(results) | {"instance": name}
+            if "ui" in summaries[name]:
+                print(f"\nGraphQL at N={summaries[name]['ui_at_shards']} ({summaries[name]['ui']})")
+            png = chart(results, out / ("scale.png" if len(args.instance) == 1 else f"scale-{name}.png"))
+            if png:
+                print(f"chart: {png}")
+    finally:
+        if ray is not None:
+            ray.stop()
+    (data,) = summaries.values() if len(summaries) == 1 else ({"instances": summaries},)
     data["cpu"] = f"{os.cpu_count()} x {cpu}"
-    if "ui" in data:
-        print(f"\nGraphQL at N={data['ui_at_shards']} ({data['ui']})")
+    data["engine"] = args.engine
     (out / "scale.json").write_text(json.dumps(data, indent=2) + "\n")
-    png = chart(results, out / "scale.png")
-    if png:
-        print(f"chart: {png}")
     print(json.dumps(data))
     return 0
+
+
+@contextlib.contextmanager
+def server_for(name: str):
+    """None for SQLite; for PostgreSQL a throwaway server (the tests' one), stopped and removed afterwards."""
+    if name != "postgres":
+        yield None
+        return
+    sys.path.insert(0, str(REPO))
+    from tests.postgres import throwaway_server
+
+    with throwaway_server(password=os.urandom(12).hex()) as server:
+        yield server
 
 
 if __name__ == "__main__":

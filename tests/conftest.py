@@ -113,4 +113,23 @@ def small_source(tmp_path) -> Path:
     return src
 
 
+THREE_SHARDS = ["s0", "s1", "s2"]
+
+
+@pytest.fixture
+def three_shards(tmp_path) -> Path:
+    """Three one-file shards s0, s1, s2 of two short documents each (test_scale, test_postgres)."""
+    src = tmp_path / "source"
+    src.mkdir()
+    texts = [
+        "When shall we three meet again? In thunder, lightning, or in rain?",
+        "Fair is foul, and foul is fair. Hover through the fog and filthy air.",
+        "Is this a dagger which I see before me, the handle toward my hand?",
+    ]
+    for i, key in enumerate(THREE_SHARDS):
+        write_jsonl(src / f"{key}.jsonl", [{"text": texts[i]}, {"text": texts[(i + 1) % 3] + " " + key}])
+    return src
+
+
+from tests.postgres import postgres_server, postgres_url  # noqa: E402,F401  (fixtures: a real PostgreSQL server, a fresh database)
 from tests.s3 import s3, s3_server  # noqa: E402,F401  (fixtures: a real S3-compatible server, a fresh bucket)

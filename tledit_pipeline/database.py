@@ -100,6 +100,19 @@ def refresh_views(
     return made
 
 
+def lake_table_view(con: duckdb.DuckDBPyConnection, home: Location, table: str) -> bool:
+    """View an unpartitioned lake table (lake/<table>/data.parquet, e.g. the source's rejected_files) when it exists."""
+    path = lake_root(home) / table / DATA_FILE
+    if not path.exists():
+        con.execute(f"DROP VIEW IF EXISTS {sql_identifier(table)}")
+        return False
+    search_home(con, home)
+    con.execute(
+        f"CREATE OR REPLACE VIEW {sql_identifier(table)} AS SELECT * FROM read_parquet({sql_literal(view_path(home, path))})"
+    )
+    return True
+
+
 DUCKDB_FILE = "tledit.duckdb"
 
 

@@ -3,14 +3,24 @@
 Every source field is kept, in the file's column order, under its source name; the text field holds the
 edited text. Documents keep their source order. Rejected rows are not exported (they are listed in the
 rejected_documents view with a reason).
+
+By default a shard is written in its source file's own format and compression (`source`): a `.json.gz`
+shard as gzip JSON lines named `.json.gz`, a `.jsonl.zst` as zstd JSON lines, `.parquet` as parquet (zstd;
+snappy for a `.snappy.parquet`), `.arrow` as an Arrow IPC stream, `.txt` as paragraphs separated by a
+blank line. `jsonl.gz` or `parquet` ask for one format for every shard. The same table always gives the
+same bytes (gzip without a timestamp, fixed compression levels).
 """
 
 from __future__ import annotations
 
+import bz2
 import datetime as _dt
 import decimal
 import gzip
 import json
+import lzma
+from collections.abc import Callable
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -19,9 +29,15 @@ from tledit_pipeline import storage
 from tledit_pipeline.errors import TleditError
 from tledit_pipeline.generations import text_asset
 from tledit_pipeline.lake import partition_file, partition_meta, read_partition, write_file_atomically
+from tledit_pipeline.source import COMPRESSIONS, format_suffix, passthrough_values
+from tledit_pipeline.source import FORMATS as SOURCE_FORMATS
 from tledit_pipeline.storage import Location
 
-FORMATS = ("jsonl.gz", "parquet")
+SOURCE = "source"  # each shard in its source file's own format and compression
+# What `--format` takes: `source`, or one format for every shard.
+FORMATS = (SOURCE, "jsonl.gz", "parquet")
+# Every format a shard can be written in: a source suffix without its dot (`json.zst`), or `snappy.parquet`.
+WRITABLE = frozenset({suffix[1:] for suffix in SOURCE_FORMATS} | {"snappy.parquet"})
 
 
 class ExportError(TleditError):
@@ -62,26 +78,75 @@ def _json_default(value):
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
+def source_format(home: Location, shard: str) -> str:
+    """The format of the shard's source file, as its suffix without the dot (`json.gz`, `snappy.parquet`)."""
+    name = str(partition_meta(home, "raw_corpus", shard).get("source_file", "")).lower()
+    if name.endswith(".snappy.parquet"):
+        return "snappy.parquet"
+    suffix = format_suffix(name)
+    if not suffix:
+        raise ExportError(f"shard {shard!r}: raw_corpus records no source file name with a known format; run `tledit run`")
+    return suffix[1:]
+
+
+def _json_lines(table: pa.Table) -> bytes:
+    """One JSON object per row, the source's fields in order; a JSON passthrough column as its original values."""
+    columns = {name: passthrough_values(table.column(name)) for name in table.column_names}
+    rows = (dict(zip(columns, values)) for values in zip(*columns.values()))
+    return "".join(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n" for row in rows).encode("utf-8")
+
+
+def _compress(data: bytes, compression: str | None) -> bytes:
+    """Deterministic bytes for each compression a JSON-lines shard may carry."""
+    if compression == "gzip":
+        return gzip.compress(data, mtime=0)
+    if compression == "bz2":
+        return bz2.compress(data)
+    if compression == "xz":
+        return lzma.compress(data, format=lzma.FORMAT_XZ)
+    if compression == "zstd":
+        import zstandard
+
+        return zstandard.ZstdCompressor(level=3).compress(data)
+    return data
+
+
+def _writer(table: pa.Table, fmt: str) -> Callable[[Path], object]:
+    if fmt.endswith("parquet"):
+        codec = "snappy" if fmt == "snappy.parquet" else "zstd"
+        return lambda p: pq.write_table(table, p, compression=codec)
+    if fmt == "arrow":  # the stream format, as a Hugging Face dataset's files
+
+        def write_arrow(p: Path) -> None:
+            with pa.OSFile(str(p), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as out:
+                out.write_table(table)
+
+        return write_arrow
+    if fmt == "txt":  # the one column is the text; paragraphs as they were read: a blank line between documents
+        texts = table.column(0).to_pylist() if table.num_columns else []
+        return lambda p: p.write_bytes("".join(t + "\n\n" for t in texts).encode("utf-8"))
+    compression = COMPRESSIONS.get("." + fmt.rsplit(".", 1)[-1])
+    return lambda p: p.write_bytes(_compress(_json_lines(table), compression))
+
+
 def write_export(table: pa.Table, out_dir: Location | str, shard: str, fmt: str) -> Location:
-    """One file per shard, written atomically (one PUT on an object store); the same table gives the same bytes."""
-    if fmt not in FORMATS:
-        raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    target = storage.location(out_dir) / f"{shard}.{fmt}"
-    if fmt == "parquet":
-        return write_file_atomically(target, lambda p: pq.write_table(table, p, compression="zstd"))
-    lines = "".join(json.dumps(row, ensure_ascii=False, default=_json_default) + "\n" for row in table.to_pylist()).encode(
-        "utf-8"
-    )
-    return write_file_atomically(target, lambda p: p.write_bytes(gzip.compress(lines, mtime=0)))
+    """One file per shard, `<shard>.<fmt>`, written atomically (one PUT on an object store); the same table
+    gives the same bytes."""
+    if fmt not in WRITABLE:
+        raise ExportError(f"format must be one of {', '.join(FORMATS)} (or a source format), got {fmt!r}")
+    return write_file_atomically(storage.location(out_dir) / f"{shard}.{fmt}", _writer(table, fmt))
 
 
 def export_shard(
     home: Location,
     shard: str,
     out_dir: Location | str,
-    fmt: str = "jsonl.gz",
+    fmt: str = SOURCE,
     edit_version: str | None = None,
     generation: int = 1,
 ) -> tuple[Location, int]:
+    """Write one shard's edited documents; `fmt` is `source` (the shard's own format), jsonl.gz or parquet."""
+    if fmt not in WRITABLE | {SOURCE}:
+        raise ExportError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     table = edited_in_source_schema(home, shard, edit_version, generation)
-    return write_export(table, out_dir, shard, fmt), table.num_rows
+    return write_export(table, out_dir, shard, source_format(home, shard) if fmt == SOURCE else fmt), table.num_rows

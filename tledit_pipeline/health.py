@@ -107,6 +107,8 @@ hashed AS (
     SELECT variant, shard, 'hashed_entropy' AS metric, -sum(p * ln(p)) AS value FROM hp GROUP BY variant, shard
     UNION ALL
     SELECT variant, shard, 'hashed_effective_buckets', exp(-sum(p * ln(p))) FROM hp GROUP BY variant, shard
+    UNION ALL  -- the count the JS bound of the health checks is judged on (tledit_pipeline/verdict.py)
+    SELECT variant, shard, 'hashed_features', sum(count) FROM c WHERE n <= 2 GROUP BY variant, shard
 ),
 pq AS (
     SELECT vs.variant, vs.shard, coalesce(v.p, 0) AS p, coalesce(w.p, 0) AS q

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import logging
 import os
 import shutil
@@ -118,11 +119,118 @@ def native_bf16(device: str) -> bool:
     return cpu_has_bf16()
 
 
+# dtype `auto` on a CPU: bf16 only when a timed probe shows it at least this much faster than float32 (bf16
+# rounds the logits' inputs, so it must pay for itself; the margin also keeps a noisy probe from flipping).
+BF16_MARGIN = 0.9
+PROBE_TOKENS, PROBE_WIDTH = 128, 512  # the probe: one decoder MLP (width -> 4 x width -> width) over 128 tokens
+_DTYPES: dict[str, str] = {}  # device -> the dtype `auto` chose in this process
+
+
+def _machine_key(device: str) -> str:
+    """What the probe's answer depends on: the CPU (model, flags, cores) and torch's kernels."""
+    import platform
+
+    import torch
+
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        info = platform.processor()
+    lines = [ln for ln in info.splitlines() if ln.startswith(("model name", "flags"))][:2]
+    ident = "|".join([device, *lines, str(os.cpu_count()), torch.__version__])
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
+
+
+def _probe_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "tledit" / "dtype-probe.json"
+
+
+def measure_dtype(device: str = "cpu", repeats: int = 5) -> tuple[str, dict[str, float]]:
+    """bfloat16 or float32, whichever runs one transformer MLP (two matmuls and a SiLU over PROBE_TOKENS
+    tokens, a prior's hot path) faster, bf16 by BF16_MARGIN; and the best time of each.
+
+    The two dtypes take turns, so a machine whose load changes during the probe slows both alike.
+    """
+    import time
+
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    base = [
+        torch.randn(PROBE_TOKENS, PROBE_WIDTH, generator=gen),
+        torch.randn(PROBE_WIDTH, 4 * PROBE_WIDTH, generator=gen),
+        torch.randn(4 * PROBE_WIDTH, PROBE_WIDTH, generator=gen),
+    ]
+    args = {dt: [t.to(device, getattr(torch, dt)) for t in base] for dt in ("float32", "bfloat16")}
+    best = dict.fromkeys(args, float("inf"))
+    with torch.inference_mode():
+        for i in range(repeats + 1):  # the first round selects kernels and touches pages: not timed
+            for dt, (x, up, down) in args.items():
+                t = time.perf_counter()
+                torch.nn.functional.silu(x @ up) @ down
+                if device.startswith("cuda"):
+                    torch.cuda.synchronize()
+                if i:
+                    best[dt] = min(best[dt], time.perf_counter() - t)
+    return ("bfloat16" if best["bfloat16"] < BF16_MARGIN * best["float32"] else "float32"), best
+
+
 def pick_dtype(device: str, requested: str = "auto") -> str:
-    """auto: bf16 where the hardware computes it natively, else float32."""
+    """auto: on a CPU, the faster of bf16 and float32 on this machine, measured; on CUDA, bf16 where supported.
+
+    CPU flags do not decide it: AVX-512 BF16 without AMX can run a small model's bf16 matmuls slower than
+    float32. The probe (measure_dtype, a fraction of a second) runs once per machine: its answer is kept per
+    process and in ~/.cache/tledit/dtype-probe.json under a key of the CPU, its core count and torch's
+    version, so every later process on the machine scores in the same dtype (same bytes on a re-run).
+    """
     if requested != "auto":
         return requested
-    return "bfloat16" if native_bf16(device) else "float32"
+    if device.startswith("cuda"):
+        return "bfloat16" if native_bf16(device) else "float32"
+    if device in _DTYPES:
+        return _DTYPES[device]
+    _DTYPES[device] = _cached_probe(device)
+    return _DTYPES[device]
+
+
+def _cached_probe(device: str) -> str:
+    """This machine's answer from the cache file, or a probe written to it; under a lock, so that processes
+    starting together (test workers, a run's subprocesses) measure once and agree."""
+    key, path = _machine_key(device), _probe_cache()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_name(path.name + ".lock"), "a")  # noqa: SIM115 (held until the answer is written)
+    except OSError:
+        lock = None
+    try:
+        if lock is not None:
+            try:
+                import fcntl
+
+                fcntl.flock(lock, fcntl.LOCK_EX)
+            except (ImportError, OSError):
+                pass
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = {}
+        known = known if isinstance(known, dict) else {}
+        entry = known.get(key)
+        choice = entry.get("dtype") if isinstance(entry, dict) else None
+        if choice in ("float32", "bfloat16"):
+            return choice
+        choice, times = measure_dtype(device)
+        known[key] = {"dtype": choice, "seconds": {k: round(v, 6) for k, v in times.items()}}
+        try:  # a cache that cannot be written costs a probe per process, nothing else
+            tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            tmp.write_text(json.dumps(known, sort_keys=True))
+            os.replace(tmp, path)
+        except OSError:
+            pass
+        return choice
+    finally:
+        if lock is not None:
+            lock.close()
 
 
 _BYTE_DECODER: dict[str, int] | None = None
@@ -245,16 +353,58 @@ def _file_hash(path: Path) -> str:
     return _FILE_HASHES[key]
 
 
+FINGERPRINT_FILE = ".tledit-fingerprint.json"  # beside the model's files: their recorded content hashes
+
+
+def _recorded_hashes(files: dict[str, Path], record: Path) -> dict[str, str]:
+    """{name: sha256} of `files`, read from `record` for every file whose size and mtime are the recorded ones.
+
+    A file is hashed once, by the first process that sees it with that size and mtime, and the record
+    rewritten (atomically; a read-only folder is hashed in each process instead). Every later process, on
+    any node that sees the same files, stats them and reads one small JSON file: a 70B model's 140 GB are
+    not read again to compute a code version. Weights replaced in place get a new mtime: hashed again.
+    """
+    try:
+        known = json.loads(record.read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        known = {}
+    out: dict[str, str] = {}
+    fresh: dict[str, list] = {}
+    for name, f in files.items():
+        st = f.stat()
+        seen = known.get(name)
+        if isinstance(seen, list) and len(seen) == 3 and seen[:2] == [st.st_size, st.st_mtime_ns]:
+            out[name] = str(seen[2])
+        else:
+            out[name] = _file_hash(f)
+        fresh[name] = [st.st_size, st.st_mtime_ns, out[name]]
+    if fresh != known:
+        tmp = record.parent / f".{record.name}.{uuid.uuid4().hex}.tmp"
+        try:
+            tmp.write_text(json.dumps({"files": fresh}, indent=1, sort_keys=True))
+            os.replace(tmp, record)
+        except OSError:  # a read-only model folder: nothing recorded
+            tmp.unlink(missing_ok=True)
+    return out
+
+
 def _fingerprint(path: str) -> str:
-    """Changes with the content of any file of a local model folder (weights replaced in place included)."""
-    h = hashlib.sha256(path.encode())
+    """Changes with the content of any file of a local model folder (weights replaced in place included).
+
+    The content only, not where the folder is: every process and node that sees the same files gets the
+    same fingerprint, whatever its mount point. A model id (not a folder) is fingerprinted by the id.
+    """
     p = Path(path)
-    if p.is_dir():
-        files = sorted(
-            f for f in p.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
-        )
-        for f in files:
-            h.update(f"{f.relative_to(p).as_posix()}:{_file_hash(f)}\n".encode())
+    if not p.is_dir():
+        return hashlib.sha256(path.encode()).hexdigest()[:12]
+    files = {
+        f.relative_to(p).as_posix(): f
+        for f in sorted(p.rglob("*"))
+        if f.is_file() and not any(part.startswith(".") for part in f.relative_to(p).parts)
+    }
+    h = hashlib.sha256(b"model-folder\n")
+    for name, digest in _recorded_hashes(files, p / FINGERPRINT_FILE).items():
+        h.update(f"{name}:{digest}\n".encode())
     return h.hexdigest()[:12]
 
 
@@ -263,12 +413,20 @@ def model_version(model: str, models_dir: Path) -> str:
 
     Loads and converts nothing: the bundled prior is versioned by its GGUF file, a local folder by the
     content of its files, a Hugging Face id by the id alone (pin a revision or use a folder to track it).
+    Content hashes are recorded beside the files (_recorded_hashes), so the version is a few stats per
+    process and the same on every node: a Ray actor checks its prior against the driver's (cluster.py).
     """
     if model == BUNDLED_MODEL:
         try:
-            return "gguf-" + _file_hash(_bundled_gguf())[:12]
+            gguf = _bundled_gguf()
         except PriorError:
             return "missing"
+        record = Path(models_dir) / f".{BUNDLED_DIR}.gguf{FINGERPRINT_FILE}"
+        try:
+            Path(models_dir).mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass
+        return "gguf-" + _recorded_hashes({gguf.name: gguf}, record)[gguf.name][:12]
     return _fingerprint(model) if Path(model).is_dir() else model
 
 

@@ -17,19 +17,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tledit_pipeline import packing
 from tledit_pipeline.health import probability_histogram
 from tledit_pipeline.prior import Prior, document_start_id
 from tledit_pipeline.progress import Progress
 from tledit_pipeline.settings import ScoringSettings
 from tledit_pipeline.spans import token_spans
-from tledit_pipeline.windows import Window, pack_batches, plan_windows
+from tledit_pipeline.windows import Batch, Window, pack_batches, plan_windows
 
 LOGIT_ROWS = 1024  # positions projected to the vocabulary at once: bounds the logits' memory
-# Batch widths are padded up to a multiple of this. The CPU kernels (oneDNN, bf16) compile and cache code per
-# input shape: one width per batch made every shard new shapes, and a process's memory grew by ~0.5 GB over
-# its first few hundred shards; a few dozen widths keep it flat and hit the cache. Right padding changes
-# no scored position (causal attention), only the rounding noise a batch's width already brings.
-WIDTH_STEP = 64
 WIDE = 8  # extra top entries taken so that blocked tokens rarely leave fewer than k candidates
 
 
@@ -146,6 +142,8 @@ class Scorer:
         self.head_bias = None if getattr(self.head, "bias", None) is None else self.head.bias.float()
         self._logits = None  # the reused logits buffer (see logits())
         self.start_id = document_start_id(prior.tokenizer) if settings.document_start else None
+        # Several windows per row where the model's attention can keep to each (SDPA models); else one per row.
+        self.pack = packing.enable(prior.model)
 
     def sequences(self, ids: list[np.ndarray], contexts: list[np.ndarray] | None = None) -> tuple[list[np.ndarray], list[int]]:
         """What the model reads for each document, [start] + context + document, and where the document begins."""
@@ -157,38 +155,49 @@ class Scorer:
             offsets.append(len(pre))
         return seqs, offsets
 
-    def plan(self, seqs: list[np.ndarray], offsets: Sequence[int] | None = None) -> tuple[list[Window], list[list[Window]]]:
+    def plan(self, seqs: list[np.ndarray], offsets: Sequence[int] | None = None) -> tuple[list[Window], list[Batch]]:
         """Every window of these model sequences (scored from each document's start), and the batches they run in."""
         windows = [
             w
             for i, seq in enumerate(seqs)
             for w in plan_windows(i, len(seq), self.window, self.overlap, first=offsets[i] if offsets else 1)
         ]
-        return windows, pack_batches(windows, self.settings.batch_tokens)
+        return windows, pack_batches(windows, self.settings.batch_tokens, self.window, self.pack)
 
-    def hidden(self, batch: list[Window], ids: list[np.ndarray]):
-        """Last hidden states at the scored positions of one right-padded batch, and their target tokens.
+    def hidden(self, batch: Batch, ids: list[np.ndarray]):
+        """Last hidden states at the scored positions of one batch, their target tokens, and its padded size.
 
-        No attention mask: with right padding, causal attention already keeps every real token from
-        seeing the padding after it, and the mask-free call takes the fused causal attention kernel.
+        Rows are right-padded. A row of one window runs without an attention mask: causal attention already
+        keeps every real token from seeing the padding after it, and the mask-free call takes the fused
+        causal kernel. A batch with packed rows gets position ids that restart at each window and attention
+        kept within each window (tledit_pipeline.packing): every window is computed as if it were alone.
         """
         torch = self.torch
         dev = self.prior.device
-        longest = max(w.length for w in batch)
-        width = max(longest, min(-(-longest // WIDTH_STEP) * WIDTH_STEP, self.window))  # never past the window
-        inp = np.full((len(batch), width), self.pad_id, dtype=np.int64)
-        rows, cols = [], []
-        for r, w in enumerate(batch):
-            inp[r, : w.length] = ids[w.doc][w.start : w.end]
-            # Hidden state at column c predicts the token at column c + 1.
-            c = np.arange(w.score_from - w.start - 1, w.length - 1)
-            rows.append(np.full(len(c), r))
-            cols.append(c)
+        inp = np.full((len(batch.rows), batch.width), self.pad_id, dtype=np.int64)
+        pos = np.zeros_like(inp) if batch.packed else None
+        rows, cols, spans = [], [], []
+        for r, row in enumerate(batch.rows):
+            at = 0
+            for w in row:
+                inp[r, at : at + w.length] = ids[w.doc][w.start : w.end]
+                if pos is not None:
+                    pos[r, at : at + w.length] = np.arange(w.length)
+                # Hidden state at column c predicts the token at column c + 1.
+                c = np.arange(w.score_from - w.start - 1, w.length - 1) + at
+                rows.append(np.full(len(c), r))
+                cols.append(c)
+                spans.append((r, at, at + w.length))
+                at += w.length
         row_t = torch.from_numpy(np.concatenate(rows)).to(dev)
         col_t = torch.from_numpy(np.concatenate(cols)).to(dev)
         inp_t = torch.from_numpy(inp).to(dev)
-        hidden = self.body(input_ids=inp_t, use_cache=False).last_hidden_state
-        return hidden[row_t, col_t], inp_t[row_t, col_t + 1], width * len(batch)
+        if pos is None:
+            hidden = self.body(input_ids=inp_t, use_cache=False).last_hidden_state
+        else:
+            with packing.segments(spans):
+                hidden = self.body(input_ids=inp_t, position_ids=torch.from_numpy(pos).to(dev), use_cache=False).last_hidden_state
+        return hidden[row_t, col_t], inp_t[row_t, col_t + 1], batch.padded_tokens
 
     def logits(self, picked, s: int):
         """Vocabulary logits of up to LOGIT_ROWS positions, in float32, written into one reused buffer.
@@ -227,7 +236,7 @@ class Scorer:
             top_v[short], top_i[short] = torch.topk(logits[short].masked_fill_(self.blocked, float("-inf")), k, dim=-1)
         return top_v, top_i, wide_v[:, 0]
 
-    def forward_batch(self, batch: list[Window], ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    def forward_batch(self, batch: Batch, ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
         """Log-prob of the actual token and top-k candidates at every scored position, from one pass."""
         torch = self.torch
         with torch.inference_mode():
@@ -287,7 +296,7 @@ class Scorer:
             lp, top_ids, top_lp, padded = self.forward_batch(batch, seqs)
             at = 0
             done_docs = done_tokens = 0
-            for w in batch:
+            for w in batch.windows:
                 n_scored = w.end - w.score_from
                 d = out[w.doc]
                 a, b = w.score_from - offsets[w.doc], w.end - offsets[w.doc]  # document positions

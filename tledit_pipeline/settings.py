@@ -24,11 +24,13 @@ if typing.TYPE_CHECKING:
 
 BUNDLED_MODEL = "bundled:smollm2-135m"
 STRATEGIES = ("top_k", "top_p")
+ENGINES = ("local", "ray")
 SETTINGS_FILE = "settings.json"
 ENV_PREFIX = "TLEDIT_"
 
 # Which `tledit` commands take a setting's flag.
-ALL = ("run", "preview", "export", "shards", "ui", "health", "probe")
+ALL = ("run", "preview", "export", "shards", "ui", "health", "probe", "move-instance")
+INSTANCE = ("run", "ui", "move-instance")  # settings of the Dagster instance
 RUN = ("run",)
 PRIOR = ("run", "preview")  # settings that change what the prior computes or how its scores are edited
 CORPUS = ("run", "export", "shards")
@@ -61,6 +63,32 @@ def data_dir(value: "str | os.PathLike | RemotePath") -> "Path | RemotePath":
         return location(value)
     except StorageError as exc:
         raise SettingsError(f"TLEDIT_HOME: {exc}") from None
+
+
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def postgres_url(url: str) -> str:
+    """The instance's PostgreSQL URL without its password, which goes to PGPASSWORD (libpq's own variable, read
+    by this process and inherited by `dagster dev`, the daemon and a run's subprocesses) so that settings.json,
+    run configs, metadata and dagster.yaml never hold it."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise SettingsError(f"TLEDIT_DAGSTER_POSTGRES_URL: not a valid URL ({exc})") from None
+    if parts.scheme not in POSTGRES_SCHEMES or not parts.hostname or not parts.path.strip("/"):
+        raise SettingsError(
+            "TLEDIT_DAGSTER_POSTGRES_URL must look like postgresql://user@host:port/database, "
+            f"got scheme {parts.scheme!r}, host {parts.hostname!r}, database {parts.path.strip('/')!r}"
+        )
+    if parts.password is not None:
+        os.environ["PGPASSWORD"] = unquote(parts.password)
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 address keeps its brackets
+    netloc = (parts.username + "@" if parts.username else "") + host + (f":{port}" if port else "")
+    return urlunsplit(("postgresql", netloc, parts.path, parts.query, ""))
 
 
 @dataclass(frozen=True)
@@ -129,8 +157,9 @@ class ScoringSettings:
     device: str = setting("auto", "`auto` (CUDA if present), `cpu`, `cuda`", commands=PRIOR)
     dtype: str = setting(
         "auto",
-        "`auto`: bf16 where the hardware computes it natively (CUDA with bf16, CPUs with AVX-512 BF16 or AMX), "
-        "float32 otherwise; or force `float32` / `bfloat16`. Recorded in token_scores' metadata",
+        "`auto`: on a CPU the faster of bf16 and float32, measured once per machine by a timed probe (kept in "
+        "~/.cache/tledit/dtype-probe.json); on CUDA bf16 where supported; or force `float32` / `bfloat16`. "
+        "Recorded in token_scores' metadata",
         commands=PRIOR,
         choices=("auto", "float32", "bfloat16"),
     )
@@ -230,10 +259,16 @@ class SyntheticSettings:
 
 @dataclass(frozen=True)
 class CheckSettings:
-    """Thresholds of the distribution-health checks (edited must stay close to raw)."""
+    """Thresholds of the distribution-health checks (edited must stay close to raw), each judged against what a
+    shard of its size can show (tledit_pipeline/verdict.py)."""
 
-    min_tail_coverage: float = setting(0.98, "check: edited tail_coverage / raw's must be at least this")
-    max_js_divergence: float = setting(0.01, "check: edited js_divergence_vs_raw (hashed features, bits) must be at most this")
+    min_tail_coverage: float = setting(
+        0.98, "check: edited tail_coverage / raw's must be at least this (its upper bound on a small shard: docs/health.md)"
+    )
+    max_js_divergence: float = setting(
+        0.01,
+        "check: edited js_divergence_vs_raw (hashed features, bits) must be at most this (its lower bound on a small shard: docs/health.md)",
+    )
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.min_tail_coverage <= 1.0:
@@ -337,7 +372,7 @@ class Settings:
     )
     source: str = setting(
         "sample",
-        "`sample`; a folder / glob / file of `.jsonl`, `.jsonl.gz`, `.parquet`, `.txt`, `.arrow`, local or on an object store "
+        "`sample`; a folder / glob / file of `.jsonl`, `.json` (plain, `.gz`, `.zst`, `.bz2`, `.xz`), `.parquet`, `.txt`, `.arrow`, local or on an object store "
         "(`s3://bucket/prefix/*.jsonl.gz`, `gs://`, `az://`, `hf://datasets/...`); a `save_to_disk` folder; or "
         "`hf:NAME[:CONFIG[:SPLIT]]` from the local Hugging Face cache (one file = one shard = one partition; docs/storage.md)",
         commands=CORPUS,
@@ -357,8 +392,15 @@ class Settings:
     dagster_home: Path | None = setting(
         None,
         "the Dagster instance's home (runs, event log; always local, or PostgreSQL per docs/deploy.md)",
-        commands=("run", "ui"),
+        commands=INSTANCE,
         shown_default="$TLEDIT_HOME/dagster_home; for an object-store home ~/.local/state/tledit/<home>/dagster_home",
+    )
+    dagster_postgres_url: str | None = setting(
+        None,
+        "the Dagster instance (runs, event log, schedules) on PostgreSQL: a `postgresql://user@host:port/db` URL; the "
+        "password from the URL or PGPASSWORD (or ~/.pgpass), never stored; unset: local SQLite under dagster_home (docs/deploy.md)",
+        commands=INSTANCE,
+        shown_default="unset (SQLite)",
     )
     refresh_cron: str = setting("@daily", "cron of the refresh schedule (docs/operating.md)")
     trust_remote_code: bool = setting(False, "run a model repository's own Python code (opt-in)", commands=PRIOR)
@@ -390,6 +432,32 @@ class Settings:
         "in the run's own process, which saves the 3 s or so a process start costs; 0: always apart",
     )
 
+    engine: str = setting(
+        "local",
+        "where the prior's steps (token_scores, synthetic_corpus, token_scores_g*) run: `local`, in the run's process; "
+        "`ray`, on a pool of long-lived scoring actors of a Ray cluster, one prior load per actor (`pip install .[ray]`; docs/deploy.md)",
+        choices=ENGINES,
+    )
+    ray_address: str | None = setting(
+        None,
+        "engine `ray`: the cluster, `auto` (the one this machine belongs to), `host:port` or `ray://host:10001`; "
+        "none: a local Ray started for the run and stopped after it",
+        shown_default="none",
+    )
+    ray_actors: int = setting(
+        0, "engine `ray`: scoring actors; 0 = one per GPU of the cluster, or one per node on a cluster without GPUs"
+    )
+    ray_threads: int = setting(
+        0,
+        "engine `ray`: torch threads (and Ray CPUs) of each CPU scoring actor; 0 = the CPUs of the smallest node "
+        "divided by its share of the actors (a GPU actor takes 1)",
+    )
+    shared_home: bool = setting(
+        False,
+        "engine `ray`: vouch that every node of a multi-node cluster sees the local data directory at the same path "
+        "(a shared file system); without it a local home on such a cluster is refused (an object-store home needs nothing)",
+    )
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "home", data_dir(self.home))
         if self.generations < 1:
@@ -399,11 +467,17 @@ class Settings:
         for name in ("model_cache", "dagster_home"):  # local by nature: never an object store
             if getattr(self, name) is not None:
                 object.__setattr__(self, name, Path(getattr(self, name)).expanduser().absolute())
+        if self.dagster_postgres_url is not None:
+            object.__setattr__(self, "dagster_postgres_url", postgres_url(self.dagster_postgres_url))
         if self.edit.top_k > self.scoring.candidates:
             raise SettingsError(
                 f"top_k={self.edit.top_k} exceeds the {self.scoring.candidates} candidates stored per "
                 "token; raise TLEDIT_CANDIDATES (this rescores the corpus)"
             )
+        if self.engine not in ENGINES:
+            raise SettingsError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.ray_actors < 0 or self.ray_threads < 0:
+            raise SettingsError(f"ray_actors and ray_threads must be >= 0, got {self.ray_actors} and {self.ray_threads}")
         if self.apart_from_shards < 0:
             raise SettingsError(f"apart_from_shards must be >= 0, got {self.apart_from_shards}")
         if not self.text_field:

@@ -1,10 +1,12 @@
 """Where documents come from: shard discovery and reading a shard into accepted documents + rejects.
 
-One source file = one shard = one partition. JSON lines (.jsonl, .jsonl.gz) are read line by line with
-`json`, .txt as bytes (one document per blank-line separated paragraph, line ends kept), parquet and
-Arrow (.arrow, the files of a Hugging Face dataset) with pyarrow: every value reaches the lake as written.
-Every document ends up either accepted or in the reject table with a reason and a locator: nothing is
-dropped silently.
+One source file = one shard = one partition. JSON lines (.jsonl or .json, plain or compressed: .gz, .zst,
+.bz2, .xz) are read line by line with `json`; a .json file whose first character is `[` is one JSON array,
+read whole, its items the records. .txt is read as bytes (one document per blank-line separated
+paragraph, line ends kept), parquet (.parquet, .snappy.parquet) and Arrow (.arrow, the files of a Hugging
+Face dataset) with pyarrow: every value reaches the lake as written. Every document ends up either accepted
+or in the reject table with a reason and a locator; every file of a source folder or glob is either a shard
+or listed as not taken, with the reason (`Discovery.not_taken`): nothing is dropped silently.
 
 A source is a local folder, glob or file; the same on an object store (`s3://bucket/prefix/*.jsonl.gz`,
 `gs://`, `az://`, `hf://datasets/...`, anything fsspec reaches); a folder written by a Hugging Face
@@ -15,15 +17,18 @@ is the hash of exactly the bytes that were read (never an ETag).
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import glob
 import gzip
 import hashlib
+import itertools
 import json
+import lzma
 import math
 import re
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,11 +39,23 @@ import pyarrow.parquet as pq
 from tledit_pipeline import storage
 from tledit_pipeline.errors import TleditError
 from tledit_pipeline.lake import file_digest as file_fingerprint  # a shard file's data version  # noqa: F401
+from tledit_pipeline.lake import lake_root, write_file_atomically
 from tledit_pipeline.sample import ensure_sample
 from tledit_pipeline.storage import Location, RemotePath, StorageError
 
-# Longest suffix first, so `x.jsonl.gz` is not taken for `.gz`.
-FORMATS = {".jsonl.gz": "json", ".jsonl": "json", ".parquet": "parquet", ".txt": "text", ".arrow": "arrow"}
+# The compressions a JSON-lines file may carry, by suffix (named as fsspec.utils.infer_compression names them).
+COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".bz2": "bz2", ".xz": "xz"}
+_READ = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".txt": "text", ".arrow": "arrow"}
+_READ |= {base + ext: "json" for base in (".jsonl", ".json") for ext in COMPRESSIONS}
+# Suffix -> reader, longest suffix first (so `x.jsonl.gz` is matched whole). `.snappy.parquet` is a `.parquet`.
+FORMATS = dict(sorted(_READ.items(), key=lambda item: -len(item[0])))
+FORMATS_READ = ".jsonl, .json (each plain, .gz, .zst, .bz2 or .xz), .parquet, .txt or .arrow"
+# The suffixes read before .json and .zst/.bz2/.xz were: where files share a stem (a.jsonl, a.json.gz),
+# these claim the plain key first, so adding a file of another format never takes an existing shard's key.
+PRIMARY_SUFFIXES = (".jsonl.gz", ".jsonl", ".parquet", ".txt", ".arrow")
+# Not corpus files, so neither shards nor listed as not taken: a Hugging Face `save_to_disk` folder's
+# (and a dataset repository's) metadata; hidden files (.DS_Store, .gitattributes) are skipped the same way.
+METADATA_FILES = frozenset({"dataset_info.json", "dataset_infos.json", "state.json", "dataset_dict.json"})
 HF_PREFIX = "hf:"  # hf:NAME[:CONFIG[:SPLIT]], a dataset in the local Hugging Face cache (hf://... is a URL)
 _KEY_RE = re.compile(r"[^a-z0-9_-]+")
 RESERVED = ("shard", "doc_id", "text")
@@ -61,10 +78,36 @@ class Shard:
 
     @property
     def format(self) -> str:
-        return FORMATS[_suffix(self.path.name)]
+        return FORMATS[format_suffix(self.path.name)]
+
+    @property
+    def suffix(self) -> str:
+        """The file's format suffix, lowercased (`.json.gz`, `.parquet`); `tledit export` writes it back."""
+        return format_suffix(self.path.name)
+
+    @property
+    def compression(self) -> str | None:
+        """gzip, zstd, bz2 or xz for compressed JSON lines (from the suffix), else None."""
+        return COMPRESSIONS.get("." + self.suffix.rsplit(".", 1)[-1])
 
 
-def _suffix(name: str) -> str:
+@dataclass(frozen=True)
+class NotTaken:
+    """A file of the source that is not a shard, with why: listed in the run's summary, never skipped silently."""
+
+    name: str
+    location: str  # its path or URL
+    reason: str
+
+
+@dataclass(frozen=True)
+class Discovery:
+    shards: list[Shard]
+    not_taken: list[NotTaken]
+
+
+def format_suffix(name: str) -> str:
+    """The format suffix a file name ends with, lowercased (`.json.gz`), or "" for a file tledit does not read."""
     for suffix in FORMATS:
         if name.lower().endswith(suffix):
             return suffix
@@ -72,7 +115,7 @@ def _suffix(name: str) -> str:
 
 
 def _stem(filename: str) -> str:
-    return filename[: len(filename) - len(_suffix(filename))] if _suffix(filename) else filename
+    return filename[: len(filename) - len(format_suffix(filename))] if format_suffix(filename) else filename
 
 
 def shard_key(filename: str) -> str:
@@ -90,7 +133,17 @@ def source_folder(source: str, home: Location) -> str:
 
 
 def _not_a_shard(source: str, name: str) -> SourceError:
-    return SourceError(f"source {source!r}: {name} is not a .jsonl, .jsonl.gz, .parquet, .txt or .arrow file")
+    return SourceError(f"source {source!r}: {name} is not a {FORMATS_READ} file")
+
+
+def _why_not_taken(name: str) -> str:
+    ext = "." + name.rsplit(".", 1)[1].lower() if "." in name.lstrip(".") else ""
+    what = f"suffix {ext!r}" if ext else "no suffix"
+    return f"not a corpus file ({what}; tledit reads {FORMATS_READ})"
+
+
+def _is_metadata(name: str) -> bool:
+    return name.startswith(".") or name in METADATA_FILES
 
 
 def _local_files(source: str, resolved: str) -> list[tuple[str, Location]]:
@@ -99,12 +152,12 @@ def _local_files(source: str, resolved: str) -> list[tuple[str, Location]]:
         saved = _saved_dataset(p)
         if saved is not None:
             return saved
-        return [(f.name, f.absolute()) for f in p.iterdir() if f.is_file() and _suffix(f.name) and not f.name.startswith(".")]
+        return [(f.name, f.absolute()) for f in p.iterdir() if f.is_file()]
     if p.is_file():
-        if not _suffix(p.name):
+        if not format_suffix(p.name):
             raise _not_a_shard(source, p.name)
         return [(p.name, p.absolute())]
-    files = [Path(f) for f in glob.glob(resolved) if Path(f).is_file() and _suffix(Path(f).name)]
+    files = [Path(f) for f in glob.glob(resolved) if Path(f).is_file()]
     if not files and not any(ch in resolved for ch in storage.GLOB_CHARS):
         raise SourceError(f"source {source!r} is not a folder, file or glob that exists")
     return [(f.name, f.absolute()) for f in files]
@@ -113,7 +166,7 @@ def _local_files(source: str, resolved: str) -> list[tuple[str, Location]]:
 def _remote_files(source: str, loc: RemotePath) -> list[tuple[str, Location]]:
     """Objects of a store: a prefix ("folder"), a glob, or one object. A missing or closed bucket is named."""
     if any(ch in loc.path for ch in storage.GLOB_CHARS):
-        found = [(f.name, f) for f, _ in storage.list_files(loc) if _suffix(f.name) and not f.name.startswith(".")]
+        found: list[tuple[str, Location]] = [(f.name, f) for f, _ in storage.list_files(loc)]
         if not found:
             storage.check_bucket(loc)  # an empty match in a bucket that is not there (or not ours) says so
         return found
@@ -123,13 +176,13 @@ def _remote_files(source: str, loc: RemotePath) -> list[tuple[str, Location]]:
         storage.check_bucket(loc)
         raise SourceError(f"source {source!r} is not a folder, object or glob that exists") from None
     if kind == "file":
-        if not _suffix(loc.name):
+        if not format_suffix(loc.name):
             raise _not_a_shard(source, loc.name)
         return [(loc.name, loc)]
     saved = _saved_dataset(loc)
     if saved is not None:
         return saved
-    return [(f.name, f) for f, _ in storage.list_files(loc) if _suffix(f.name) and not f.name.startswith(".")]
+    return [(f.name, f) for f, _ in storage.list_files(loc)]
 
 
 def _saved_dataset(folder: Location) -> list[tuple[str, Location]] | None:
@@ -186,21 +239,59 @@ def _hf_cache_files(source: str) -> list[tuple[str, Location]]:
 
 def discover_shards(source: str, home: Location) -> list[Shard]:
     """All shard files of a source, keyed by sanitized file name (see the module docstring for sources)."""
+    return discover_source(source, home).shards
+
+
+def discover_source(source: str, home: Location) -> Discovery:
+    """The source's shards, and its files that are not shards with the reason (hidden and metadata files aside).
+
+    A folder is read one level deep (a glob such as `data/*/*.json.gz` reaches further).
+    """
     resolved = source_folder(source, home)
     if resolved.startswith(HF_PREFIX) and not resolved.startswith("hf://"):
         files = _hf_cache_files(resolved)
     else:
         loc = storage.location(resolved) if storage.is_url(resolved) else None
         files = _remote_files(source, loc) if isinstance(loc, RemotePath) else _local_files(source, resolved)
+    not_taken = [
+        NotTaken(name, str(f), _why_not_taken(name)) for name, f in files if not format_suffix(name) and not _is_metadata(name)
+    ]
+    files = [(name, f) for name, f in files if format_suffix(name) and not _is_metadata(name)]
     shards: dict[str, Shard] = {}
-    for name, f in sorted(files, key=lambda f: f[0]):
+    # Primary suffixes first, then by name: which file of a shared stem gets the plain key never depends on
+    # files of a newer format appearing beside it.
+    for name, f in sorted(files, key=lambda f: (format_suffix(f[0]) not in PRIMARY_SUFFIXES, f[0])):
         key = shard_key(name)
         # A name that sanitizing changed gets a hash of the exact name, so a later file whose name
         # sanitizes to the same key never takes over an existing file's partition.
         if key != _stem(name) or key in shards:
             key = f"{key}-{hashlib.sha1(name.encode()).hexdigest()[:8]}"
         shards[key] = Shard(key=key, path=f)
-    return sorted(shards.values(), key=lambda s: s.key)
+    return Discovery(sorted(shards.values(), key=lambda s: s.key), sorted(not_taken, key=lambda n: n.name))
+
+
+REJECTED_FILES = "rejected_files"  # the lake table of the source's not-taken files: lake/rejected_files/data.parquet
+
+
+def write_not_taken(home: Location, not_taken: Iterable[NotTaken]) -> Location:
+    """Record the source's not-taken files (as last discovered) in the lake, atomically; an empty table when
+    every file was taken, so a file that was removed or renamed into a shard leaves no stale row."""
+    table = not_taken_table(not_taken)
+    return write_file_atomically(lake_root(home) / REJECTED_FILES / "data.parquet", lambda p: pq.write_table(table, p))
+
+
+def not_taken_table(not_taken: Iterable[NotTaken]) -> pa.Table:
+    """The source's not-taken files as rejects of the source (REJECT_SCHEMA; no shard, the locator is the file)."""
+    rows = list(not_taken)
+    return pa.table(
+        {
+            "shard": pa.nulls(len(rows), pa.string()),
+            "source_file": [n.name for n in rows],
+            "locator": [n.location for n in rows],
+            "reason": [n.reason for n in rows],
+        },
+        schema=REJECT_SCHEMA,
+    )
 
 
 def find_shard(source: str, home: Location, key: str) -> Shard:
@@ -227,34 +318,82 @@ def _cannot_read(shard: Shard, problem: str) -> SourceError:
     return SourceError(f"shard {shard.key!r}: cannot read {shard.path.name}: {problem}")
 
 
-def _lines(shard: Shard, path: Path) -> Iterator[tuple[int, bytes]]:
-    """(line number, bytes without the line end) of a plain or gzip file, streamed.
+_STREAM = {"gzip": "gzip", "zstd": "zstd", "bz2": "bzip2", "xz": "xz"}  # the names the errors use
 
-    A gzip stream that ends early (a truncated download) or is corrupt raises SourceError: how many
+
+def _blocks(shard: Shard, path: Path) -> Iterator[bytes]:
+    """The file's bytes, decompressed as its suffix says (stdlib gzip, bz2 and lzma; zstandard), in blocks.
+
+    A compressed stream that ends early raises EOFError, a corrupt one OSError, zlib/lzma or Zstd errors:
+    `_lines` turns both into one SourceError naming the file.
+    """
+    if shard.compression == "zstd":
+        yield from _zstd_blocks(path)
+        return
+    openers: dict[str | None, Callable[..., Any]] = {None: open, "gzip": gzip.open, "bz2": bz2.open, "xz": lzma.open}
+    opener = openers[shard.compression]
+    with opener(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            yield block
+
+
+def _zstd_blocks(path: Path) -> Iterator[bytes]:
+    """Zstandard frames, one after another. fsspec's zstd reader returns the part it has of a cut-off frame
+    without a word, so the frame ends are checked here: a stream cut inside a frame raises EOFError."""
+    import zstandard
+
+    decompressor = zstandard.ZstdDecompressor()
+    frame = decompressor.decompressobj()
+    inside = False  # bytes of the current frame were fed and its end has not come
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            while chunk:
+                inside = True
+                if out := frame.decompress(chunk):
+                    yield out
+                if not frame.eof:
+                    break
+                chunk, frame, inside = frame.unused_data, decompressor.decompressobj(), False
+    if inside:
+        raise EOFError("zstd frame cut off")
+
+
+def _lines(shard: Shard, blocks: Iterable[bytes]) -> Iterator[tuple[int, bytes]]:
+    """(line number, bytes without the line end) of a plain or compressed file, streamed.
+
+    A compressed stream that ends early (a truncated download) or is corrupt raises SourceError: how many
     documents the missing part held is unknown, so the file fails as a whole rather than losing its tail.
     """
-    gz = shard.path.name.lower().endswith(".gz")
     number = 0
     rest = b""
-    with gzip.open(path, "rb") if gz else open(path, "rb") as fh:
-        while True:
-            try:
-                block = fh.read(1 << 20)
-            except EOFError:  # the compressed stream stops before its end marker
-                raise _cannot_read(
-                    shard, f"gzip stream ends early after line {number}: the file is truncated (re-create or re-download it)"
-                ) from None
-            except (OSError, zlib.error) as exc:
-                raise _cannot_read(shard, f"corrupt gzip after line {number}: {exc}") from None
-            if not block:
-                break
-            lines = (rest + block).split(b"\n")
-            rest = lines.pop()
-            for line in lines:
-                number += 1
-                yield number, line
+    for block in _checked(shard, blocks, lambda: f"after line {number}"):  # noqa: B023 (the count when it fails)
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        for line in lines:
+            number += 1
+            yield number, line
     if rest:
         yield number + 1, rest
+
+
+def _checked(shard: Shard, blocks: Iterable[bytes], where: Callable[[], str]) -> Iterator[bytes]:
+    """The blocks, with a broken compressed stream turned into one SourceError naming the file and where."""
+    import zstandard
+
+    kind = _STREAM.get(shard.compression or "", "file")
+    it = iter(blocks)
+    while True:
+        try:
+            block = next(it)
+        except StopIteration:
+            return
+        except EOFError:  # the compressed stream stops before its end marker
+            raise _cannot_read(
+                shard, f"{kind} stream ends early {where()}: the file is truncated (re-create or re-download it)"
+            ) from None
+        except (OSError, zlib.error, lzma.LZMAError, zstandard.ZstdError) as exc:
+            raise _cannot_read(shard, f"corrupt {kind} {where()}: {exc}") from None
+        yield block
 
 
 def _decode(line: bytes) -> str:
@@ -264,27 +403,73 @@ def _decode(line: bytes) -> str:
         raise ValueError(f"not valid UTF-8 (byte 0x{line[exc.start]:02x} at byte {exc.start + 1})") from None
 
 
-def _json_rows(shard: Shard, text_field: str, path: Path) -> _Rows:
-    """JSON lines read line by line with `json`, so every value reaches the lake exactly as written."""
-    locators, unparsed, records = [], [], []
-    for number, line in _lines(shard, path):
+def _parse(data: bytes) -> tuple[Any, str | None]:
+    """(the record, None), or (None, why this JSON text is not a usable record)."""
+    try:
+        record = json.loads(_decode(data))
+    except json.JSONDecodeError as exc:
+        return None, f"malformed JSON: {exc.msg} at column {exc.colno}"
+    except ValueError as exc:  # not UTF-8
+        return None, str(exc)
+    except RecursionError:
+        return None, "malformed JSON: nested too deeply"
+    if not isinstance(record, dict):
+        return None, f"a JSON {_json_kind(record)}, not an object"
+    return record, None
+
+
+def _json_lines(shard: Shard, blocks: Iterable[bytes]) -> Iterator[tuple[str, Any, str | None]]:
+    for number, line in _lines(shard, blocks):
         if number == 1 and line.startswith(BOM):
             line = line[len(BOM) :]
-        if not line.strip():
-            continue  # a blank line holds no document
-        locators.append(f"line {number}")
-        record, reason = None, None
-        try:
-            record = json.loads(_decode(line))
-        except json.JSONDecodeError as exc:
-            reason = f"malformed JSON: {exc.msg} at column {exc.colno}"
-        except ValueError as exc:  # not UTF-8
-            reason = str(exc)
-        except RecursionError:
-            reason = "malformed JSON: nested too deeply"
-        if reason is None and not isinstance(record, dict):
-            reason = f"a JSON {_json_kind(record)}, not an object"
-            record = None
+        if line.strip():  # a blank line holds no document
+            yield (f"line {number}", *_parse(line))
+
+
+def _json_array(shard: Shard, data: bytes) -> Iterator[tuple[str, Any, str | None]]:
+    """A .json file that is one JSON array: read whole, or not at all (a cut or malformed array fails the file)."""
+    try:
+        items = json.loads(_decode(data))
+    except json.JSONDecodeError as exc:
+        raise _cannot_read(
+            shard, f"it starts with '[' (one JSON array) but is not one: {exc.msg} at line {exc.lineno} column {exc.colno}"
+        ) from None
+    except ValueError as exc:
+        raise _cannot_read(shard, f"it starts with '[' (one JSON array): {exc}") from None
+    except RecursionError:
+        raise _cannot_read(shard, "it starts with '[' (one JSON array): nested too deeply") from None
+    if not isinstance(items, list):  # `[...]` followed by more JSON parses as an error above; this cannot happen
+        raise _cannot_read(shard, "it starts with '[' but is not one JSON array")
+    for i, item in enumerate(items, 1):
+        if isinstance(item, dict):
+            yield f"item {i}", item, None
+        else:
+            yield f"item {i}", None, f"a JSON {_json_kind(item)}, not an object"
+
+
+def _json_records(shard: Shard, path: Path) -> Iterator[tuple[str, Any, str | None]]:
+    """(locator, record or None, reason) per row: JSON lines, or the items of a .json file that is one JSON array."""
+    blocks = _blocks(shard, path)
+    if not shard.suffix.startswith(".json") or shard.suffix.startswith(".jsonl"):
+        yield from _json_lines(shard, blocks)
+        return
+    head = b""
+    for block in _checked(shard, blocks, lambda: "at its start"):  # enough of the start to see its first character
+        head += block
+        if head.removeprefix(BOM).strip():
+            break
+    if head.removeprefix(BOM).lstrip().startswith(b"["):
+        rest = b"".join(_checked(shard, blocks, lambda: "inside its JSON array"))  # the blocks after the head
+        yield from _json_array(shard, (head + rest).removeprefix(BOM))
+    else:
+        yield from _json_lines(shard, itertools.chain([head], blocks))
+
+
+def _json_rows(shard: Shard, text_field: str, path: Path) -> _Rows:
+    """JSON read with `json`, record by record, so every value reaches the lake exactly as written."""
+    locators, unparsed, records = [], [], []
+    for locator, record, reason in _json_records(shard, path):
+        locators.append(locator)
         unparsed.append(reason)
         records.append(record)
     texts = [r.get(text_field, MISSING) if r is not None else MISSING for r in records]

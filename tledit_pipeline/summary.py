@@ -5,6 +5,7 @@ The queries live here, beside the lake they read, so the CLI only prints; both t
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -12,6 +13,7 @@ import polars as pl
 
 from tledit_pipeline.errors import TleditError
 from tledit_pipeline.health import ordered_variants
+from tledit_pipeline.source import REJECTED_FILES, NotTaken
 
 if TYPE_CHECKING:
     import duckdb
@@ -42,6 +44,15 @@ def run_totals(con: duckdb.DuckDBPyConnection, keys: list[str]) -> RunTotals:
         {"keys": keys},
     ).fetchone() or (0, 0, 0, 0, 0)
     return RunTotals(docs, rejected, tokens, scored, eligible, changed, deleted)
+
+
+def not_taken_lines(not_taken: Iterable[NotTaken]) -> list[str]:
+    """The summary's lines for the source's files that are not shards: each by name, with the reason."""
+    rows = list(not_taken)
+    if not rows:
+        return []
+    lines = [f"  not taken       {len(rows)} file(s) of the source, not read (see view {REJECTED_FILES}):"]
+    return lines + [f"                    {n.name}: {n.reason}" for n in rows]
 
 
 def corpus_health(con: duckdb.DuckDBPyConnection, where: str) -> pl.DataFrame:

@@ -52,7 +52,10 @@ def test_bad_setting_is_a_clear_error(tmp_path, capsys):
 def test_unsupported_single_file_is_a_clear_error(tmp_path, capsys):
     (tmp_path / "data.csv").write_text("text\nhello\n")
     assert main(["run", "--home", str(tmp_path / "home"), "--source", str(tmp_path / "data.csv")]) == 2
-    assert "data.csv is not a .jsonl, .jsonl.gz, .parquet, .txt or .arrow file" in capsys.readouterr().err
+    assert (
+        "data.csv is not a .jsonl, .json (each plain, .gz, .zst, .bz2 or .xz), .parquet, .txt or .arrow file"
+        in capsys.readouterr().err
+    )
 
 
 def test_a_bad_shard_does_not_stop_the_others(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
@@ -181,7 +184,7 @@ def test_field_edits_only_the_response_and_export_keeps_the_source_schema(tmp_pa
     con.close()
 
     out = tmp_path / "export"
-    assert main(["export", "--home", str(home), "--out", str(out)]) == 0
+    assert main(["export", "--home", str(home), "--out", str(out), "--format", "jsonl.gz"]) == 0
     assert "exported 3 edited documents from 1 shard(s)" in capsys.readouterr().out
     exported = [json.loads(line) for line in gzip.decompress((out / "chat.jsonl.gz").read_bytes()).decode().splitlines()]
     assert [list(r) for r in exported] == [["id", "prompt", "response", "text", "n"]] * 3  # the source's columns, in order
@@ -190,7 +193,7 @@ def test_field_edits_only_the_response_and_export_keeps_the_source_schema(tmp_pa
         assert (r["prompt"], r["text"], r["n"]) == (src_row["prompt"], src_row["text"], src_row["n"])  # untouched
     assert changed > 0 and sum(r["response"] != src_row["response"] for src_row, r in zip(rows, exported)) > 0
     first = (out / "chat.jsonl.gz").read_bytes()
-    assert main(["export", "--home", str(home), "--out", str(out)]) == 0
+    assert main(["export", "--home", str(home), "--out", str(out), "--format", "jsonl.gz"]) == 0
     assert (out / "chat.jsonl.gz").read_bytes() == first  # same bytes on every export
 
     assert main(["export", "--home", str(home), "--out", str(out), "--format", "parquet"]) == 0
@@ -327,7 +330,7 @@ def test_context_field_conditions_the_scores_and_only_the_response_changes(tmp_p
     assert diff["q3"] < 1e-4  # no prompt (null): scored as without a context field
 
     out = tmp_path / "export"
-    assert main(["export", "--home", str(with_ctx), "--out", str(out)]) == 0
+    assert main(["export", "--home", str(with_ctx), "--out", str(out), "--format", "jsonl.gz"]) == 0
     exported = [json.loads(x) for x in gzip.decompress((out / "chat.jsonl.gz").read_bytes()).decode().splitlines()]
     assert [r["prompt"] for r in exported] == [r["prompt"] for r in rows]  # the context passes through untouched
     assert sum(r["response"] != s["response"] for r, s in zip(exported, rows)) > 0  # only the response is edited

@@ -28,7 +28,7 @@ def test_run_settings_name_only_what_moves_the_version(tmp_path):
 
 def _launch(defs, instance, asset: str, key: str, config: dict | None = None):
     """What the launchpad does: the asset job, one partition, the resource's config from the run config."""
-    job = defs.get_implicit_global_asset_job_def()
+    job = defs.resolve_implicit_global_asset_job_def()
     run_config = {"resources": {"tledit": {"config": config}}} if config else None
     return job.execute_in_process(
         instance=instance,

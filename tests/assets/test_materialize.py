@@ -37,7 +37,6 @@ def test_whole_graph_for_one_partition(settings):
         checks = {c.check_name: c for c in result.get_asset_check_evaluations()}
         assert set(checks) == {
             "every_raw_document_edited",
-            "edit_shares",
             "every_token_scored",
             "edited_keeps_the_tail",
             "synthetic_collapse_signal",
@@ -47,10 +46,10 @@ def test_whole_graph_for_one_partition(settings):
         collapse = checks["synthetic_collapse_signal"]
         assert collapse.severity == dg.AssetCheckSeverity.WARN
         assert {"tail_coverage", "js_divergence_vs_raw", "raw_matched/top64_share"} <= set(collapse.metadata)
-        shares = checks["edit_shares"].metadata
-        assert 0 <= shares["changed_share"].value <= shares["eligible_share"].value <= 1
 
         mats = {m.asset_key.to_user_string(): m for m in result.get_asset_materialization_events()}
+        shares = mats["edited_corpus"].materialization.metadata  # reported with the shard's edit, not as a check
+        assert 0 <= shares["changed_share"].value <= shares["eligible_share"].value <= 1
         assert set(mats) == set(PER_SHARD)
         scores_md = mats["token_scores"].materialization.metadata
         assert scores_md["tokens"].value > 300 and scores_md["dtype"].value == pick_dtype("cpu")  # auto: bf16 where native

