@@ -192,7 +192,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise TleditError(f"no shard files ({FORMATS_READ}) in source {settings.source!r}{skipped}")
     check_model(settings.model, settings.allow_pickle)
     check_home(settings.home)
-    write_not_taken(settings.home, discovery.not_taken)
     instance = prepare_instance(settings)
     for line in recover_dead_runs(instance):  # a killed run's pool slot would make this run wait forever
         print(f"tledit: {line}", flush=True)
@@ -220,6 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         from tledit_pipeline import cluster  # joined before any run: a bad address or an unreachable lake is one line
 
         cluster.connect(settings)
+    write_not_taken(settings.home, discovery.not_taken)  # once the run can start: a refused run writes nothing
     if getattr(args, "submit", False):
         return submit(instance, graph, work, settings)
     failed: dict[str, str] = {}  # shard key -> what went wrong
