@@ -10,7 +10,7 @@ import pyarrow as pa
 from assets.lineage import run_settings
 from assets.partitions import SHARDS
 from assets.resources import TleditResource, prior_code_version, reporter
-from assets.staleness import CODE_VERSION_TAG
+from assets.staleness import whole_asset_out_of_date
 from tledit_pipeline.charts import bar_chart_svg, line_chart_svg, svg_markdown
 from tledit_pipeline.database import amend_database, connect
 from tledit_pipeline.edited import edit_from_lake
@@ -225,16 +225,9 @@ def _curves(table) -> str:
 
 def probe_out_of_date(instance: dg.DagsterInstance, asset_graph, keys: list[str]) -> str:
     """Why collapse_probe needs training again ('' when current): missing, new code or settings, newer corpus."""
-    built = instance.get_latest_materialization_event(PROBE)
-    if built is None or built.asset_materialization is None:
-        return "collapse_probe missing"
-    current = asset_graph.get(PROBE).code_version
-    if current and (built.asset_materialization.tags or {}).get(CODE_VERSION_TAG) != current:
-        return "collapse_probe has a new code version"
-    parents = asset_graph.get(PROBE).parent_keys
-    newest = max((e.timestamp for k in parents if (e := instance.get_latest_materialization_event(k))), default=0.0)
-    if newest > built.timestamp:
-        return "corpus variants were materialized after it"
+    why, built = whole_asset_out_of_date(instance, asset_graph, PROBE)
+    if why:
+        return why
     shown = built.asset_materialization.metadata.get("shards")
     if shown is not None and shown.value != ",".join(sorted(keys)):
         return "the registered shards changed"

@@ -8,7 +8,7 @@ import pyarrow as pa
 from assets.lineage import run_settings
 from assets.partitions import SHARDS
 from assets.resources import TleditResource, reporter
-from assets.staleness import CODE_VERSION_TAG
+from assets.staleness import whole_asset_out_of_date
 from tledit_pipeline.database import connect
 from tledit_pipeline.lake import is_shard_key, partition_file, write_partition
 from tledit_pipeline.prior import cached_prior, model_version
@@ -94,12 +94,4 @@ def _prior_own(s: Settings) -> dict[str, dict[str, float]] | None:
 
 def reference_out_of_date(instance: dg.DagsterInstance, asset_graph) -> str:
     """Why reference_perplexity needs scoring again ('' when current): missing, a new code version, newer texts."""
-    built = instance.get_latest_materialization_event(REFERENCE)
-    if built is None or built.asset_materialization is None:
-        return "reference_perplexity missing"
-    current = asset_graph.get(REFERENCE).code_version
-    if current and (built.asset_materialization.tags or {}).get(CODE_VERSION_TAG) != current:
-        return "reference_perplexity has a new code version"
-    parents = asset_graph.get(REFERENCE).parent_keys
-    newest = max((e.timestamp for k in parents if (e := instance.get_latest_materialization_event(k))), default=0.0)
-    return "corpus variants were materialized after it" if newest > built.timestamp else ""
+    return whole_asset_out_of_date(instance, asset_graph, REFERENCE)[0]

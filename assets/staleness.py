@@ -222,6 +222,21 @@ def shards_digest(keys: Iterable[str]) -> str:
     return hashlib.sha256("\n".join(sorted(keys)).encode()).hexdigest()[:16]
 
 
+def whole_asset_out_of_date(instance: dg.DagsterInstance, asset_graph, key: dg.AssetKey) -> tuple[str, object]:
+    """Why an unpartitioned asset built from the corpus needs building again ('' when current): missing, a new
+    code version, or an asset it reads materialized after it; and its latest materialization (or None)."""
+    name = key.to_user_string()
+    built = instance.get_latest_materialization_event(key)
+    if built is None or built.asset_materialization is None:
+        return f"{name} missing", None
+    current = asset_graph.get(key).code_version
+    if current and (built.asset_materialization.tags or {}).get(CODE_VERSION_TAG) != current:
+        return f"{name} has a new code version", built
+    parents = asset_graph.get(key).parent_keys
+    newest = max((e.timestamp for k in parents if (e := instance.get_latest_materialization_event(k))), default=0.0)
+    return ("corpus variants were materialized after it" if newest > built.timestamp else ""), built
+
+
 def health_out_of_date(instance: dg.DagsterInstance, asset_graph, keys: Sequence[str], home: Path | None = None) -> str:
     """Why distribution_health needs a rebuild ('' when it is current): missing, its DuckDB file gone,
     new code, shards materialized after it, or another set of registered shards. One query."""

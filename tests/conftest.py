@@ -133,3 +133,19 @@ def three_shards(tmp_path) -> Path:
 
 from tests.postgres import postgres_server, postgres_url  # noqa: E402,F401  (fixtures: a real PostgreSQL server, a fresh database)
 from tests.s3 import s3, s3_server  # noqa: E402,F401  (fixtures: a real S3-compatible server, a fresh bucket)
+
+
+def plan_from_indexes(instance, graph, settings, found, monkeypatch) -> list:
+    """The stale plan after s1.jsonl of `three_shards` changed, read from the event log's indexes only (a
+    read of whole records fails): s1 redone from raw_corpus, s0 and s2 untouched."""
+    from assets import staleness
+
+    with monkeypatch.context() as m:
+        m.setattr(staleness, "latest_materializations", lambda *a, **k: pytest.fail("the plan read whole records"))
+        indexed = staleness.plan(instance, graph, settings, found)
+    assert [(w.key, w.assets[:1], w.reason) for w in indexed] == [
+        ("s0", (), ""),
+        ("s1", ("raw_corpus",), "source file s1.jsonl changed"),
+        ("s2", (), ""),
+    ]
+    return indexed

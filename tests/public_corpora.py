@@ -115,6 +115,21 @@ def write(path: Path, rows: list[dict]) -> Path:
     return path
 
 
+def shapes() -> list[tuple[str, list[dict]]]:
+    """A file of each public corpus's shape, named as that corpus names its files: (name, rows)."""
+    return [
+        ("c4-train.00000-of-01024.json.gz", c4()),
+        ("v1_7-0000.json.gz", dolma()),
+        ("example_train_0.jsonl.zst", slimpajama()),
+        ("00.jsonl.zst", pile()),
+        ("000_00000.parquet", fineweb()),
+        ("000_00001.snappy.parquet", fineweb(6)),
+        ("train.json", hf_json()),
+        ("c4-train.00001-of-01024.json.bz2", c4(7)),
+        ("v1_7-0001.json.xz", dolma(8)),
+    ]
+
+
 def mixed_folder(folder: Path) -> dict[str, list[dict]]:
     """The issue's mixed folder: six files shaped like C4, Dolma, SlimPajama, the Pile, FineWeb and a `.json`
     JSON-lines file, ten documents each; returns {file name: rows in file order}."""

@@ -21,7 +21,7 @@ from assets.instance import BOOT_TAG, HOST_TAG, IndexedEventLog, owner_tags, pre
 from assets.partitions import PER_SHARD
 from tests.assets.test_staleness import REFUSE_IN_STEP_PROCESSES
 from tests.conftest import THREE_SHARDS as SHARDS
-from tests.conftest import write_jsonl
+from tests.conftest import plan_from_indexes, write_jsonl
 from tests.postgres import SECRET
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.source import discover_shards
@@ -101,14 +101,7 @@ def test_moved_home_concurrent_backfills_and_one_changed_shard_on_postgres(
     assert settings.dagster_postgres_url == postgres_url.replace(f":{SECRET}@", "@")
     graph = build_defs(settings).resolve_asset_graph()
     found = discover_shards(settings.source, settings.home)
-    with monkeypatch.context() as m:
-        m.setattr(staleness, "latest_materializations", lambda *a, **k: pytest.fail("the plan read whole records"))
-        indexed = staleness.plan(instance, graph, settings, found)
-    assert [(w.key, w.assets[:1], w.reason) for w in indexed] == [
-        ("s0", (), ""),
-        ("s1", ("raw_corpus",), "source file s1.jsonl changed"),
-        ("s2", (), ""),
-    ]
+    indexed = plan_from_indexes(instance, graph, settings, found, monkeypatch)
     with monkeypatch.context() as m:
         m.setattr(
             IndexedEventLog,

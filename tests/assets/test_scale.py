@@ -12,7 +12,7 @@ from assets.definitions import build_defs
 from assets.partitions import PER_SHARD, SHARDS_PER_RUN
 from assets.staleness import Batch, batches
 from tests.conftest import THREE_SHARDS as SHARDS
-from tests.conftest import write_jsonl
+from tests.conftest import plan_from_indexes, write_jsonl
 from tledit_pipeline.database import connect
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.source import discover_shards
@@ -101,14 +101,7 @@ def test_one_changed_shard_redoes_its_own_health_rows_only(tmp_path, three_shard
     graph = build_defs(settings).resolve_asset_graph()
     found = discover_shards(settings.source, settings.home)
     instance = _instance(home)
-    with monkeypatch.context() as m:
-        m.setattr(staleness, "latest_materializations", lambda *a, **k: pytest.fail("the plan read whole records"))
-        indexed = staleness.plan(instance, graph, settings, found)
-    assert [(w.key, w.assets[:1], w.reason) for w in indexed] == [
-        ("s0", (), ""),
-        ("s1", ("raw_corpus",), "source file s1.jsonl changed"),
-        ("s2", (), ""),
-    ]
+    indexed = plan_from_indexes(instance, graph, settings, found, monkeypatch)
     with monkeypatch.context() as m:
         m.setattr(type(instance.event_log_storage), "get_asset_tags_to_index", SqliteEventLogStorage.get_asset_tags_to_index)
         assert staleness.plan(instance, graph, settings, found) == indexed

@@ -82,17 +82,7 @@ def _pipeline_lake(home, shard) -> tuple[list[str], list[str]]:
 
 @pytest.mark.parametrize(
     "name, rows",
-    [
-        ("c4-train.00000-of-01024.json.gz", corpora.c4()),
-        ("v1_7-0000.json.gz", corpora.dolma()),
-        ("example_train_0.jsonl.zst", corpora.slimpajama()),
-        ("00.jsonl.zst", corpora.pile()),
-        ("000_00000.parquet", corpora.fineweb()),
-        ("000_00001.snappy.parquet", corpora.fineweb(6)),
-        ("train.json", corpora.hf_json()),
-        ("c4-train.00001-of-01024.json.bz2", corpora.c4(7)),
-        ("v1_7-0001.json.xz", corpora.dolma(8)),
-    ],
+    corpora.shapes(),
 )
 def test_export_round_trips_in_the_shards_own_format(tmp_path, name, rows):
     (tmp_path / "src").mkdir()
