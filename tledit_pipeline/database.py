@@ -100,17 +100,22 @@ def refresh_views(
     return made
 
 
-def lake_table_view(con: duckdb.DuckDBPyConnection, home: Location, table: str) -> bool:
-    """View an unpartitioned lake table (lake/<table>/data.parquet, e.g. the source's rejected_files) when it exists."""
-    path = lake_root(home) / table / DATA_FILE
+def file_view(con: duckdb.DuckDBPyConnection, home: Location, name: str, path: Location) -> bool:
+    """View one parquet file of `home`'s lake under `name` when it exists (and drop the view when it does not)."""
     if not path.exists():
-        con.execute(f"DROP VIEW IF EXISTS {sql_identifier(table)}")
+        con.execute(f"DROP VIEW IF EXISTS {sql_identifier(name)}")
         return False
     search_home(con, home)
     con.execute(
-        f"CREATE OR REPLACE VIEW {sql_identifier(table)} AS SELECT * FROM read_parquet({sql_literal(view_path(home, path))})"
+        f"CREATE OR REPLACE VIEW {sql_identifier(name)} AS SELECT * FROM read_parquet("
+        f"{sql_literal(view_path(home, path))}, hive_partitioning = false)"
     )
     return True
+
+
+def lake_table_view(con: duckdb.DuckDBPyConnection, home: Location, table: str) -> bool:
+    """View an unpartitioned lake table (lake/<table>/data.parquet, e.g. the source's rejected_files) when it exists."""
+    return file_view(con, home, table, lake_root(home) / table / DATA_FILE)
 
 
 DUCKDB_FILE = "tledit.duckdb"

@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from tledit_pipeline.database import search_home, sql_literal, view_path
+from tledit_pipeline.database import file_view
 from tledit_pipeline.edit import doc_key, keyed_uniform
 from tledit_pipeline.errors import TleditError
 from tledit_pipeline.lake import partition_file, partition_meta, read_partition, write_partition
@@ -663,14 +663,7 @@ def read_probe(home: Path) -> tuple[pa.Table, dict]:
 
 def probe_view(con, home: Path) -> bool:
     """View collapse_probe in a DuckDB connection over the lake file, when the probe has run."""
-    path = probe_file(home)
-    if not path.exists():
-        return False
-    search_home(con, home)
-    con.execute(
-        f"CREATE OR REPLACE VIEW {PROBE_ASSET} AS SELECT * FROM read_parquet({sql_literal(view_path(home, path))}, hive_partitioning = false)"
-    )
-    return True
+    return file_view(con, home, PROBE_ASSET, probe_file(home))
 
 
 # --- the report -------------------------------------------------------------------------------------------
