@@ -63,12 +63,6 @@ def _ray_flags(cluster, *extra: str) -> list[str]:
     return ["--engine", "ray", "--ray-address", cluster.address, "--ray-threads", "2", *extra]
 
 
-def _env(cluster, tmp_path: Path, endpoint: str) -> dict[str, str]:
-    """A driver's environment, with the cluster's cache folder: dtype `auto` is a timed probe kept there, so the
-    drivers and the actors share one answer instead of each measuring its own under the machine's load."""
-    return subprocess_env(tmp_path, endpoint) | {"XDG_CACHE_HOME": cluster.env["XDG_CACHE_HOME"]}
-
-
 def _tledit(args: list[str], env: dict[str, str], **kw) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "assets.cli", "run", *args],
@@ -106,10 +100,10 @@ def _materializations(instance_dir: Path, asset: str) -> list[str]:
 
 
 @pytest.fixture(scope="session")
-def reference(ray_cluster, corpus, tiny_model_dir, tmp_path_factory) -> Path:  # noqa: F811
+def reference(corpus, tiny_model_dir, tmp_path_factory) -> Path:
     """An uninterrupted run of the local engine: the bytes every Ray run must reproduce."""
     home = tmp_path_factory.mktemp("ray-reference") / "home"
-    env = _env(ray_cluster, home.parent, "http://127.0.0.1:9")
+    env = subprocess_env(home.parent, "http://127.0.0.1:9")
     rc, log = _finish(_tledit(_flags(tiny_model_dir, str(corpus), str(home)), env))
     assert rc == 0, log
     return home
@@ -118,7 +112,7 @@ def reference(ray_cluster, corpus, tiny_model_dir, tmp_path_factory) -> Path:  #
 def test_whole_graph_through_ray_with_the_lake_on_s3(ray_cluster, s3, corpus, reference, tiny_model_dir, tmp_path):  # noqa: F811
     source = s3.upload_folder(corpus, "corpus")
     home = s3.url("runs/ray")
-    env = _env(ray_cluster, tmp_path, s3.server.endpoint)
+    env = subprocess_env(tmp_path, s3.server.endpoint)
     rc, log = _finish(_tledit(_flags(tiny_model_dir, source, home, *_ray_flags(ray_cluster)), env))
     assert rc == 0, log
     assert "ToEdit run complete" in log
@@ -194,7 +188,7 @@ def test_a_killed_driver_actor_and_worker_node_lose_nothing(ray_cluster, corpus,
     """A driver killed mid-run, then its rerun with an actor and the whole worker node killed mid-shard: every
     shard once, the finished ones not redone, the bytes of an uninterrupted local run. Last: the node stays gone."""
     home = tmp_path / "home"
-    env = _env(ray_cluster, tmp_path, "http://127.0.0.1:9")
+    env = subprocess_env(tmp_path, "http://127.0.0.1:9")
     args = _flags(tiny_model_dir, str(corpus), str(home), *_ray_flags(ray_cluster, "--shared-home"))
 
     # 1. The driver is killed while one actor holds a written, not yet visible partition and another shard is done.
