@@ -33,15 +33,21 @@ class RayCluster(LocalCluster):
 
     def held_pid(self, name: str, timeout: float = 180.0) -> int:
         """The pid of the process paused by hold(name), once it is paused."""
-        pid_file = self.holds / f"{name}.pid"
+        return self.first_held(name, timeout=timeout)[1]
+
+    def first_held(self, *names: str, timeout: float = 180.0) -> tuple[str, int]:
+        """(hold, pid) of the first writer paused on one of the holds `names`."""
         deadline = time.monotonic() + timeout
-        while not pid_file.exists():
+        while True:
+            for name in names:
+                pid_file = self.holds / f"{name}.pid"
+                if pid_file.exists():
+                    pid = int(pid_file.read_text().split()[0])
+                    pid_file.unlink()
+                    return name, pid
             if time.monotonic() > deadline:
-                raise AssertionError(f"no writer paused on hold {name!r} within {timeout:.0f}s")
+                raise AssertionError(f"no writer paused on hold {' or '.join(map(repr, names))} within {timeout:.0f}s")
             time.sleep(0.05)
-        pid = int(pid_file.read_text().split()[0])
-        pid_file.unlink()
-        return pid
 
 
 @pytest.fixture(scope="session")

@@ -170,11 +170,11 @@ class ScoringActor:
         self.loads = 0
         self._prior: Any = None
 
-    def _load(self) -> Any:
-        if self._prior is None:
+    def _load(self, dtype: str) -> Any:
+        if self._prior is None or self._prior.dtype != dtype:
             from tledit_pipeline.prior import load_prior, model_version
 
-            args = self.prior_args
+            args = self.prior_args | {"dtype": dtype}
             here = model_version(args["model"], Path(args["models_dir"]))
             if here != self.version:  # another model folder or weights on this node: its scores would lie
                 raise ClusterError(
@@ -191,11 +191,17 @@ class ScoringActor:
         ctx = ray.get_runtime_context()
         return {"node": ctx.get_node_id(), "ip": ray.util.get_node_ip_address(), "pid": os.getpid()}
 
-    def run(self, flat: dict[str, Any], job: ShardJob, code_version: str, run_id: str) -> dict[str, Any]:
+    def measure(self) -> dict[str, Any]:
+        """Where this actor runs and the dtype its node would pick (dtype `auto`: the node's measured answer)."""
+        from tledit_pipeline.prior import pick_device, pick_dtype
+
+        return self.where() | {"dtype": pick_dtype(pick_device(self.prior_args["device"]), self.prior_args["dtype"])}
+
+    def run(self, flat: dict[str, Any], job: ShardJob, code_version: str, run_id: str, dtype: str) -> dict[str, Any]:
         s = Settings.from_env(env={}, **flat)
         before = self.loads
         input_digest = partition_digest(s.home, job.source, job.key)
-        meta = run_job(self._load, s, job)
+        meta = run_job(lambda: self._load(dtype), s, job)
         receipt = {
             "asset": job.asset,
             "shard": job.key,
@@ -234,6 +240,9 @@ class Pool:
     ready: list[int] = field(default_factory=list)  # actors that answered and are free
     placements: list[Placement] = field(default_factory=list)
     replaced: int = 0
+    # The one dtype every actor scores in, whichever node it is on: the first placed actor's node decides `auto`
+    # (nodes measure apart and may disagree; one shard's bytes must not depend on where it ran).
+    dtype: str | None = None
 
     def __post_init__(self) -> None:
         for i in range(self.size):
@@ -242,7 +251,7 @@ class Pool:
 
     def _start(self, i: int) -> None:
         self.actors[i] = self.spawn()
-        self.starting[self.actors[i].where.remote()] = i
+        self.starting[self.actors[i].measure.remote()] = i
 
     @property
     def prior_loads(self) -> int:
@@ -283,7 +292,7 @@ class Pool:
             while queue and self.ready:
                 i = self.ready.pop(0)
                 job, attempt = queue.popleft()
-                busy[self.actors[i].run.remote(flat, job, code_version, run_id)] = (i, job, attempt)
+                busy[self.actors[i].run.remote(flat, job, code_version, run_id, self.dtype)] = (i, job, attempt)
 
         def replace(i: int) -> None:
             ray.kill(self.actors[i], no_restart=True)  # a dead one already; an unreachable one is ended
@@ -305,8 +314,11 @@ class Pool:
             if ref in self.starting:
                 i = self.starting.pop(ref)
                 try:
-                    ray.get(ref)
+                    placed = ray.get(ref)
                     self.ready.append(i)
+                    if self.dtype is None:
+                        self.dtype = placed["dtype"]
+                        log.info("ray: every actor scores in %s (node %s's pick)", self.dtype, placed["ip"])
                 except RayError:  # died while being placed (its node went away): place another
                     replace(i)
                 dispatch()
