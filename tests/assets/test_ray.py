@@ -130,6 +130,8 @@ def test_whole_graph_through_ray_with_the_lake_on_s3(ray_cluster, s3, corpus, re
     # The prior was loaded once per actor (two: one per logical GPU), not once per shard (eight).
     loads = [int(n) for n in re.findall(r"prior loaded (\d+) time", log)]
     assert loads and 1 <= loads[-1] <= 2, log
+    # One dtype for the whole pool, whichever node measured it: a shard's bytes never depend on its node.
+    assert len(set(re.findall(r"ray: every actor scores in (\w+)", log))) == 1, log
 
     # The lake on the server holds exactly the local engine's bytes.
     ray_lake = _lake(lambda key: s3.fs.cat_file(f"{s3.bucket}/runs/ray/{key}"))
