@@ -77,6 +77,9 @@ def line_chart_svg(
     if not log_y:
         y0 = min(y0, 0.0)
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
+    if not log_y:  # headroom: an extreme point sits inside the frame, not on it (read as cut off)
+        pad = 0.05 * (y1 - y0)
+        y0, y1 = (y0 - pad if y0 < 0 else y0), y1 + pad
     pw, ph = _W - _L - _R, _H - _T - _B
 
     def sx(x: float) -> float:
