@@ -1,4 +1,4 @@
-"""`tledit run --submit`: the plan goes to the instance as a backfill and a real `dagster-daemon` runs it
+"""`tledit run --submit`: the plan goes to the instance (SQLite, or PostgreSQL) as a backfill and a real `dagster-daemon` runs it
 (backfill loop, queued run coordinator, run launcher), started and stopped by the test."""
 
 import os
@@ -37,31 +37,20 @@ DONE = {
 
 
 @pytest.mark.slow
-def test_submit_hands_the_plan_to_a_real_daemon(tmp_path, small_source, tiny_model_dir, capsys, monkeypatch):
+@pytest.mark.parametrize("storage", ["sqlite", "postgres"])
+def test_submit_hands_the_plan_to_a_real_daemon(storage, tmp_path, small_source, tiny_model_dir, capsys, monkeypatch, request):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "unused"))
     home = tmp_path / "home"
-    assert (
-        main(
-            [
-                "run",
-                "--home",
-                str(home),
-                "--source",
-                str(small_source),
-                "--model",
-                str(tiny_model_dir),
-                "--synthetic-sample",
-                "1.0",
-                "--max-new-tokens",
-                "8",
-                "--submit",
-            ]
-        )
-        == 0
-    )
+    args = ["--home", str(home), "--source", str(small_source), "--model", str(tiny_model_dir)]
+    args += ["--synthetic-sample", "1.0", "--max-new-tokens", "8", "--submit"]
+    if storage == "postgres":  # the daemon reads the URL from dagster.yaml and the password from PGPASSWORD
+        args += ["--dagster-postgres-url", request.getfixturevalue("postgres_url")]
+        monkeypatch.setenv("PGPASSWORD", request.getfixturevalue("postgres_server").password)
+    assert main(["run", *args]) == 0
     out = capsys.readouterr().out
     assert "plan: 2 of 2 shard(s) missing or stale" in out and "submitted backfill " in out
     instance = dg.DagsterInstance.from_config(str(home / "dagster_home"))
+    assert ("Postgres" in type(instance.run_storage).__name__) == (storage == "postgres")
     (backfill,) = instance.get_backfills()
     assert backfill.status == BulkActionStatus.REQUESTED and not instance.get_runs()  # nothing ran in process
 
@@ -89,6 +78,8 @@ def test_submit_hands_the_plan_to_a_real_daemon(tmp_path, small_source, tiny_mod
         except subprocess.TimeoutExpired:
             os.killpg(daemon.pid, signal.SIGKILL)
     assert instance.get_backfill(backfill.backfill_id).status == BulkActionStatus.COMPLETED_SUCCESS, log.read_text()[-3000:]
+    if storage == "postgres":
+        assert request.getfixturevalue("postgres_server").password not in log.read_text()
     runs = instance.get_runs(filters=dg.RunsFilter(tags={"dagster/backfill": backfill.backfill_id}))
     assert runs and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
     for asset in ("raw_corpus", "token_scores", "edited_corpus", "synthetic_corpus", "ngram_profile"):
