@@ -12,7 +12,7 @@ from assets.partitions import SHARDS
 from assets.resources import TleditResource, prior_code_version, reporter
 from assets.staleness import whole_asset_out_of_date
 from tledit_pipeline.charts import bar_chart_svg, line_chart_svg, svg_markdown
-from tledit_pipeline.database import amend_database, connect
+from tledit_pipeline.database import add_file_view
 from tledit_pipeline.edited import edit_from_lake
 from tledit_pipeline.generations import text_asset, variant
 from tledit_pipeline.lake import partition_file
@@ -27,7 +27,6 @@ from tledit_pipeline.probe import (
     n_params,
     other_documents,
     prior_codec,
-    probe_view,
     read_variants,
     report_lines,
     run_probe,
@@ -138,7 +137,7 @@ def build(settings: Settings) -> dg.AssetsDefinition:
             "seconds": round(time.perf_counter() - t0, 1),
         }
         path = write_probe(s.home, table, meta)
-        _add_view(s)
+        add_file_view(s.home, PROBE_ASSET, path)
         est = final_ppl(table)
         return dg.MaterializeResult(
             metadata={
@@ -178,16 +177,6 @@ def build(settings: Settings) -> dg.AssetsDefinition:
         )
 
     return collapse_probe
-
-
-def _add_view(s: Settings) -> None:
-    """Adds the collapse_probe view when the DuckDB file lacks it (a view reads the replaced lake file by itself)."""
-    if s.duckdb_path.exists():
-        with connect(s.home, read_only=True) as con:
-            if con.execute(f"SELECT count(*) FROM duckdb_views() WHERE view_name = '{PROBE_ASSET}'").fetchone()[0]:
-                return
-    with amend_database(s.home) as con:
-        probe_view(con, s.home)
 
 
 def _share_chart(est) -> str:

@@ -19,7 +19,7 @@ from assets.partitions import SHARDS, SHARDS_PER_RUN, for_each_shard, shards
 from assets.resources import TleditResource, reporter
 from assets.staleness import latest_state
 from tledit_pipeline.charts import svg_markdown
-from tledit_pipeline.database import amend_database, connect, sql_literal, view_path
+from tledit_pipeline.database import add_file_view
 from tledit_pipeline.lake import is_shard_key, partition_file
 from tledit_pipeline.settings import Settings
 from tledit_pipeline.sweep import (
@@ -128,7 +128,7 @@ def build_edit_sweep(settings: Settings) -> dg.AssetsDefinition:
             context.log.warning(f"sweep points not materialized for every shard, left out: {', '.join(skipped)}")
         health = build_sweep(s.home, done, order)
         path = write_sweep(s.home, health, done, {"shards": len(order)})
-        _add_view(s)
+        add_file_view(s.home, SWEEP_TABLE, partition_file(s.home, SWEEP_TABLE, SWEEP_KEY))
         rows = wide_table(health, done, checks=s.checks)
         reporter(context)(f"edit_sweep: {len(done)} point(s) over {len(order)} shard(s)")
         return dg.MaterializeResult(
@@ -151,19 +151,6 @@ def build_edit_sweep(settings: Settings) -> dg.AssetsDefinition:
         )
 
     return edit_sweep
-
-
-def _add_view(s: Settings) -> None:
-    """View edit_sweep in the DuckDB file over the lake table (once; the view reads the replaced file itself)."""
-    if s.duckdb_path.exists():
-        with connect(s.home, read_only=True) as con:
-            if con.execute(f"SELECT count(*) FROM duckdb_views() WHERE view_name = '{SWEEP_TABLE}'").fetchone()[0]:
-                return
-    path = partition_file(s.home, SWEEP_TABLE, SWEEP_KEY)
-    with amend_database(s.home) as con:
-        con.execute(
-            f"CREATE OR REPLACE VIEW {SWEEP_TABLE} AS SELECT * FROM read_parquet({sql_literal(view_path(s.home, path))}, hive_partitioning = false)"
-        )
 
 
 def build(settings: Settings) -> list[dg.AssetsDefinition]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.s3 import free_port
+from benchmarks.cluster import free_port
 
 SECRET = "pgSECRETMARKER-7f3e9a"  # the server's password; tests look for it in every output
 USER = "tledit"

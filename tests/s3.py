@@ -12,9 +12,7 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import threading
-import time
 import urllib.request
 import uuid
 from dataclasses import dataclass
@@ -23,13 +21,9 @@ from urllib.parse import unquote
 
 import pytest
 
+from benchmarks.cluster import start_s3
+
 SECRET = "moto-secret-key-not-a-real-one"  # the server accepts any key; tests look for this one in outputs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -48,25 +42,8 @@ class S3Server:
 
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory) -> S3Server:
-    port = free_port()
-    log = open(tmp_path_factory.mktemp("moto") / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
+    proc, endpoint = start_s3(tmp_path_factory.mktemp("moto") / "server.log")  # make cluster's server, the same way
     try:
-        for _ in range(300):  # up to 30 s on a busy machine
-            if proc.poll() is not None:
-                raise RuntimeError(f"moto server exited with {proc.returncode}")
-            try:
-                urllib.request.urlopen(f"{endpoint}/moto-api/data.json", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise RuntimeError("moto server did not start within 30 s")
         yield S3Server(endpoint, proc)
     finally:
         proc.terminate()
@@ -75,7 +52,6 @@ def s3_server(tmp_path_factory) -> S3Server:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        log.close()
 
 
 @dataclass

@@ -113,6 +113,18 @@ def file_view(con: duckdb.DuckDBPyConnection, home: Location, name: str, path: L
     return True
 
 
+def add_file_view(home: Location, name: str, path: Location) -> None:
+    """Add view `name` over one lake file to <home>/tledit.duckdb when the file lacks it (a step that writes
+    its own table after distribution_health built the file; the view reads the replaced lake file itself)."""
+    if (storage.location(home) / DUCKDB_FILE).exists():
+        with connect(home, read_only=True) as con:
+            row = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = $n", {"n": name}).fetchone()
+            if row and row[0]:
+                return
+    with amend_database(home) as con:
+        file_view(con, home, name, path)
+
+
 def lake_table_view(con: duckdb.DuckDBPyConnection, home: Location, table: str) -> bool:
     """View an unpartitioned lake table (lake/<table>/data.parquet, e.g. the source's rejected_files) when it exists."""
     return file_view(con, home, table, lake_root(home) / table / DATA_FILE)

@@ -21,9 +21,10 @@ import dagster as dg
 import pytest
 
 from assets.cli import main
+from benchmarks.cluster import free_port
 from tests.conftest import write_jsonl
 from tests.ray_cluster import ray_cluster  # noqa: F401  (the session's cluster)
-from tests.s3 import free_port, subprocess_env
+from tests.s3 import subprocess_env
 from tledit_pipeline.lake import DATA_FILE
 from tledit_pipeline.settings import Settings
 

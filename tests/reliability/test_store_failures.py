@@ -18,7 +18,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.cli import main
-from tests.s3 import StallingProxy, aws_env, free_port, iam_user_without_s3, reset_filesystems, subprocess_env
+from benchmarks.cluster import free_port
+from tests.s3 import StallingProxy, aws_env, iam_user_without_s3, reset_filesystems, subprocess_env
 from tledit_pipeline.lake import DATA_FILE
 from tledit_pipeline.source import SourceError, discover_shards, read_shard
 
