@@ -68,7 +68,7 @@ probe: install
 
 # Three pytest-xdist workers on 2 cores: the end-to-end tests spend much of their time waiting on subprocesses (a
 # daemon, a killed run, a Ray cluster, an S3 or PostgreSQL server), so a third worker fills the idle CPU (measured
-# on a quiet 2-core AMD EPYC: 4 min 45 s to 5 min with three workers, about 5 min 40 s with two or with four).
+# on a quiet 2-core AMD EPYC: 4 min 45 s to 5 min 30 s with three workers, 5 min 40 s with two or with four).
 # loadgroup keeps the Ray tests (xdist_group "ray") on one worker: one local Ray cluster per session.
 # TEST_ARGS="-n 0": one process.
 TEST_ARGS ?= -n 3 --dist loadgroup
